@@ -1,0 +1,1 @@
+"""MNIST digit classification with a multilayer perceptron."""

@@ -1,0 +1,43 @@
+"""MNIST (or Fashion-MNIST) from the suite's data layer, as a ``tf.data`` pipeline.
+
+The images stay uint8 in memory (47 MB for MNIST) and are cast to float32 per batch inside the
+pipeline; shuffling, batching and casting overlap with training through ``prefetch``.
+Validation is a seeded split of the training set; the test set is used once, at the end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.data import load_image_dataset, train_val_split
+from shared.errors import UserError
+
+VAL_SIZE = 5000  # the usual 55,000 / 5,000 split (e.g. TensorFlow's input_data.read_data_sets)
+
+
+def load(dataset: str = "mnist", limit: int | None = None, seed: int = 42,
+         val_size: int = VAL_SIZE, source: str = "auto"):
+    """Returns (x_train, y_train), (x_val, y_val), (x_test, y_test), all uint8 numpy arrays.
+    ``limit`` keeps the first N training examples (before the validation split)."""
+    (x_train, y_train), (x_test, y_test) = load_image_dataset(dataset, source)
+    if limit is not None:
+        if limit < 20:
+            raise UserError(f"--limit {limit} is too small: need at least 20 training examples")
+        x_train, y_train = x_train[:limit], y_train[:limit]
+        val_size = min(val_size, max(10, limit // 10))
+    train, val = train_val_split(x_train, y_train, val_size, seed)
+    return train, val, (x_test, y_test)
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
+                 seed: int = 42, drop_remainder: bool = False):
+    import tensorflow as tf
+
+    from shared.distribute import shard_policy_data
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype("int32")))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
+    return shard_policy_data(ds.prefetch(tf.data.AUTOTUNE))

@@ -1,0 +1,1 @@
+"""Quality and speed measurements on real data; each appends JSON records to results/."""

@@ -1,0 +1,132 @@
+"""Train an app at a named budget on real data and append one JSON record.
+
+    python -m benchmarks.run mnist_mlp --budget default
+    ksuite bench mnist_mlp --budget small --repeat 2
+
+The app runs in a child process (so its peak resident memory is measured alone) with its run
+directory under ``benchmarks/runs/``; the record goes to ``benchmarks/results/<app>.jsonl``:
+app, budget, command, metric name and value, epochs, wall seconds, examples/s, peak RSS, library
+versions, CPU model, git commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.budgets import BUDGETS
+from shared.errors import UserError, exit_on_user_error
+from shared.runs import cpu_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def append_record(name: str, record: dict) -> Path:
+    """Append one JSON line to results/<name>.jsonl (a single write of one line)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.jsonl"
+    with open(path, "a") as f:
+        f.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("tensorflow", "keras", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def run_once(app: str, budget: str, extra: list[str], tag: str) -> dict:
+    spec = BUDGETS[app]
+    run_dir = ROOT / "benchmarks" / "runs" / f"{app}-{budget}-{tag}"
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    cmd = [sys.executable, "-m", f"apps.{app}.train", *spec["budgets"][budget], *extra,
+           "--run-dir", str(run_dir), "--no-export"]
+    print("$ " + " ".join(cmd[2:]), flush=True)
+    t0 = time.time()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run(cmd, cwd=ROOT)
+    wall = time.time() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if proc.returncode != 0:
+        raise UserError(f"{app} exited with {proc.returncode}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metric = spec["metric"]
+    return {
+        "app": app,
+        "budget": budget,
+        "command": "python -m " + " ".join(cmd[2:]),
+        "metric": metric,
+        "value": metrics["metrics"][metric],
+        "metrics": metrics["metrics"],
+        "epochs": metrics.get("epochs_run"),
+        "best_epoch": metrics.get("early_stopping", {}).get("best_epoch"),
+        "wall_seconds": round(wall, 1),
+        "train_wall_seconds": metrics.get("wall_seconds"),
+        "examples_per_sec": metrics.get("examples_per_sec"),
+        "peak_rss_mb": round(max(peak_kb, before) / 1024, 1),
+        "libraries": library_versions(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "git_commit": git_commit(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+@exit_on_user_error
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="ksuite bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("app", choices=sorted(BUDGETS))
+    parser.add_argument("--budget", default="default")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run N times (same seed: checks that metrics are identical)")
+    parser.add_argument("extra", nargs=argparse.REMAINDER,
+                        help="further flags passed to the app after '--'")
+    args = parser.parse_args(argv)
+    if args.budget not in BUDGETS[args.app]["budgets"]:
+        raise UserError(f"unknown budget {args.budget!r} for {args.app}; "
+                        f"choose from {', '.join(BUDGETS[args.app]['budgets'])}")
+    extra = [a for a in args.extra if a != "--"]
+    values = []
+    for i in range(args.repeat):
+        record = run_once(args.app, args.budget, extra, tag=str(i))
+        record["repeat"] = i
+        values.append(record["value"])
+        path = append_record(args.app, record)
+        print(f"{args.app} [{args.budget}] {record['metric']} = {record['value']:.4f} in "
+              f"{record['epochs']} epochs, {record['wall_seconds']} s, "
+              f"{record['examples_per_sec'] or 0:.0f} examples/s, peak RSS "
+              f"{record['peak_rss_mb']} MB -> {path}")
+    if args.repeat > 1:
+        same = len(set(values)) == 1
+        print(f"same seed, {args.repeat} runs: {'identical' if same else 'DIFFERENT'} {values}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The suite's shared training core: data, callbacks, schedules, distribution, runs, export."""

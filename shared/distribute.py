@@ -1,0 +1,120 @@
+"""``--strategy`` and ``--devices``: one place that turns flags into a ``tf.distribute.Strategy``.
+
+- ``default``: TensorFlow's default strategy (no distribution; whatever device TF picks).
+- ``one_device``: everything pinned to one device (``/gpu:0`` when there is a GPU, else ``/cpu:0``).
+- ``mirrored``: synchronous data parallelism over the local devices: all GPUs, or, with no GPU,
+  ``--devices N`` logical CPU devices (so the multi-device code path is exercised on a laptop or
+  in CI). Gradients are all-reduced every step.
+- ``multi_worker``: synchronous data parallelism over several machines (or processes), each
+  described by the ``TF_CONFIG`` environment variable (``cluster`` with ``worker`` addresses and
+  this process's ``task``); every worker runs the same command.
+
+The batch size a user gives is per replica; the global batch is ``per_replica *
+strategy.num_replicas_in_sync``. Build the model and optimizer inside ``strategy.scope()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from shared.errors import UserError
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
+
+
+def configure_devices(devices: int | None) -> None:
+    """Split the (first) CPU into ``devices`` logical devices. Must run before TensorFlow creates
+    its runtime (before any op executes); a later call is a clear error."""
+    if not devices or devices <= 1:
+        return
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(devices)]
+        )
+    except RuntimeError as exc:
+        if len(tf.config.list_logical_devices("CPU")) != devices:
+            raise UserError(
+                f"--devices {devices}: TensorFlow was already initialized with "
+                f"{len(tf.config.list_logical_devices('CPU'))} CPU device(s) ({exc})"
+            ) from None
+
+
+def _tf_config() -> dict:
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"TF_CONFIG is not valid JSON: {exc}") from None
+
+
+def task_info() -> tuple[str, int]:
+    """(task type, index) from TF_CONFIG; ('worker', 0) when absent."""
+    task = _tf_config().get("task", {})
+    return task.get("type", "worker"), int(task.get("index", 0))
+
+
+def is_chief() -> bool:
+    """The chief writes checkpoints, run records and exports; other workers do not. With no
+    explicit ``chief`` task in TF_CONFIG, worker 0 is the chief (TensorFlow's convention)."""
+    cfg = _tf_config()
+    if not cfg:
+        return True
+    task_type, index = task_info()
+    if "chief" in cfg.get("cluster", {}):
+        return task_type == "chief"
+    return task_type == "worker" and index == 0
+
+
+def make_strategy(name: str = "default", devices: int | None = None):
+    """Build the strategy named by ``--strategy`` (call ``configure_devices`` first, or let this
+    do it)."""
+    if name not in STRATEGIES:
+        raise UserError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    if name == "multi_worker":
+        cfg = _tf_config()
+        workers = cfg.get("cluster", {}).get("worker")
+        if not workers:
+            raise UserError(
+                "--strategy multi_worker needs TF_CONFIG, e.g. "
+                '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                '"task": {"type": "worker", "index": 0}}'
+            )
+    configure_devices(devices)
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    if name == "mirrored":
+        if gpus:
+            chosen = [d.name for d in gpus][: devices or None]
+            return tf.distribute.MirroredStrategy(chosen)
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        # NCCL is GPU-only: on CPUs, reduce through one device.
+        return tf.distribute.MirroredStrategy(
+            cpus, cross_device_ops=tf.distribute.ReductionToOneDevice()
+        )
+    # multi_worker: ring all-reduce works on CPUs and GPUs alike; NCCL is picked on GPUs.
+    impl = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus
+            else tf.distribute.experimental.CommunicationImplementation.RING)
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(implementation=impl)
+    )
+
+
+def shard_policy_data(dataset):
+    """Shard a dataset by element across workers (every worker reads all the data and keeps
+    its 1/N share of each global batch). In-memory datasets have no files to shard by."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)

@@ -1,0 +1,71 @@
+"""Plots every app writes into its run directory (matplotlib, headless, saved atomically)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from shared.io import atomic_savefig  # noqa: E402
+
+
+def learning_curves(history, path: str | Path, metrics: tuple[str, ...] = (), title: str = "",
+                    best_epoch: int | None = None) -> Path:
+    """Loss (train and validation), each named metric, and the learning rate, per epoch.
+    ``history``: a pandas DataFrame as written by CSVLogger (column ``epoch`` 0-based)."""
+    epochs = history["epoch"] + 1 if "epoch" in history else range(1, len(history) + 1)
+    panels = ["loss", *[m for m in metrics if m in history]]
+    has_lr = "lr" in history
+    fig, axes = plt.subplots(1, len(panels) + has_lr, figsize=(4.5 * (len(panels) + has_lr), 3.6))
+    axes = list(axes) if hasattr(axes, "__len__") else [axes]
+    for ax, name in zip(axes, panels):
+        if name in history:
+            ax.plot(epochs, history[name], label=f"train {name}")
+        if f"val_{name}" in history:
+            ax.plot(epochs, history[f"val_{name}"], label=f"validation {name}")
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if has_lr:
+        ax = axes[-1]
+        ax.plot(epochs, history["lr"], color="tab:green")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title("learning rate")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = atomic_savefig(fig, path, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def image_grid(images, path: str | Path, labels=None, cols: int = 8, title: str = "") -> Path:
+    """A grid of images (uint8 or float in [0, 1]; HxW or HxWxC) with optional captions."""
+    import numpy as np
+
+    images = np.asarray(images)
+    n = len(images)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.4))
+    for i, ax in enumerate(np.ravel(axes)):
+        ax.axis("off")
+        if i < n:
+            img = images[i]
+            ax.imshow(img.squeeze(), cmap="gray" if img.ndim == 2 or img.shape[-1] == 1 else None,
+                      vmin=0, vmax=255 if img.dtype == np.uint8 else 1)
+            if labels is not None:
+                ax.set_title(str(labels[i]), fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = atomic_savefig(fig, path, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,196 @@
+"""Run records: one directory per run, and the standard callbacks that fill it.
+
+    <run dir>/config.json          resolved flags, strategy, replicas, library versions
+             history.csv           one row per epoch (CSVLogger; appended when a run resumes)
+             tensorboard/          TensorBoard events
+             checkpoints/backup/   BackupAndRestore (removed when training completes)
+             checkpoints/early_stopping/  Algorithm 7.1 state, so a resumed run continues it
+             learning_curves.png   loss / metric / learning rate per epoch
+             metrics.json          final metrics (test set), best epoch, throughput, wall time
+
+``Run.start`` seeds everything from ``--seed``, splits devices, builds the strategy and creates
+the directory; ``Run.callbacks`` returns the shared callbacks; ``Run.finish`` writes the metrics
+and the plot. Under multi-worker training only the chief writes into the run directory; other
+workers write into ``<run dir>/workers/<index>/``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared import callbacks as cb
+from shared import distribute
+from shared.io import atomic_write_json
+
+
+def library_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for mod in ("tensorflow", "keras", "numpy"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # pragma: no cover
+            pass
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Python, NumPy and TensorFlow seeds from one value; deterministic kernels on request."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+@dataclass
+class Run:
+    app: str
+    args: object
+    dir: Path
+    strategy: object
+    is_chief: bool = True
+    started: float = field(default_factory=time.time)
+    early_stopping: cb.EarlyStopping | None = None
+    backup: cb.AtomicBackupAndRestore | None = None
+    throughput: cb.Throughput | None = None
+
+    @classmethod
+    def start(cls, app: str, args, extra_config: dict | None = None) -> "Run":
+        # Devices must be split before TensorFlow initializes, i.e. before seeding.
+        distribute.configure_devices(getattr(args, "devices", None))
+        seed_everything(args.seed, getattr(args, "deterministic", True))
+        strategy = distribute.make_strategy(args.strategy, args.devices)
+        chief = distribute.is_chief()
+        root = Path(args.run_dir or Path("runs") / app)
+        run_dir = root if chief else root / "workers" / str(distribute.task_info()[1])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run = cls(app=app, args=args, dir=run_dir, strategy=strategy, is_chief=chief)
+        config = {
+            "app": app,
+            "args": {k: v for k, v in vars(args).items()},
+            "strategy": type(strategy).__name__,
+            "replicas": strategy.num_replicas_in_sync,
+            "global_batch_size": run.global_batch(getattr(args, "batch_size", 1)),
+            "tf_config": os.environ.get("TF_CONFIG"),
+            "libraries": library_versions(),
+            "cpu": cpu_model(),
+            **(extra_config or {}),
+        }
+        atomic_write_json(run_dir / "config.json", config)
+        print(f"[{app}] run directory {run_dir} | strategy {config['strategy']} with "
+              f"{config['replicas']} replica(s) | global batch {config['global_batch_size']}")
+        return run
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+    def global_batch(self, per_replica: int) -> int:
+        return int(per_replica) * self.replicas
+
+    @property
+    def history_csv(self) -> Path:
+        return self.dir / "history.csv"
+
+    def callbacks(
+        self,
+        monitor: str = "val_loss",
+        patience: int | None = None,
+        examples_per_step: int | None = None,
+        probe: tuple | None = None,
+        backup: bool = True,
+        tensorboard: bool = True,
+        extra: list | None = None,
+    ) -> list:
+        """The shared callbacks, in an order where each sees the logs the previous ones added:
+        early stopping, plateau rule (if --schedule plateau), NaN termination, learning-rate
+        and throughput logging, diagnostics on a probe batch, CSV, TensorBoard, backup."""
+        import keras
+
+        args = self.args
+        out: list = []
+        patience = patience if patience is not None else getattr(args, "patience", None)
+        if patience:
+            self.early_stopping = cb.EarlyStopping(
+                monitor=monitor, patience=patience, restore_best=True,
+                state_dir=self.dir / "checkpoints" / "early_stopping" if self.is_chief else None,
+            )
+            out.append(self.early_stopping)
+        if getattr(args, "schedule", None) == "plateau":
+            out.append(cb.DivideOnPlateau(monitor=monitor, factor=0.1, patience=max(1, (patience or 4) // 2)))
+        out.append(cb.TerminateOnNaN())
+        out.append(cb.LearningRateLogger())
+        if examples_per_step:
+            self.throughput = cb.Throughput(examples_per_step)
+            out.append(self.throughput)
+        if probe is not None:
+            out.append(cb.DeadReLUMonitor(probe[0]))
+            if len(probe) > 1:
+                out.append(cb.GradientNormMonitor(probe[0], probe[1]))
+        out.extend(extra or [])
+        # A resumed run appends to its history; a fresh one starts it anew.
+        resuming = (self.dir / "checkpoints" / "backup" / "training_metadata.json").exists()
+        out.append(keras.callbacks.CSVLogger(str(self.history_csv), append=resuming))
+        if tensorboard:
+            out.append(keras.callbacks.TensorBoard(str(self.dir / "tensorboard"), write_graph=False))
+        if backup:
+            self.backup = cb.AtomicBackupAndRestore(
+                str(self.dir.parent.parent / "checkpoints" / "backup") if not self.is_chief
+                else str(self.dir / "checkpoints" / "backup"),
+                is_chief=self.is_chief,
+            )
+            out.append(self.backup)
+        return out
+
+    def finish(self, metrics: dict, plot_metrics: tuple[str, ...] = ()) -> dict:
+        """Write metrics.json (and the learning-curve plot) and return the record."""
+        record = {
+            "app": self.app,
+            "metrics": metrics,
+            "wall_seconds": round(time.time() - self.started, 2),
+            "replicas": self.replicas,
+        }
+        if self.early_stopping is not None:
+            record["early_stopping"] = self.early_stopping.summary()
+        if self.backup is not None:
+            record["resumed_from_epoch"] = self.backup.resumed_from_epoch
+        if self.throughput is not None and self.throughput.history:
+            rates = self.throughput.history
+            # The first epoch includes tracing/compilation; report the median of the rest.
+            steady = sorted(rates[1:] or rates)
+            record["examples_per_sec"] = steady[len(steady) // 2]
+        if self.history_csv.exists():
+            import pandas as pd
+
+            try:
+                hist = pd.read_csv(self.history_csv)
+                record["epochs_run"] = int(len(hist))
+                if self.is_chief:
+                    from shared.plots import learning_curves
+
+                    learning_curves(hist, self.dir / "learning_curves.png", plot_metrics,
+                                    title=self.app,
+                                    best_epoch=record.get("early_stopping", {}).get("best_epoch"))
+            except (pd.errors.EmptyDataError, ValueError):
+                pass
+        atomic_write_json(self.dir / "metrics.json", record)
+        ckpt = self.dir / "checkpoints"
+        if ckpt.is_dir() and not any(ckpt.iterdir()):
+            ckpt.rmdir()
+        return record
