@@ -329,6 +329,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.resumed_from_epoch = 0
 
     def on_train_begin(self, logs=None):
+        # Keras sets model._initial_epoch on a restore and never clears it: without this, a
+        # later fit() of the same model (a fine-tuning phase) would skip that many epochs.
+        self.model._initial_epoch = None
         super().on_train_begin(logs)
         self.resumed_from_epoch = int(getattr(self.model, "_initial_epoch", 0) or 0)
         if self.resumed_from_epoch:

@@ -88,14 +88,16 @@ def make_strategy(name: str = "default", devices: int | None = None):
     configure_devices(devices)
     import tensorflow as tf
 
-    gpus = tf.config.list_logical_devices("GPU")
+    # Physical devices: listing logical ones would start the runtime, after which collective ops
+    # (multi_worker) can no longer be configured.
+    gpus = tf.config.list_physical_devices("GPU")
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if name == "mirrored":
         if gpus:
-            chosen = [d.name for d in gpus][: devices or None]
+            chosen = [f"/gpu:{i}" for i in range(len(gpus))][: devices or None]
             return tf.distribute.MirroredStrategy(chosen)
         cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
         # NCCL is GPU-only: on CPUs, reduce through one device.
@@ -105,6 +107,7 @@ def make_strategy(name: str = "default", devices: int | None = None):
     # multi_worker: ring all-reduce works on CPUs and GPUs alike; NCCL is picked on GPUs.
     impl = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus
             else tf.distribute.experimental.CommunicationImplementation.RING)
+    patch_keras_for_multi_worker()
     return tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=tf.distribute.experimental.CommunicationOptions(implementation=impl)
     )
@@ -118,3 +121,54 @@ def shard_policy_data(dataset):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+_PATCHED = False
+
+
+def patch_keras_for_multi_worker() -> None:
+    """Work around Keras 3's ``fit()`` under ``MultiWorkerMirroredStrategy`` (keras-team/keras
+    issue #20585): before training, Keras builds metrics and optimizer from one batch, which it
+    obtains by ``strategy.reduce("MEAN", batch)`` -- an eager cross-worker reduction that
+    ``MultiWorkerMirroredStrategy`` refuses ("Attempt to convert a value (PerReplica...)").
+    That batch only serves shape inference, so this takes the local replica's batch instead.
+    Training itself (the all-reduce of gradients) is untouched."""
+    global _PATCHED
+    if _PATCHED:
+        return
+    import tensorflow as tf
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if iterator is not None and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tree.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v,
+                    batch,
+                )
+                break
+            iterator = None
+        return original(self, iterator=iterator, data_batch=data_batch)
+
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+
+    # Second, the per-step logs (scalar metric values) are averaged across workers with
+    # ``strategy.reduce("MEAN", v, axis=0)``, which fails on scalars ("Invalid reduction
+    # dimension 0 for input with 0 dimensions"); a cross-replica mean needs ``axis=None``.
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and isinstance(
+            strategy, tf.distribute.MultiWorkerMirroredStrategy
+        ):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original_reduce(values, strategy, reduction)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    _PATCHED = True

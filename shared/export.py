@@ -85,7 +85,7 @@ class Gate:
         worse_by = (old - new) if self.higher_is_better else (new - old)
         verdict = (f"{self.metric}: candidate {new:.5f} vs version {reference} {old:.5f} "
                    f"(margin {self.margin})")
-        if worse_by > self.margin:
+        if worse_by > self.margin + 1e-9:  # tolerance for float round-off at the boundary
             raise GateRefused(f"gate refused the new version: {verdict}")
         return f"gate passed: {verdict}"
 

@@ -54,6 +54,8 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="learning-rate schedule (see shared/schedules.py)")
     g.add_argument("--patience", type=positive_int, default=5,
                    help="early stopping patience p in epochs (Goodfellow et al. Algorithm 7.1)")
+    g.add_argument("--monitor", default="val_loss",
+                   help="validation quantity early stopping watches (val_loss, val_accuracy, ...)")
     g.add_argument("--clipnorm", type=positive_float, default=None,
                    help="clip each gradient to this L2 norm")
     g.add_argument("--limit", type=positive_int, default=None,

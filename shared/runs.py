@@ -16,6 +16,7 @@ workers write into ``<run dir>/workers/<index>/``.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from shared import callbacks as cb
 from shared import distribute
-from shared.io import atomic_write_json
+from shared.io import atomic_write_json, atomic_write_text
 
 
 def library_versions() -> dict:
@@ -72,10 +73,10 @@ class Run:
 
     @classmethod
     def start(cls, app: str, args, extra_config: dict | None = None) -> "Run":
-        # Devices must be split before TensorFlow initializes, i.e. before seeding.
-        distribute.configure_devices(getattr(args, "devices", None))
+        # Devices and collective ops must be configured before TensorFlow initializes its
+        # runtime, so the strategy comes first and seeding after it.
+        strategy = distribute.make_strategy(args.strategy, getattr(args, "devices", None))
         seed_everything(args.seed, getattr(args, "deterministic", True))
-        strategy = distribute.make_strategy(args.strategy, args.devices)
         chief = distribute.is_chief()
         root = Path(args.run_dir or Path("runs") / app)
         run_dir = root if chief else root / "workers" / str(distribute.task_info()[1])
@@ -144,8 +145,12 @@ class Run:
             if len(probe) > 1:
                 out.append(cb.GradientNormMonitor(probe[0], probe[1]))
         out.extend(extra or [])
-        # A resumed run appends to its history; a fresh one starts it anew.
-        resuming = (self.dir / "checkpoints" / "backup" / "training_metadata.json").exists()
+        # A resumed run appends to its history (cut back to the epochs the backup holds, in
+        # case the kill fell between the history row and the backup); a fresh one starts anew.
+        meta = self.dir / "checkpoints" / "backup" / "training_metadata.json"
+        resuming = meta.exists() and self.history_csv.exists()
+        if resuming:
+            self._truncate_history(json.loads(meta.read_text()).get("epoch", 0))
         out.append(keras.callbacks.CSVLogger(str(self.history_csv), append=resuming))
         if tensorboard:
             out.append(keras.callbacks.TensorBoard(str(self.dir / "tensorboard"), write_graph=False))
@@ -157,6 +162,11 @@ class Run:
             )
             out.append(self.backup)
         return out
+
+    def _truncate_history(self, epochs: int) -> None:
+        lines = self.history_csv.read_text().splitlines(keepends=True)
+        if len(lines) > epochs + 1:
+            atomic_write_text(self.history_csv, "".join(lines[: epochs + 1]))
 
     def finish(self, metrics: dict, plot_metrics: tuple[str, ...] = ()) -> dict:
         """Write metrics.json (and the learning-curve plot) and return the record."""

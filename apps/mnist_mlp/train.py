@@ -31,6 +31,7 @@ def parse_args(argv=None):
         learning_rate=1e-3,  # RMSprop default lr in Keras (Hinton's lecture 6e)
         schedule="linear",  # Goodfellow §8.3.1: linear decay to 1% of lr over the run
         patience=5,  # early stopping (Algorithm 7.1); 5 epochs of no val improvement
+        monitor="val_accuracy",  # Algorithm 7.1 watches the validation set *error*
     )
     a = parser.add_argument_group("mnist_mlp")
     a.add_argument("--dataset", choices=("mnist", "fashion_mnist"), default="mnist")
@@ -106,7 +107,7 @@ def main(argv=None):
         validation_data=val_ds,
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
-        callbacks=run.callbacks(monitor="val_loss", examples_per_step=batch, probe=probe),
+        callbacks=run.callbacks(monitor=args.monitor, examples_per_step=batch, probe=probe),
         shuffle=False,  # the pipeline shuffles
         verbose=args.verbose,
     )
