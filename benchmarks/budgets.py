@@ -1,16 +1,28 @@
 """Named training budgets per app: the flags a benchmark run adds, and the metric it reports.
 
-``default`` is the app's own default configuration (what the issue's quality target is about);
-``small`` is a quick smoke-sized run. Every budget trains on the real data from the mirror.
+Each app declares its own in ``apps/<app>/train.py`` as ``BENCHMARK = {"metric": ...,
+"budgets": {"default": [...flags...], "small": [...], ...}}``; ``default`` is the app's default
+configuration (what the issue's quality target is about). Every budget trains on real data.
 """
 
-BUDGETS: dict[str, dict] = {
-    "mnist_mlp": {
-        "metric": "accuracy",
-        "budgets": {
-            "default": [],
-            "small": ["--epochs", "3"],
-            "tiny": ["--epochs", "1", "--limit", "5000"],
-        },
-    },
-}
+from __future__ import annotations
+
+import importlib
+
+from apps import APPS
+
+
+def _collect() -> dict[str, dict]:
+    out = {}
+    for app in APPS:
+        try:
+            module = importlib.import_module(f"apps.{app}.train")
+        except ModuleNotFoundError:
+            continue
+        spec = getattr(module, "BENCHMARK", None)
+        if spec:
+            out[app] = spec
+    return out
+
+
+BUDGETS: dict[str, dict] = _collect()

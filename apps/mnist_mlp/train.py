@@ -18,6 +18,17 @@ from shared.flags import base_parser  # noqa: E402
 
 MODEL_NAME = "mnist_mlp"
 
+# Benchmark budgets (python -m benchmarks.run mnist_mlp --budget NAME): the flags added to the
+# default configuration, and the metric reported.
+BENCHMARK = {
+    "metric": "accuracy",
+    "budgets": {
+        "default": [],
+        "small": ["--epochs", "3"],
+        "tiny": ["--epochs", "1", "--limit", "5000"],
+    },
+}
+
 
 def parse_args(argv=None):
     parser = base_parser(

@@ -1,0 +1,131 @@
+"""The MNIST MLP end to end on real data: train a few steps, evaluate, export, reload, compare."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.helpers import run_module
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mirror):
+    """One short real run shared by the tests below (2 epochs on 3,000 real images)."""
+    from apps.mnist_mlp import train
+
+    base = tmp_path_factory.mktemp("mnist")
+    record = train.main(["--epochs", "2", "--limit", "3000", "--run-dir", str(base / "run"),
+                         "--export-dir", str(base / "models"), "--verbose", "0"])
+    return base, record
+
+
+def test_run_directory_has_every_record(trained):
+    base, record = trained
+    run = base / "run"
+    for name in ("config.json", "history.csv", "metrics.json", "learning_curves.png"):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2
+    assert metrics["early_stopping"]["best_epoch"] in (1, 2)
+    assert metrics["examples_per_sec"] > 0
+    # The backup is removed once training completes; no temporary files are left anywhere.
+    assert not (run / "checkpoints" / "backup").exists()
+    assert not list(base.rglob("*.tmp*"))
+    config = json.loads((run / "config.json").read_text())
+    assert config["global_batch_size"] == 128 and config["replicas"] == 1
+
+
+def test_training_learns(trained):
+    import pandas as pd
+
+    base, record = trained
+    hist = pd.read_csv(base / "run" / "history.csv")
+    assert hist["loss"].iloc[-1] < hist["loss"].iloc[0]
+    assert record["metrics"]["accuracy"] > 0.8  # 2 epochs on 2,700 images
+
+
+def test_export_signature_and_outputs_match_keras(trained, mirror):
+    """The reloaded SavedModel (what TensorFlow Serving loads) takes raw uint8 images and gives
+    the Keras model's probabilities on real test digits."""
+    import tensorflow as tf
+
+    from shared.data import load_image_dataset
+
+    base, record = trained
+    path = base / "models" / "mnist_mlp" / "1"
+    assert record["export"] == str(path)
+    loaded = tf.saved_model.load(str(path))
+    sig = loaded.signatures["serving_default"]
+    (spec,) = sig.structured_input_signature[1].values()
+    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 28, 28]
+    assert set(sig.structured_outputs) == {"probabilities", "classes"}
+
+    _, (x_test, y_test) = load_image_dataset("mnist")
+    images = x_test[:64]
+    out = sig(images=tf.constant(images))
+    probs = out["probabilities"].numpy()
+    assert probs.shape == (64, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(out["classes"].numpy(), probs.argmax(axis=1))
+
+    acc = float(np.mean(out["classes"].numpy() == y_test[:64]))
+    assert acc > 0.75
+
+
+def test_exported_outputs_equal_the_keras_model(tmp_path, mirror):
+    """Export a trained model in-process and check tf.saved_model.load gives exactly the Keras
+    model's outputs on real test images."""
+    import tensorflow as tf
+
+    from apps.mnist_mlp.model import build_mlp
+    from apps.mnist_mlp.train import export
+    from shared.data import load_image_dataset
+
+    (x_train, y_train), (x_test, _) = load_image_dataset("mnist")
+    model = build_mlp(hidden=(64,), dropout=0.0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x_train[:1000].astype("float32"), y_train[:1000], epochs=1, verbose=0)
+    path = export(model, tmp_path, {"accuracy": 0.5})
+    loaded = tf.saved_model.load(str(path))
+    out = loaded.signatures["serving_default"](images=tf.constant(x_test[:100]))
+    expected = model.predict(x_test[:100].astype("float32"), verbose=0)
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, rtol=1e-5, atol=1e-6)
+    meta = json.loads((path / "assets.extra" / "ksuite.json").read_text())
+    assert meta["metrics"]["accuracy"] == 0.5 and meta["version"] == 1
+
+
+def test_help_works():
+    proc = run_module("apps.mnist_mlp.train", "--help", timeout=60)
+    for flag in ("--epochs", "--limit", "--seed", "--run-dir", "--export-dir", "--strategy",
+                 "--devices", "--batch-size", "--learning-rate", "--optimizer", "--schedule",
+                 "--patience"):
+        assert flag in proc.stdout, flag
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "must be a positive integer"),
+    (["--strategy", "tpu"], "invalid choice"),
+    (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+])
+def test_bad_flags_give_one_clear_error(args, message):
+    proc = run_module("apps.mnist_mlp.train", *args, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_data_is_one_clear_error(tmp_path):
+    from tests.helpers import child_env
+
+    env = child_env(KSUITE_DATA_DIR=tmp_path / "empty", KERAS_HOME=tmp_path / "kh",
+                    KSUITE_OFFLINE=1)
+    proc = run_module("apps.mnist_mlp.train", "--epochs", "1", "--run-dir", tmp_path / "r",
+                      env=env, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("error:") and "KSUITE_DATA_DIR" in err
+    assert "idx" in err or "mnist" in err

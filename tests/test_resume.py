@@ -1,0 +1,60 @@
+"""A training process killed with SIGKILL mid-run resumes from its last completed epoch when
+the same command is run again, and finishes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from tests.helpers import ROOT, child_env
+
+EPOCHS = 5
+
+
+def test_sigkill_then_resume(tmp_path, mirror):
+    run_dir = tmp_path / "run"
+    # Full training set: ~4 s per epoch on 2 cores, so the kill lands inside an epoch.
+    cmd = [sys.executable, "-m", "apps.mnist_mlp.train", "--epochs", str(EPOCHS),
+           "--run-dir", str(run_dir), "--no-export", "--verbose", "0", "--patience", "10"]
+    meta = run_dir / "checkpoints" / "backup" / "training_metadata.json"
+
+    first = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    completed = 0
+    while time.time() < deadline and first.poll() is None:
+        if meta.exists():
+            try:
+                completed = json.loads(meta.read_text())["epoch"]
+            except (json.JSONDecodeError, KeyError):
+                completed = 0  # never expected: the backup is written atomically
+            if completed >= 2:
+                break
+        time.sleep(0.05)
+    assert first.poll() is None, "training ended before it could be killed:\n" + first.stdout.read()
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    assert first.returncode == -signal.SIGKILL
+    killed_at = json.loads(meta.read_text())["epoch"]
+    assert 2 <= killed_at < EPOCHS
+    assert not (run_dir / "metrics.json").exists()
+
+    second = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert f"resuming from the end of epoch {killed_at}" in second.stdout
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == killed_at
+    hist = pd.read_csv(run_dir / "history.csv")
+    # One row per epoch: the first process's completed epochs, then the resumed ones.
+    assert hist["epoch"].tolist() == list(range(EPOCHS))
+    assert metrics["epochs_run"] == EPOCHS
+    assert metrics["metrics"]["accuracy"] > 0.95
+    assert not meta.exists()  # the backup is removed when training completes
