@@ -2,6 +2,7 @@
 
     python -m benchmarks.run mnist_mlp --budget default
     ksuite bench mnist_mlp --budget small --repeat 2
+    ksuite bench mnist_mlp --budget small --strategy mirrored --devices 2   # extra app flags
 
 The app runs in a child process (so its peak resident memory is measured alone) with its run
 directory under ``benchmarks/runs/``; the record goes to ``benchmarks/results/<app>.jsonl``:
@@ -105,13 +106,11 @@ def main(argv=None):
     parser.add_argument("--budget", default="default")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run N times (same seed: checks that metrics are identical)")
-    parser.add_argument("extra", nargs=argparse.REMAINDER,
-                        help="further flags passed to the app after '--'")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)  # unknown flags go to the app
     if args.budget not in BUDGETS[args.app]["budgets"]:
         raise UserError(f"unknown budget {args.budget!r} for {args.app}; "
                         f"choose from {', '.join(BUDGETS[args.app]['budgets'])}")
-    extra = [a for a in args.extra if a != "--"]
+    extra = [a for a in extra if a != "--"]
     values = []
     for i in range(args.repeat):
         record = run_once(args.app, args.budget, extra, tag=str(i))

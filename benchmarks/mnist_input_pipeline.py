@@ -1,0 +1,98 @@
+"""Is the input pipeline the bottleneck? MNIST MLP epoch time with the real ``tf.data`` pipeline
+(shuffle -> batch -> cast -> prefetch from uint8 arrays) against the same batches already
+materialized in memory as float32 tensors (nothing left to do but hand them over).
+
+    python -m benchmarks.mnist_input_pipeline --epochs 4
+
+Both runs train the same model (default configuration) in the same process, alternating so
+that machine noise hits both; the first epoch of each (tracing) is discarded. Target: real /
+in-memory <= 1.1. Appends a record to benchmarks/results/mnist_input_pipeline.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per pipeline")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds")
+    parser.add_argument("--batch-size", type=int, default=128)
+    args = parser.parse_args(argv)
+
+    import keras
+    import tensorflow as tf
+
+    from apps.mnist_mlp import data
+    from apps.mnist_mlp.model import build_mlp
+    from benchmarks.run import append_record, library_versions
+    from shared.runs import cpu_model
+
+    keras.utils.set_random_seed(0)
+    (x_tr, y_tr), _, _ = data.load("mnist")
+    n = (len(x_tr) // args.batch_size) * args.batch_size
+    x_tr, y_tr = x_tr[:n], y_tr[:n]
+    real = data.make_dataset(x_tr, y_tr, args.batch_size, shuffle=True, seed=0)
+    batches = n // args.batch_size
+    x_mem = tf.constant(x_tr.astype("float32").reshape(batches, args.batch_size, 28, 28))
+    y_mem = tf.constant(y_tr.astype("int32").reshape(batches, args.batch_size))
+    memory = tf.data.Dataset.from_tensor_slices((x_mem, y_mem))
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self.t0)
+
+    def timed(ds) -> list[float]:
+        model = build_mlp()
+        model.compile(keras.optimizers.RMSprop(1e-3), "sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        timer = EpochTimer()
+        model.fit(ds, epochs=args.epochs, verbose=0, callbacks=[timer], shuffle=False)
+        return timer.times[1:]  # the first epoch includes tracing
+
+    results = {"real": [], "memory": []}
+    for r in range(args.rounds):
+        for name, ds in (("real", real), ("memory", memory)):
+            t = timed(ds)
+            results[name] += t
+            print(f"round {r + 1} {name:6s}: epoch seconds {['%.2f' % v for v in t]}", flush=True)
+    real_s = statistics.median(results["real"])
+    mem_s = statistics.median(results["memory"])
+    ratio = real_s / mem_s
+    record = {
+        "app": "mnist_mlp",
+        "benchmark": "input_pipeline",
+        "command": "python -m benchmarks.mnist_input_pipeline " + " ".join(argv or []),
+        "epoch_seconds_real_pipeline": round(real_s, 3),
+        "epoch_seconds_in_memory": round(mem_s, 3),
+        "ratio": round(ratio, 3),
+        "target": "<= 1.1",
+        "passed": ratio <= 1.1,
+        "examples_per_sec_real": round(n / real_s),
+        "libraries": library_versions(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    path = append_record("mnist_input_pipeline", record)
+    print(f"median epoch: real pipeline {real_s:.3f} s, in-memory batches {mem_s:.3f} s, "
+          f"ratio {ratio:.3f} (target <= 1.1) -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()
