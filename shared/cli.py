@@ -12,10 +12,15 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
+from pathlib import Path
 
+import apps
 from apps import APPS
+
+
+def _available(app: str) -> bool:
+    return (Path(apps.__file__).parent / app / "train.py").is_file()
 
 COMMANDS = {
     "serve": ("serving.server", "local TensorFlow-Serving-compatible server (REST + gRPC)"),
@@ -29,7 +34,7 @@ COMMANDS = {
 def _usage() -> str:
     lines = ["usage: ksuite train APP [flags] | ksuite COMMAND [flags]", "", "apps:"]
     for name, what in APPS.items():
-        ok = importlib.util.find_spec(f"apps.{name}.train") is not None
+        ok = _available(name)
         lines.append(f"  {name:18s} {what}{'' if ok else '  (not available yet)'}")
     lines += ["", "commands:", f"  {'train APP':18s} train an app (python -m apps.APP.train)"]
     for name, (_, what) in COMMANDS.items():
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if app not in APPS:
             print(f"error: unknown app {app!r}; apps: {', '.join(APPS)}", file=sys.stderr)
             return 2
-        if importlib.util.find_spec(f"apps.{app}.train") is None:
+        if not _available(app):
             print(f"error: app {app} is not available in this checkout yet", file=sys.stderr)
             return 2
         _run_module_main(f"apps.{app}.train", flags)
