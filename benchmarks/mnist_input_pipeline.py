@@ -23,7 +23,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=4, help="epochs per pipeline")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args(argv)
 
@@ -64,6 +64,16 @@ def main(argv=None):
         model.fit(ds, epochs=args.epochs, verbose=0, callbacks=[timer], shuffle=False)
         return timer.times[1:]  # the first epoch includes tracing
 
+    def iterate_only(ds) -> float:
+        t0 = time.perf_counter()
+        for _ in ds:
+            pass
+        return time.perf_counter() - t0
+
+    iterate_only(real)
+    pipeline_only = min(iterate_only(real) for _ in range(3))
+    print(f"real pipeline alone (no model): {pipeline_only:.3f} s per epoch", flush=True)
+
     results = {"real": [], "memory": []}
     for r in range(args.rounds):
         for name, ds in (("real", real), ("memory", memory)):
@@ -73,6 +83,9 @@ def main(argv=None):
     real_s = statistics.median(results["real"])
     mem_s = statistics.median(results["memory"])
     ratio = real_s / mem_s
+    # On a shared machine the median carries other processes' load; the fastest epoch of each
+    # is the cleanest estimate of the pipeline's own cost. Both are recorded.
+    ratio_min = min(results["real"]) / min(results["memory"])
     record = {
         "app": "mnist_mlp",
         "benchmark": "input_pipeline",
@@ -80,6 +93,9 @@ def main(argv=None):
         "epoch_seconds_real_pipeline": round(real_s, 3),
         "epoch_seconds_in_memory": round(mem_s, 3),
         "ratio": round(ratio, 3),
+        "ratio_fastest_epochs": round(ratio_min, 3),
+        "pipeline_only_epoch_seconds": round(pipeline_only, 3),
+        "epoch_seconds": {k: [round(v, 3) for v in t] for k, t in results.items()},
         "target": "<= 1.1",
         "passed": ratio <= 1.1,
         "examples_per_sec_real": round(n / real_s),
@@ -90,7 +106,8 @@ def main(argv=None):
     }
     path = append_record("mnist_input_pipeline", record)
     print(f"median epoch: real pipeline {real_s:.3f} s, in-memory batches {mem_s:.3f} s, "
-          f"ratio {ratio:.3f} (target <= 1.1) -> {path}")
+          f"ratio {ratio:.3f}; fastest epochs {min(results['real']):.3f} vs "
+          f"{min(results['memory']):.3f} s, ratio {ratio_min:.3f} (target <= 1.1) -> {path}")
     return 0
 
 
