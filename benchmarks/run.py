@@ -81,6 +81,7 @@ def run_once(app: str, budget: str, extra: list[str], tag: str) -> dict:
         "app": app,
         "budget": budget,
         "command": "python -m " + " ".join(cmd[2:]),
+        "run_dir": str(run_dir),
         "metric": metric,
         "value": metrics["metrics"][metric],
         "metrics": metrics["metrics"],

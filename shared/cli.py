@@ -6,6 +6,7 @@
     ksuite predict [flags]       REST / gRPC client (serving/client.py)
     ksuite serving-config        write serving/models.config from saved_models/
     ksuite bench APP --budget B  train at a named budget and append a benchmark record
+    ksuite report                write benchmarks/REPORT.md from benchmarks/results/
     ksuite demo                  the README's main job (train, export, reload, serve, query)
 """
 
@@ -27,6 +28,7 @@ COMMANDS = {
     "predict": ("serving.client", "query a served model over REST or gRPC"),
     "serving-config": ("serving.config", "generate serving/models.config from saved_models/"),
     "bench": ("benchmarks.run", "train an app at a named budget; append a JSON record"),
+    "report": ("benchmarks.report", "write benchmarks/REPORT.md from the benchmark records"),
     "demo": ("shared.demo", "the main job: train MNIST, export, reload, serve and query it"),
 }
 
