@@ -271,10 +271,27 @@ def _cached(spec: FileSpec, cache_subdir: str) -> Path | None:
 
 
 def fetch(key: str) -> Path:
-    """Return a local, checksum-verified path for registry entry ``key``."""
+    """Return a local, checksum-verified path for registry entry ``key``.
+
+    Several processes (the workers of a multi-worker job, parallel tests) may fetch the same
+    file into the same cache at once; Keras' get_file writes in place, so the cache entry is
+    guarded by an advisory file lock and the second process finds the verified copy."""
     if key not in REGISTRY:
         raise DataError(f"unknown dataset {key!r}; known: {', '.join(sorted(REGISTRY))}")
     ds = REGISTRY[key]
+    import fcntl
+
+    lock_dir = keras_home() / ds.cache_subdir
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f".ksuite-{key.replace('/', '-')}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _fetch(ds)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _fetch(ds: Dataset) -> Path:
     mirror = mirror_dir()
     # 1. offline mirror, through get_file with a file:// origin.
     if mirror is not None and ds.mirror is not None:
