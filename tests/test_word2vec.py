@@ -1,0 +1,266 @@
+"""word2vec: tokenizer and vocabulary, subsampling, pair generation, negatives, training, the
+word2vec file formats (read back by gensim), the SavedModel round trip, and error paths."""
+
+from __future__ import annotations
+
+import csv
+import random
+
+import numpy as np
+import pytest
+
+from apps.word2vec import data
+from apps.word2vec import evaluate as ev
+
+# --------------------------------------------------------------------------------------------
+# A tiny corpus with structure: subjects, verbs and objects drawn from small groups.
+# --------------------------------------------------------------------------------------------
+SUBJECTS = ["king", "queen", "prince", "princess", "man", "woman", "boy", "girl"]
+VERBS = ["rules", "loves", "sees", "visits", "guards"]
+OBJECTS = ["kingdom", "castle", "city", "river", "forest", "garden"]
+
+
+def tiny_text(sentences: int = 3000, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(sentences):
+        lines.append(f"The {rng.choice(SUBJECTS)} {rng.choice(VERBS)} the {rng.choice(OBJECTS)}.")
+    lines.append("A rare word appears once: zyzzyva. Don't split it!")
+    return " ".join(lines)
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("w2v") / "tiny.txt"
+    path.write_text(tiny_text(), encoding="utf-8")
+    return path
+
+
+def test_tokenize_lowercases_and_keeps_inner_apostrophes():
+    assert data.tokenize("The King’s men DON'T run, 3 times!") == [
+        "the", "king's", "men", "don't", "run", "3", "times"]
+    assert data.tokenize("a b c d e", limit=3) == ["a", "b", "c"]
+
+
+def test_vocabulary_min_count_and_order():
+    tokens = "a b a c a b d".split()
+    vocab = data.Vocabulary.build(tokens, min_count=2)
+    assert vocab.words == ["a", "b"]  # c, d below min_count; most frequent first
+    assert vocab.counts.tolist() == [3, 2]
+    assert vocab.encode(tokens).tolist() == [0, 1, 0, 0, 1]  # OOV tokens dropped
+    with pytest.raises(data.UserError):
+        data.Vocabulary.build(tokens, min_count=10)
+
+
+def test_subsampling_probabilities():
+    counts = np.array([1000, 100, 10, 1])  # f = counts / 1111
+    f = counts / counts.sum()
+    t = 1e-2
+    paper = data.keep_probabilities(counts, t, "paper")
+    np.testing.assert_allclose(paper, np.minimum(np.sqrt(t / f), 1), rtol=1e-6)
+    assert 1 - paper[0] == pytest.approx(1 - np.sqrt(t / f[0]), rel=1e-5)  # P(discard)
+    w2v = data.keep_probabilities(counts, t, "word2vec")
+    np.testing.assert_allclose(w2v, np.minimum(np.sqrt(t / f) + t / f, 1), rtol=1e-6)
+    assert np.all(data.keep_probabilities(counts, 0.0) == 1)
+    assert paper[-1] == 1.0 and paper[0] < paper[1] < 1
+
+
+def _pairs(ids, keep, window, batch, steps, seed=1, negatives=2, vocab=None):
+    noise = np.full(vocab or (int(ids.max()) + 1), 1.0)
+    ds = data.make_dataset(ids, keep, noise / noise.sum(), window=window, negatives=negatives,
+                           batch=batch, seed=seed)
+    out = [tuple(t.numpy() for t in b) for b in ds.take(steps)]
+    return [np.concatenate([o[i] for o in out]) for i in range(3)]
+
+
+def test_dynamic_window_pairs():
+    n, window = 5000, 4
+    ids = np.arange(n, dtype=np.int32)  # id = position: pairs reveal their distance
+    keep = np.ones(n, np.float32)
+    steps = data.steps_per_epoch(ids, keep, window, 512)
+    centres, contexts, negs = _pairs(ids, keep, window, 512, steps)
+    assert negs.shape == (len(centres), 2)
+    distance = np.abs(centres.astype(int) - contexts)
+    assert distance.min() >= 1 and distance.max() <= window  # within the window, no self pair
+    # Dynamic window (b uniform in 1..W): distance d is kept with probability (W - d + 1) / W.
+    counts = np.bincount(distance, minlength=window + 1)[1:]
+    expected = np.array([(window - d + 1) / window for d in range(1, window + 1)])
+    np.testing.assert_allclose(counts / counts[0], expected, atol=0.06)
+    # About one epoch of pairs: every position was a centre.
+    assert len(np.unique(centres)) > 0.95 * n
+    assert abs(len(centres) - data.expected_pairs(ids, keep, window)) < 0.05 * len(centres)
+
+
+def test_subsampled_windows_skip_discarded_words():
+    ids = np.array([0, 1] * 2000, dtype=np.int32)  # word 1 is always discarded
+    keep = np.array([1.0, 0.0], np.float32)
+    centres, contexts, _ = _pairs(ids, keep, 2, 256, 10)
+    assert set(centres.tolist()) == {0} and set(contexts.tolist()) == {0}
+
+
+def test_negatives_follow_unigram_to_the_three_quarters():
+    counts = np.array([5000, 1000, 200, 50, 10], dtype=np.int64)
+    noise = data.noise_distribution(counts)
+    np.testing.assert_allclose(noise, counts**0.75 / np.sum(counts**0.75))
+    ids = np.repeat(np.arange(5, dtype=np.int32), counts)
+    np.random.default_rng(0).shuffle(ids)
+    keep = np.ones(5, np.float32)
+    ds = data.make_dataset(ids, keep, noise, window=2, negatives=5, batch=2000, seed=3)
+    negs = np.concatenate([b[2].numpy().ravel() for b in ds.take(10)])
+    freq = np.bincount(negs, minlength=5) / len(negs)
+    np.testing.assert_allclose(freq, noise, atol=0.01)
+
+
+def test_loss_decreases_with_sparse_sgd():
+    import keras
+    import tensorflow as tf
+
+    from apps.word2vec.model import build_skipgram
+
+    tokens = data.tokenize(tiny_text(1500))
+    vocab = data.Vocabulary.build(tokens, 2)
+    ids = vocab.encode(tokens)
+    keep = np.ones(len(vocab), np.float32)
+    ds = data.make_dataset(ids, keep, data.noise_distribution(vocab.counts), window=2,
+                           negatives=3, batch=64, seed=0)
+    model = build_skipgram(len(vocab), 16)
+    model.compile(optimizer=keras.optimizers.SGD(0.025), jit_compile=True)
+    before = model.centre_vectors.numpy().copy()
+    hist = model.fit(ds, epochs=4, steps_per_epoch=20, verbose=0).history["loss"]
+    assert hist[-1] < hist[0] - 0.2
+    assert not np.allclose(before, model.centre_vectors.numpy())
+    # Gradients are sparse: a batch touching only word 0 and 1 changes only their rows.
+    model2 = build_skipgram(len(vocab), 8)
+    model2.compile(optimizer=keras.optimizers.SGD(0.1))
+    v0 = model2.centre_vectors.numpy().copy()
+    model2.context_vectors.assign(np.ones((len(vocab), 8), np.float32))
+    batch = (tf.constant([0, 0]), tf.constant([1, 1]), tf.constant([[1], [1]]))
+    model2.train_step(batch)
+    changed = np.where(np.any(model2.centre_vectors.numpy() != v0, axis=1))[0]
+    assert changed.tolist() == [0]
+
+
+def test_evaluation_matches_a_hand_check():
+    words = ["a", "b", "c", "d", "e"]
+    vectors = np.array([[1, 0], [1, 1], [0, 1], [0, 2.1], [-1, 0]], np.float32)
+    # a:b :: c:? -> b - a + c = (0, 2) -> d (a, b, c excluded)
+    res = ev.analogy_accuracy(words, vectors, [("test", [("a", "b", "c", "d"), ("a", "b", "c", "e"),
+                                                         ("a", "b", "c", "zz")])])
+    assert res["analogy_accuracy"] == 0.5 and res["analogy_questions"] == 2
+    assert res["analogy_skipped"] == 1
+    assert ev.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert ev.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: main() on the tiny corpus, files on disk, gensim loads them, export round trip.
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(corpus_file, tmp_path_factory):
+    from apps.word2vec.train import main
+
+    root = tmp_path_factory.mktemp("w2v-run")
+    record = main(["--corpus", str(corpus_file), "--min-count", "2", "--dim", "16",
+                   "--epochs", "3", "--batch-size", "64", "--sample", "1e-3",
+                   "--run-dir", str(root / "run"), "--export-dir", str(root / "export"),
+                   "--probe", "king", "castle", "--verbose", "0"])
+    return record, root
+
+
+def test_main_trains_and_writes_outputs(trained):
+    record, root = trained
+    run = root / "run"
+    m = record["metrics"]
+    assert m["vocab_size"] == 1 + len(SUBJECTS) + len(VERBS) + len(OBJECTS)  # "the" + the groups
+    assert "analogy_accuracy" in m and "wordsim_spearman" in m and m["words_per_sec"] > 0
+    with open(run / "history.csv") as f:
+        losses = [float(r["loss"]) for r in csv.DictReader(f)]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    for name in ("metrics.json", "neighbours.txt", "vectors.txt", "vectors.bin", "pca_map.png",
+                 "projector/vectors.tsv", "projector/metadata.tsv"):
+        assert (run / name).exists(), name
+    assert (run / "neighbours.txt").read_text().startswith("king:")
+    meta = (run / "projector" / "metadata.tsv").read_text().split("\n")
+    vecs = (run / "projector" / "vectors.tsv").read_text().strip().split("\n")
+    assert len(vecs) == m["vocab_size"] and len(vecs[0].split("\t")) == 16 and meta[0] == "the"
+
+
+def test_gensim_loads_the_vectors(trained):
+    from gensim.models import KeyedVectors
+
+    _, root = trained
+    text = KeyedVectors.load_word2vec_format(str(root / "run" / "vectors.txt"), binary=False)
+    binary = KeyedVectors.load_word2vec_format(str(root / "run" / "vectors.bin"), binary=True)
+    assert text.index_to_key == binary.index_to_key and text.index_to_key[0] == "the"
+    assert text.vector_size == 16
+    np.testing.assert_allclose(text["king"], binary["king"], atol=1e-5)
+
+
+def test_export_round_trip_with_unknown_words(trained):
+    import tensorflow as tf
+    from gensim.models import KeyedVectors
+
+    record, root = trained
+    loaded = tf.saved_model.load(record["export"])
+    assert {"serving_default", "embed", "nearest"} <= set(loaded.signatures)
+    kv = KeyedVectors.load_word2vec_format(str(root / "run" / "vectors.bin"), binary=True)
+    out = loaded.signatures["embed"](words=tf.constant(["King", "qwertyuiop"]))
+    assert out["known"].numpy().tolist() == [True, False]
+    np.testing.assert_allclose(out["vectors"].numpy()[0], kv["king"], atol=1e-5)
+    assert np.all(out["vectors"].numpy()[1] == 0)
+    near = loaded.signatures["nearest"](words=tf.constant(["king", "nope"]), k=tf.constant(3))
+    assert near["known"].numpy().tolist() == [True, False]
+    got = [w.decode() for w in near["neighbours"].numpy()[0]]
+    assert got == [w for w, _ in kv.most_similar("king", topn=3)]
+    np.testing.assert_allclose(near["scores"].numpy()[0],
+                               [s for _, s in kv.most_similar("king", topn=3)], atol=1e-4)
+    assert near["neighbours"].numpy()[1].tolist() == [b"", b"", b""]
+
+
+# --------------------------------------------------------------------------------------------
+# Errors a user can cause: one line, non-zero exit, nothing written.
+# --------------------------------------------------------------------------------------------
+
+
+def test_missing_corpus_file_is_one_clear_error(tmp_path, capsys):
+    from apps.word2vec.train import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--corpus", str(tmp_path / "nope.txt"), "--run-dir", str(tmp_path / "run"),
+              "--no-export"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corpus file not found" in err[0]
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_bad_flags(tmp_path, capsys):
+    from apps.word2vec.train import main
+
+    for argv in (["--sample", "2"], ["--optimizer", "adam"], ["--window", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv + ["--run-dir", str(tmp_path / "run")])
+        assert exc.value.code == 2
+    assert not (tmp_path / "run").exists()
+
+
+def test_corpus_with_no_frequent_word(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("every word here differs")
+    with pytest.raises(data.UserError, match="min-count"):
+        data.load_corpus(corpus=str(path), min_count=5)
+
+
+def test_same_seed_same_vectors(corpus_file, tmp_path):
+    """XLA on, op determinism off (the app's default): two runs with one seed agree exactly."""
+    from apps.word2vec.train import main
+
+    out = []
+    for i in range(2):
+        main(["--corpus", str(corpus_file), "--min-count", "2", "--dim", "8", "--epochs", "1",
+              "--batch-size", "64", "--run-dir", str(tmp_path / f"r{i}"), "--no-export",
+              "--verbose", "0", "--seed", "7"])
+        out.append((tmp_path / f"r{i}" / "vectors.bin").read_bytes())
+    assert out[0] == out[1]
