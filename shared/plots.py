@@ -17,8 +17,10 @@ def learning_curves(history, path: str | Path, metrics: tuple[str, ...] = (), ti
     """Loss (train and validation), each named metric, and the learning rate, per epoch.
     ``history``: a pandas DataFrame as written by CSVLogger (column ``epoch`` 0-based)."""
     epochs = history["epoch"] + 1 if "epoch" in history else range(1, len(history) + 1)
-    panels = ["loss", *[m for m in metrics if m in history]]
+    panels = [m for m in ("loss", *metrics) if m in history or f"val_{m}" in history]
     has_lr = "lr" in history
+    if not panels and not has_lr:  # nothing the plot knows: plot every numeric column
+        panels = [c for c in history.columns if c != "epoch" and not c.startswith("val_")][:4]
     fig, axes = plt.subplots(1, len(panels) + has_lr, figsize=(4.5 * (len(panels) + has_lr), 3.6))
     axes = list(axes) if hasattr(axes, "__len__") else [axes]
     for ax, name in zip(axes, panels):

@@ -1,0 +1,294 @@
+"""Sample quality of a generator, measured with a classifier trained on the same dataset.
+
+    python -m apps.dcgan.evaluate --dataset mnist                       # classifier + ceiling
+    python -m apps.dcgan.evaluate --model saved_models/dcgan/1          # an exported generator
+
+- **Classifier-based Inception Score** (Salimans et al. 2016, with a dataset classifier in place
+  of Inception): IS = exp(E_x KL(p(y|x) || p(y))), p(y) the mean of p(y|x) over the samples.
+  High when each sample is confidently one class and the classes are balanced; at most the
+  number of classes (10).
+- **Fréchet distance** (Heusel et al. 2017, "FID" with Inception features) between Gaussians
+  fitted to the classifier's penultimate-layer features of generated and of real test images:
+  ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2)).
+- **The ceiling**: the same two numbers for 10,000 real *training* images against the real test
+  images -- what a generator that reproduced the data distribution would score.
+
+The classifier is a small CNN (keras-io "Simple MNIST convnet": two conv 3x3 + max-pool blocks,
+dropout 0.5, with a 128-unit penultimate "features" layer as in Keras' examples/mnist_cnn.py),
+trained once with the suite's shared callbacks (early stopping, Algorithm 7.1, on validation
+accuracy) and cached, with its test accuracy, in ``--classifier-dir`` (default
+``runs/dcgan_classifier/<dataset>``, relative to the working directory; independent of
+``saved_models/``). It trains on the whole training set whatever the GAN's ``--limit``, unless
+``--classifier-limit N`` asks for the first N images (cached under ``<dataset>-limit<N>``; for
+quick checks). Delete the folder to retrain it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import UserError, exit_on_user_error
+
+CLASSIFIER_DIR = Path("runs") / "dcgan_classifier"
+WEIGHTS = "classifier.weights.h5"
+RECORD = "classifier.json"
+EVAL_SAMPLES = 10_000  # the issue: 10,000 generated vs 10,000 real test images
+BATCH = 500
+
+
+# ----------------------------------------------------------------------------------------------
+# The metrics (pure NumPy; unit-tested)
+# ----------------------------------------------------------------------------------------------
+
+
+def inception_score(probs: np.ndarray, eps: float = 1e-12) -> float:
+    """exp(mean_x KL(p(y|x) || p(y))) for class probabilities ``probs`` [n, classes]."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or len(probs) == 0:
+        raise ValueError(f"probs must be [n, classes] with n > 0, got shape {probs.shape}")
+    p_y = probs.mean(axis=0, keepdims=True)
+    kl = np.sum(probs * (np.log(probs + eps) - np.log(p_y + eps)), axis=1)
+    return float(np.exp(kl.mean()))
+
+
+def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+def frechet_distance(features_1: np.ndarray, features_2: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets [n, d].
+
+    Tr((S_1 S_2)^(1/2)) is computed as the trace of (S_1^(1/2) S_2 S_1^(1/2))^(1/2), a symmetric
+    positive semi-definite matrix with the same eigenvalues as S_1 S_2, through ``eigh`` -- no
+    complex round-off from a general matrix square root, even when some features are constant
+    (dead ReLUs make covariances singular)."""
+    f1 = np.asarray(features_1, dtype=np.float64)
+    f2 = np.asarray(features_2, dtype=np.float64)
+    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1] or min(len(f1), len(f2)) < 2:
+        raise ValueError(f"need two feature sets [n >= 2, d] of equal d, got {f1.shape} and "
+                         f"{f2.shape}")
+    mu1, mu2 = f1.mean(axis=0), f2.mean(axis=0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    root1 = _sqrt_psd(s1)
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ s2 @ root1), 0, None)).sum()
+    fd = float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2.0 * cross)
+    return max(fd, 0.0)  # exact 0 for identical sets up to round-off
+
+
+# ----------------------------------------------------------------------------------------------
+# The classifier
+# ----------------------------------------------------------------------------------------------
+
+
+def build_classifier(image_shape=(28, 28, 1), num_classes: int = 10):
+    """Raw pixels (0..255) -> class probabilities; the layer ``features`` is the penultimate
+    one whose activations the Fréchet distance compares."""
+    import keras
+
+    inputs = keras.Input(image_shape, name="pixels")
+    x = keras.layers.Rescaling(1.0 / 255, name="scale")(inputs)
+    x = keras.layers.Conv2D(32, 3, activation="relu", name="conv_1")(x)  # keras-io mnist_convnet
+    x = keras.layers.MaxPooling2D(2, name="pool_1")(x)
+    x = keras.layers.Conv2D(64, 3, activation="relu", name="conv_2")(x)  # keras-io mnist_convnet
+    x = keras.layers.MaxPooling2D(2, name="pool_2")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dropout(0.5, name="dropout")(x)  # keras-io mnist_convnet
+    x = keras.layers.Dense(128, activation="relu", name="features")(x)  # keras mnist_cnn.py
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="dcgan_classifier")
+
+
+def classifier_dir(dataset: str, limit: int | None = None, root=None) -> Path:
+    """``<root>/<dataset>``, or ``<root>/<dataset>-limit<N>`` for one trained on N images."""
+    root = Path(root) if root else CLASSIFIER_DIR
+    return root / (dataset if limit is None else f"{dataset}-limit{limit}")
+
+
+def _pixels_dataset(x, y=None, batch=128, shuffle=False, seed=0):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype("int32")) if y is not None else x)
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    cast = (lambda a, b: (tf.cast(a, tf.float32), b)) if y is not None else (
+        lambda a: tf.cast(a, tf.float32))
+    return ds.batch(batch).map(cast).prefetch(tf.data.AUTOTUNE)
+
+
+def train_classifier(x_train, y_train, x_test, y_test, folder, epochs: int = 12,
+                     seed: int = 42, verbose: int = 2):
+    """Train the classifier with the shared callbacks and cache it in ``folder`` (weights and a
+    record with its test accuracy, each written atomically). Returns (model, record)."""
+    import keras
+
+    from shared import callbacks as cb
+    from shared.data import train_val_split
+    from shared.io import atomic_write_json
+
+    keras.utils.set_random_seed(seed)  # the same classifier whatever ran before in the process
+    val = min(5000, max(10, len(x_train) // 10))  # the usual 55,000 / 5,000 split
+    (x_tr, y_tr), (x_val, y_val) = train_val_split(x_train, y_train, val, seed)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    model = build_classifier(x_train.shape[1:], num_classes)
+    model.compile(keras.optimizers.Adam(1e-3),  # keras-io mnist_convnet: adam
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    early = cb.EarlyStopping(monitor="val_accuracy", patience=3, restore_best=True, verbose=0)
+    throughput = cb.Throughput(128)
+    print(f"classifier: training on {len(x_tr)} images for up to {epochs} epochs "
+          f"(cached in {folder})")
+    model.fit(_pixels_dataset(x_tr, y_tr, 128, shuffle=True, seed=seed),  # batch 128 (keras-io)
+              validation_data=_pixels_dataset(x_val, y_val, 500), epochs=epochs,
+              callbacks=[early, cb.TerminateOnNaN(), throughput], verbose=verbose)
+    test = model.evaluate(_pixels_dataset(x_test, y_test, 500), return_dict=True, verbose=0)
+    record = {"test_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
+              "best_epoch": early.best_epoch, "epochs": epochs, "train_images": len(x_tr),
+              "seed": seed, "image_shape": list(x_train.shape[1:]), "num_classes": num_classes,
+              "examples_per_sec": throughput.history[-1] if throughput.history else None}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{WEIGHTS}.{os.getpid()}.tmp.weights.h5"
+    model.save_weights(str(tmp))
+    os.replace(tmp, folder / WEIGHTS)
+    atomic_write_json(folder / RECORD, record)
+    print(f"classifier: test accuracy {record['test_accuracy']:.4f}")
+    return model, record
+
+
+def load_or_train_classifier(x_train, y_train, x_test, y_test, folder, epochs: int = 12,
+                             seed: int = 42, verbose: int = 2):
+    """The cached classifier in ``folder`` if there is one for these image shapes, else a newly
+    trained one. Returns (model, record)."""
+    folder = Path(folder)
+    weights, record_path = folder / WEIGHTS, folder / RECORD
+    if weights.exists() and record_path.exists():
+        record = json.loads(record_path.read_text())
+        if tuple(record.get("image_shape", ())) != tuple(x_train.shape[1:]):
+            raise UserError(f"the classifier cached in {folder} is for images of shape "
+                            f"{record.get('image_shape')}, not {tuple(x_train.shape[1:])}; "
+                            "point --classifier-dir elsewhere or delete it")
+        model = build_classifier(x_train.shape[1:], int(record.get("num_classes", 10)))
+        try:
+            model.load_weights(str(weights))
+        except ValueError as exc:
+            raise UserError(f"cannot load the cached classifier {weights} ({exc}); delete "
+                            f"{folder} to retrain it") from None
+        print(f"classifier: cached in {folder}, test accuracy {record['test_accuracy']:.4f}")
+        return model, record
+    return train_classifier(x_train, y_train, x_test, y_test, folder, epochs, seed, verbose)
+
+
+class Scorer:
+    """The classifier's probabilities and penultimate features for uint8 images, with the
+    real test images' features computed once."""
+
+    def __init__(self, classifier, x_test, n: int = EVAL_SAMPLES):
+        import keras
+
+        self.model = keras.Model(classifier.input,
+                                 [classifier.get_layer("features").output, classifier.output])
+        self.n = min(n, len(x_test))
+        self.test_features, self.test_probs = self.features(x_test[: self.n])
+
+    def features(self, images_uint8):
+        feats, probs = [], []
+        for i in range(0, len(images_uint8), BATCH):
+            f, p = self.model(images_uint8[i:i + BATCH].astype("float32"), training=False)
+            feats.append(np.asarray(f))
+            probs.append(np.asarray(p))
+        return np.concatenate(feats), np.concatenate(probs)
+
+    def score(self, images_uint8) -> dict:
+        feats, probs = self.features(images_uint8)
+        return {"inception_score": inception_score(probs),
+                "frechet_distance": frechet_distance(feats, self.test_features)}
+
+    def ceiling(self, x_train, seed: int = 0) -> dict:
+        """Real training images (a seeded random n of them) against the real test images."""
+        pick = np.random.default_rng(seed).permutation(len(x_train))[: self.n]
+        real = self.score(x_train[np.sort(pick)])
+        return {"real_train_inception_score": real["inception_score"],
+                "real_train_frechet_distance": real["frechet_distance"],
+                "real_test_inception_score": inception_score(self.test_probs)}
+
+
+def generate(generator_fn, n: int, latent_dim: int, seed: int, batch: int = BATCH) -> np.ndarray:
+    """n uint8 images from ``generator_fn(latent float32) -> uint8 images``, the latent vectors
+    drawn from N(0, I) by a seeded NumPy generator (the same samples for the same seed)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(0, n, batch):
+        z = rng.standard_normal((min(batch, n - i), latent_dim)).astype("float32")
+        out.append(np.asarray(generator_fn(z)))
+    return np.concatenate(out)
+
+
+def sample_quality(generator_fn, latent_dim, scorer: Scorer, x_train, seed: int = 0) -> dict:
+    """IS and FD of n generated images, the ceiling, and the ratios the issue's targets use."""
+    images = generate(generator_fn, scorer.n, latent_dim, seed)
+    out = scorer.score(images)
+    out.update(scorer.ceiling(x_train, seed))
+    out["eval_samples"] = scorer.n
+    ceiling_fd = out["real_train_frechet_distance"]
+    out["frechet_ratio"] = out["frechet_distance"] / ceiling_fd if ceiling_fd > 0 else None
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line: the classifier and its ceiling, and an exported generator's score
+# ----------------------------------------------------------------------------------------------
+
+
+@exit_on_user_error
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m apps.dcgan.evaluate", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=("mnist", "fashion_mnist", "cifar10"),
+                        default="mnist")
+    parser.add_argument("--model", default=None,
+                        help="an exported generator SavedModel folder (saved_models/dcgan/N)")
+    parser.add_argument("--classifier-dir", default=None,
+                        help=f"classifier cache (default {CLASSIFIER_DIR}/<dataset>)")
+    parser.add_argument("--classifier-epochs", type=int, default=12,
+                        help="maximum epochs (keras mnist_cnn.py: 12)")
+    parser.add_argument("--classifier-limit", type=int, default=None,
+                        help="train the classifier on the first N training images only")
+    parser.add_argument("--eval-samples", type=int, default=EVAL_SAMPLES)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    if args.eval_samples < 2:
+        parser.error("--eval-samples must be at least 2")
+    if args.model and not (Path(args.model) / "saved_model.pb").exists():
+        raise UserError(f"{args.model} is not a SavedModel folder (no saved_model.pb)")
+
+    from apps.dcgan import data
+
+    (x_train, y_train), (x_test, y_test) = data.load(args.dataset)
+    folder = args.classifier_dir or classifier_dir(args.dataset, args.classifier_limit)
+    n = args.classifier_limit or len(x_train)
+    classifier, record = load_or_train_classifier(x_train[:n], y_train[:n], x_test, y_test, folder,
+                                                  args.classifier_epochs, args.seed)
+    scorer = Scorer(classifier, x_test, args.eval_samples)
+    result = {"classifier_test_accuracy": record["test_accuracy"],
+              **scorer.ceiling(x_train, args.seed)}
+    if args.model:
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(args.model).signatures["serving_default"]
+        latent_dim = serve.structured_input_signature[1]["latent"].shape[-1]
+        quality = sample_quality(lambda z: serve(latent=tf.constant(z))["images"].numpy(),
+                                 latent_dim, scorer, x_train, args.seed)
+        result.update(quality)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""DCGAN: generator, discriminator, and the adversarial game as a ``keras.Model`` with its own
+``train_step`` (so ``fit()``, callbacks and ``tf.distribute`` strategies work unchanged).
+
+Architecture guidelines of Radford, Metz & Chintala (2015), "Unsupervised Representation Learning
+with Deep Convolutional Generative Adversarial Networks" (§3, "Architecture guidelines for stable
+Deep Convolutional GANs"), each cited where it is applied below:
+
+  [R1] replace pooling layers with strided convolutions (discriminator) and fractional-strided
+       convolutions (generator);
+  [R2] use batch normalization in both the generator and the discriminator -- but not at the
+       generator output layer nor at the discriminator input layer;
+  [R3] remove fully connected hidden layers: the generator's first layer is a matrix
+       multiplication whose result is reshaped into a 4-d tensor; the discriminator's last
+       convolution is flattened and fed into a single sigmoid output;
+  [R4] ReLU in the generator for all layers except the output, which uses tanh;
+  [R5] LeakyReLU (slope 0.2) in the discriminator for all layers;
+  [R6] (§4) weights initialized from N(0, 0.02); Adam with learning rate 0.0002 and beta1 = 0.5
+       (set in train.py); images scaled to [-1, 1] (data.py); mini-batches of 128.
+
+The training algorithm is Goodfellow et al. (2014), "Generative Adversarial Nets", Algorithm 1:
+for each training iteration, k steps of the discriminator (each on a fresh minibatch of m noise
+samples and m real examples), then one step of the generator on m noise samples; with the
+*non-saturating* generator loss of §3 (maximize log D(G(z)) instead of minimizing
+log(1 - D(G(z))), which saturates early in training when D rejects every sample). Optional
+one-sided label smoothing (Salimans et al. 2016, "Improved Techniques for Training GANs", §3.4):
+real targets 1 - s, fake targets stay 0.
+
+Layer sizes follow the reference implementation dcgan.torch (Radford's Torch code, ngf = ndf =
+64, 4x4 kernels, stride 2): the generator projects z to a (base x base) map with width * 2^(n-1)
+channels and doubles the resolution n times while halving channels; the discriminator mirrors it.
+28x28 images use base 7 and n = 2 (7 -> 14 -> 28); 32x32 images base 4 and n = 3
+(4 -> 8 -> 16 -> 32).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+LATENT_DIM = 100  # Radford et al. §4 / dcgan.torch nz = 100
+WIDTH = 64  # dcgan.torch ngf = ndf = 64
+LEAKY_SLOPE = 0.2  # [R5] Radford et al. §4: "the slope of the leak was set to 0.2"
+INIT_STDDEV = 0.02  # [R6] Radford et al. §4: N(0, 0.02) initialization
+BN_MOMENTUM = 0.9  # dcgan.torch's nn.SpatialBatchNormalization momentum 0.1 (Keras: 1 - 0.1)
+BN_EPSILON = 1e-5  # dcgan.torch / Torch default
+
+
+def _init():
+    return keras.initializers.RandomNormal(0.0, INIT_STDDEV)  # [R6]
+
+
+def _bn(name):
+    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+
+
+def resolution_steps(image_shape) -> tuple[int, int]:
+    """(n, base): how many stride-2 (de)convolutions take a base x base map to the image size.
+    Halve while the size is even and above 4 (28 -> 14 -> 7; 32 -> 16 -> 8 -> 4)."""
+    h, w, _ = image_shape
+    if h != w:
+        raise ValueError(f"square images only, got {h}x{w}")
+    n, base = 0, h
+    while base % 2 == 0 and base > 4:
+        n, base = n + 1, base // 2
+    if n < 1 or base < 3:
+        raise ValueError(f"cannot build a DCGAN for {h}x{w} images")
+    return n, base
+
+
+def build_generator(image_shape=(28, 28, 1), latent_dim: int = LATENT_DIM,
+                    width: int = WIDTH) -> keras.Model:
+    """z [batch, latent_dim] -> images [batch, H, W, C] in [-1, 1]."""
+    n, base = resolution_steps(image_shape)
+    channels = image_shape[-1]
+    filters = width * 2 ** (n - 1)
+    z = keras.Input((latent_dim,), name="latent")
+    # [R3] first layer: a matrix multiplication (project), reshaped into a 4-d tensor. No bias:
+    # the batch normalization that follows has its own offset.
+    x = keras.layers.Dense(base * base * filters, use_bias=False, kernel_initializer=_init(),
+                           name="project")(z)
+    x = keras.layers.Reshape((base, base, filters), name="reshape")(x)
+    x = _bn("project_bn")(x)  # [R2]
+    x = keras.layers.ReLU(name="project_relu")(x)  # [R4]
+    for i in range(1, n):
+        filters //= 2
+        # [R1] fractional-strided (transposed) convolution doubles the resolution.
+        x = keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False,
+                                         kernel_initializer=_init(), name=f"deconv_{i}")(x)
+        x = _bn(f"deconv_{i}_bn")(x)  # [R2]
+        x = keras.layers.ReLU(name=f"deconv_{i}_relu")(x)  # [R4]
+    # [R2] no batch normalization at the output layer; [R4] tanh output.
+    images = keras.layers.Conv2DTranspose(channels, 4, strides=2, padding="same",
+                                          activation="tanh", kernel_initializer=_init(),
+                                          name="images")(x)
+    return keras.Model(z, images, name="generator")
+
+
+def build_discriminator(image_shape=(28, 28, 1), width: int = WIDTH) -> keras.Model:
+    """images [batch, H, W, C] in [-1, 1] -> one logit per image (log-odds of "real").
+
+    The logit is the sigmoid output's pre-activation [R3]; the losses apply the sigmoid inside
+    the cross-entropy (``sigmoid_cross_entropy_with_logits``), which is the same function,
+    computed without overflow."""
+    n, _ = resolution_steps(image_shape)
+    images = keras.Input(image_shape, name="images")
+    # [R1] strided convolutions instead of pooling; [R2] no batch normalization on the input
+    # layer; [R5] LeakyReLU 0.2.
+    x = keras.layers.Conv2D(width, 4, strides=2, padding="same", kernel_initializer=_init(),
+                            name="conv_1")(images)
+    x = keras.layers.LeakyReLU(LEAKY_SLOPE, name="conv_1_lrelu")(x)
+    filters = width
+    for i in range(2, n + 1):
+        filters *= 2
+        x = keras.layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=False,
+                                kernel_initializer=_init(), name=f"conv_{i}")(x)
+        x = _bn(f"conv_{i}_bn")(x)  # [R2]
+        x = keras.layers.LeakyReLU(LEAKY_SLOPE, name=f"conv_{i}_lrelu")(x)  # [R5]
+    # [R3] flatten the last convolution into a single (sigmoid) output.
+    x = keras.layers.Flatten(name="flatten")(x)
+    logit = keras.layers.Dense(1, kernel_initializer=_init(), name="logit")(x)
+    return keras.Model(images, logit, name="discriminator")
+
+
+def _bce(labels, logits):
+    """Per-example binary cross-entropy of sigmoid(logits) against ``labels``: shape [batch]."""
+    logits = tf.reshape(logits, [-1])
+    labels = tf.broadcast_to(tf.cast(labels, logits.dtype), tf.shape(logits))
+    return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+class DCGAN(keras.Model):
+    """The adversarial game of Goodfellow et al. (2014), Algorithm 1, as a Keras model.
+
+    ``fit(dataset)`` where each element is a batch of k * m real images in [-1, 1]: every
+    ``train_step`` splits it into k minibatches of m and performs k discriminator updates, one
+    per minibatch, then one generator update on m fresh noise samples (the structure of
+    keras-io's "DCGAN overriding train_step" example, extended to k steps). Logs ``d_loss``,
+    ``g_loss`` and the discriminator's mean outputs ``d_real`` = D(x) and ``d_fake`` = D(G(z))
+    (as dcgan.torch prints them).
+
+    Losses are per-example cross-entropies averaged over the *global* batch with
+    ``tf.nn.compute_average_loss`` (sum over the local batch / (local batch x replicas)), because
+    the optimizers *sum* the replicas' gradients under a ``tf.distribute`` strategy. With one
+    replica this is the plain mean.
+
+    Create it (and call ``compile``) inside ``strategy.scope()``: the noise source is a
+    ``tf.random.Generator``, which gives each replica its own stream when created in a scope.
+    """
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, seed: int = 0,
+                 **kwargs):
+        super().__init__(name=kwargs.pop("name", "dcgan"), **kwargs)
+        self.generator = generator
+        self.discriminator = discriminator
+        self.latent_dim = int(generator.inputs[0].shape[-1])
+        self.noise = tf.random.Generator.from_seed(seed)
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+        self.d_real_tracker = keras.metrics.Mean(name="d_real")
+        self.d_fake_tracker = keras.metrics.Mean(name="d_fake")
+        self.k = 1
+        self.label_smoothing = 0.0
+        self.built = True  # both halves are built functional models
+
+    def compile(self, d_optimizer, g_optimizer, k: int = 1, label_smoothing: float = 0.0,
+                **kwargs):
+        """``k``: discriminator steps per generator step (Goodfellow et al. Algorithm 1; they
+        used k = 1 "the least expensive option"). ``label_smoothing``: s in [0, 1), real
+        targets become 1 - s (one-sided: fakes stay 0; Salimans et al. 2016 use s = 0.1)."""
+        if int(k) != k or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        super().compile(**kwargs)
+        # The two players have their own optimizers; Keras' single `optimizer` slot stays empty
+        # so that no third optimizer builds state for every variable.
+        self.optimizer = None
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+        self.k, self.label_smoothing = int(k), float(label_smoothing)
+        # Built now (inside the strategy scope) so that a run resumed by BackupAndRestore finds
+        # their slots to restore into.
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.g_optimizer.build(self.generator.trainable_variables)
+
+    @property
+    def metrics(self):
+        return [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker,
+                self.d_fake_tracker]
+
+    def call(self, latent, training=False):
+        return self.generator(latent, training=training)
+
+    def sample_latent(self, m):
+        return self.noise.normal([m, self.latent_dim])
+
+    def discriminator_step(self, real):
+        """One ascent step of the discriminator on m real images and m samples of G."""
+        m = tf.shape(real)[0]
+        fake = self.generator(self.sample_latent(m), training=True)
+        with tf.GradientTape() as tape:
+            real_logits = self.discriminator(real, training=True)
+            fake_logits = self.discriminator(fake, training=True)
+            per_example = (_bce(1.0 - self.label_smoothing, real_logits)  # one-sided smoothing
+                           + _bce(0.0, fake_logits))
+            loss = tf.nn.compute_average_loss(per_example)
+        weights = self.discriminator.trainable_weights
+        self.d_optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return (tf.reduce_mean(per_example), tf.reduce_mean(tf.sigmoid(real_logits)),
+                tf.reduce_mean(tf.sigmoid(fake_logits)))
+
+    def generator_step(self, m):
+        """One descent step of the generator on the non-saturating loss -log D(G(z))."""
+        with tf.GradientTape() as tape:
+            fake_logits = self.discriminator(self.generator(self.sample_latent(m), training=True),
+                                             training=True)
+            per_example = _bce(1.0, fake_logits)  # -log D(G(z)), Goodfellow et al. 2014 §3
+            loss = tf.nn.compute_average_loss(per_example)
+        weights = self.generator.trainable_weights
+        self.g_optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return tf.reduce_mean(per_example)
+
+    def train_step(self, data):
+        real = data[0] if isinstance(data, (tuple, list)) else data
+        k = self.k
+        static = real.shape[0]
+        if static is not None and static % k:
+            raise ValueError(f"a batch of {static} images cannot be split into k={k} "
+                             "discriminator minibatches; batch k * m images")
+        minibatches = tf.reshape(real, [k, -1, *real.shape[1:]])
+        for i in range(k):  # Algorithm 1: "for k steps do"
+            d_loss, d_real, d_fake = self.discriminator_step(minibatches[i])
+            self.d_loss_tracker.update_state(d_loss)
+            self.d_real_tracker.update_state(d_real)
+            self.d_fake_tracker.update_state(d_fake)
+        g_loss = self.generator_step(tf.shape(minibatches)[1])
+        self.g_loss_tracker.update_state(g_loss)
+        return {m.name: m.result() for m in self.metrics}

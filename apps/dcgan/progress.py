@@ -1,0 +1,200 @@
+"""What a GAN run shows while it trains: a grid of samples from one fixed latent batch after
+every epoch (PNG), an animated GIF of those grids, and the generator / discriminator loss curves.
+
+All are plain ``keras.callbacks.Callback``s or functions, written atomically (shared/io.py), so a
+killed run never leaves half a file and a resumed run continues the same sequence of frames.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from shared.io import atomic_savefig, atomic_write_bytes, atomic_write_text
+
+
+def to_uint8(images) -> np.ndarray:
+    """Generator output in [-1, 1] -> uint8 pixels 0..255 (rounded, clipped)."""
+    images = np.asarray(images, dtype=np.float32)
+    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def tile(images: np.ndarray, cols: int = 8, pad: int = 2, scale: int = 2) -> np.ndarray:
+    """uint8 images [n, H, W, C] -> one uint8 image of a grid (white padding), each pixel
+    repeated ``scale`` times so 28x28 digits are visible in a viewer. Returns HxW or HxWx3."""
+    n, h, w, c = images.shape
+    rows = math.ceil(n / cols)
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, cols)
+        y, x = pad + r * (h + pad), pad + q * (w + pad)
+        grid[y:y + h, x:x + w] = img
+    grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    return grid[..., 0] if c == 1 else grid
+
+
+def write_png(array: np.ndarray, path) -> Path:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def write_gif(frame_paths, path, seconds_per_frame: float = 0.4) -> Path | None:
+    """An animated GIF of the PNG frames, in order; the last frame is held 4x longer."""
+    import imageio.v3 as iio
+
+    frames = [iio.imread(p) for p in frame_paths]
+    if not frames:
+        return None
+    durations = [seconds_per_frame * 1000] * (len(frames) - 1) + [seconds_per_frame * 4000]
+    if len(frames) == 1:  # Pillow wants a number, not a list, for a single frame
+        durations = durations[0]
+    data = iio.imwrite("<bytes>", np.stack(frames), extension=".gif", duration=durations,
+                       loop=0)
+    return atomic_write_bytes(path, data)
+
+
+class SampleGrid(keras.callbacks.Callback):
+    """After each epoch, G(z_fixed) for one fixed latent batch -> ``<dir>/epoch_NNN.png``, and
+    ``<gif>`` rebuilt from every frame so far (so the progress animation always exists)."""
+
+    def __init__(self, generator, latent: np.ndarray, folder, gif_path, cols: int = 8):
+        super().__init__()
+        self.generator, self.latent, self.cols = generator, latent, cols
+        self.folder, self.gif_path = Path(folder), Path(gif_path)
+
+    def frame_paths(self) -> list[Path]:
+        return sorted(self.folder.glob("epoch_*.png"))
+
+    def render(self) -> np.ndarray:
+        images = self.generator(self.latent, training=False)
+        return tile(to_uint8(keras.ops.convert_to_numpy(images)), self.cols)
+
+    def on_epoch_end(self, epoch, logs=None):
+        write_png(self.render(), self.folder / f"epoch_{epoch + 1:03d}.png")
+        # Frames of a longer earlier run in the same folder are not part of this one.
+        frames = [p for p in self.frame_paths() if int(p.stem.split("_")[1]) <= epoch + 1]
+        write_gif(frames, self.gif_path)
+
+
+class StepLosses(keras.callbacks.Callback):
+    """Per-step losses, written to ``<csv>`` after each epoch (so a resumed run keeps the steps
+    of the epochs it restored). Keras' batch logs hold the running *mean* of each tracker over
+    the epoch so far; the step's own value is recovered as (b+1) mean_b - b mean_{b-1}."""
+
+    KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = Path(path)
+        self.rows: list[dict] = []
+        self._first_epoch = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch:  # a fresh run, or a resumed one: keep only the earlier epochs
+            self._first_epoch = False
+            self.rows = [r for r in read_step_losses(self.path) if r["epoch"] < epoch + 1]
+        self._epoch, self._previous = epoch + 1, {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        row = {"epoch": self._epoch, "step": len(self.rows) + 1}
+        for key in self.KEYS:
+            if key not in logs:
+                continue
+            mean = float(logs[key])
+            prev = self._previous.get(key)
+            row[key] = mean if batch == 0 or prev is None else (batch + 1) * mean - batch * prev
+            self._previous[key] = mean
+        self.rows.append(row)
+
+    def on_epoch_end(self, epoch, logs=None):
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["epoch", "step", *self.KEYS], restval="")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buf.getvalue())
+
+
+def read_step_losses(path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [{k: (int(v) if k in ("epoch", "step") else float(v)) for k, v in row.items()
+                 if v != ""} for row in csv.DictReader(f)]
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stop at the first step whose discriminator or generator loss is not finite (the shared
+    TerminateOnNaN watches ``loss``, which a GAN does not have)."""
+
+    def __init__(self):
+        super().__init__()
+        self.terminated_at = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        for key in ("d_loss", "g_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                self.terminated_at = batch
+                print(f"StopOnNaN: {key} is {float(value)} at batch {batch}; stopping")
+                self.model.stop_training = True
+                return
+
+
+def loss_curves(step_rows: list[dict], path, title: str = "") -> Path:
+    """Two panels: D and G loss per step (light) with a moving average (dark); the
+    discriminator's mean outputs D(x) and D(G(z)). At the game's equilibrium D = 1/2
+    everywhere, d_loss = 2 log 2 ~ 1.386 and g_loss = log 2 ~ 0.693 (dotted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([r["step"] for r in step_rows])
+    window = max(1, len(steps) // 50)
+
+    def smooth(v):
+        if window == 1:
+            return v
+        c = np.cumsum(np.insert(v, 0, 0.0))
+        out = (c[window:] - c[:-window]) / window
+        return np.concatenate([v[: window - 1], out]) if len(v) >= window else v
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for key, color, eq in (("d_loss", "tab:red", 2 * math.log(2)),
+                           ("g_loss", "tab:blue", math.log(2))):
+        v = np.array([r.get(key, np.nan) for r in step_rows], dtype=float)
+        if len(v):
+            ax1.plot(steps, v, color=color, alpha=0.25, lw=0.8)
+            ax1.plot(steps, smooth(v), color=color, label=key.replace("_", " "))
+            ax1.axhline(eq, color=color, ls=":", lw=1)
+    ax1.set_xlabel("generator step")
+    ax1.set_title("losses (dotted: equilibrium values)")
+    ax1.grid(alpha=0.3)
+    ax1.legend(fontsize=8)
+    for key, color, label in (("d_real", "tab:green", "D(x)"),
+                              ("d_fake", "tab:orange", "D(G(z))")):
+        v = np.array([r.get(key, np.nan) for r in step_rows], dtype=float)
+        if len(v):
+            ax2.plot(steps, smooth(v), color=color, label=label)
+    ax2.axhline(0.5, color="grey", ls=":", lw=1)
+    ax2.set_ylim(0, 1)
+    ax2.set_xlabel("generator step")
+    ax2.set_title("discriminator outputs")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = atomic_savefig(fig, path, dpi=100)
+    plt.close(fig)
+    return out

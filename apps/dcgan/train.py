@@ -1,0 +1,226 @@
+"""Train a DCGAN, watch its samples improve, measure their quality, export the generator.
+
+    python -m apps.dcgan.train                                  # MNIST, the default configuration
+    python -m apps.dcgan.train --dataset fashion_mnist --epochs 5
+    python -m apps.dcgan.train --dataset cifar10 --k 2 --label-smoothing 0.1
+    python -m apps.dcgan.train --strategy mirrored --devices 2 --epochs 1 --steps-per-epoch 20
+
+Reads top to bottom: data -> model -> train -> evaluate -> export. The run directory gets, besides
+the shared records (config, history.csv with d_loss / g_loss per epoch, TensorBoard, metrics.json):
+``samples/epoch_NNN.png`` (one fixed latent batch after every epoch), ``progress.gif`` (those
+grids as an animation), ``step_losses.csv`` and ``gan_losses.png`` (losses per generator step).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from shared.errors import exit_on_user_error  # noqa: E402
+from shared.flags import base_parser  # noqa: E402
+
+APP = "dcgan"
+
+# Benchmark budgets (python -m benchmarks.run dcgan --budget NAME): the flags added to the default
+# configuration, and the metric reported. The sample-quality targets (MNIST) are Inception Score
+# >= 9.0 and a Fréchet distance within 5x of real-train-vs-real-test (both in metrics.json).
+BENCHMARK = {
+    "metric": "inception_score",
+    "budgets": {
+        "default": [],
+        "small": ["--epochs", "2"],
+        "tiny": ["--epochs", "1", "--limit", "12800"],
+    },
+}
+
+
+def parse_args(argv=None):
+    parser = base_parser(
+        "python -m apps.dcgan.train",
+        "Train a deep convolutional GAN (Radford et al. 2015) and measure its samples.",
+    )
+    parser.set_defaults(
+        epochs=20,  # TensorFlow's DCGAN tutorial trains MNIST for 50; see BENCHMARK results
+        batch_size=128,  # Radford et al. §4: "mini-batch SGD with a mini-batch size of 128"
+        optimizer="adam",  # Radford et al. §4: Adam
+        learning_rate=2e-4,  # Radford et al. §4: "learning rate of 0.0002"
+        schedule="constant",  # Radford et al. §4: no decay
+        patience=None,  # no early stopping: a GAN's losses do not measure its samples
+    )
+    a = parser.add_argument_group("dcgan")
+    a.add_argument("--dataset", choices=("mnist", "fashion_mnist", "cifar10"), default="mnist")
+    a.add_argument("--data-source", choices=("auto", "idx", "npz"), default="auto",
+                   help="MNIST: the IDX gzip files or Keras' mnist.npz")
+    a.add_argument("--beta1", type=float, default=0.5,
+                   help="Adam beta1 (Radford et al. §4: 0.5; 0.9 'resulted in training "
+                        "oscillation and instability')")
+    a.add_argument("--k", type=int, default=1,
+                   help="discriminator steps per generator step (Goodfellow et al. 2014, "
+                        "Algorithm 1: k = 1); each step sees its own minibatch of real images")
+    a.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="one-sided label smoothing s: real targets 1 - s (Salimans et al. 2016 "
+                        "§3.4; 0.1 is common); 0 = off")
+    a.add_argument("--latent-dim", type=int, default=100, help="size of z (Radford et al.: 100)")
+    a.add_argument("--width", type=int, default=64,
+                   help="filters of the first discriminator / last generator conv "
+                        "(dcgan.torch ndf = ngf = 64)")
+    a.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="cap the generator steps of each epoch (for quick checks)")
+    e = parser.add_argument_group("sample quality")
+    e.add_argument("--eval-samples", type=int, default=10_000,
+                   help="generated (and real) images for the Inception Score / Fréchet distance")
+    e.add_argument("--no-eval", dest="evaluate", action="store_false",
+                   help="skip the sample-quality evaluation")
+    e.add_argument("--classifier-dir", default=None,
+                   help="where the evaluation classifier is cached (default "
+                        "runs/dcgan_classifier/<dataset>[-limit<N>])")
+    e.add_argument("--classifier-limit", type=int, default=None,
+                   help="train the classifier on the first N training images only (quick "
+                        "checks; by default it uses the whole training set, whatever --limit)")
+    e.add_argument("--classifier-epochs", type=int, default=12,
+                   help="maximum epochs to train the classifier (keras mnist_cnn.py: 12)")
+    args = parser.parse_args(argv)
+    if args.patience is not None:
+        parser.error("--patience: early stopping is off for the GAN: its discriminator and "
+                     "generator losses do not measure sample quality (use --epochs)")
+    if args.k < 1:
+        parser.error("--k must be a positive integer")
+    if not 0 <= args.label_smoothing < 1:
+        parser.error("--label-smoothing must be in [0, 1)")
+    if not 0 <= args.beta1 < 1:
+        parser.error("--beta1 must be in [0, 1)")
+    for flag in ("latent_dim", "width", "steps_per_epoch", "classifier_epochs",
+                 "classifier_limit"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be a positive integer")
+    if args.evaluate and args.eval_samples < 2:
+        parser.error("--eval-samples must be at least 2 (or use --no-eval)")
+    return args
+
+
+def make_optimizer(args, steps_per_epoch: int):
+    """Adam with beta1 = 0.5 (Radford et al.), or any shared optimizer by ``--optimizer``."""
+    import keras
+
+    from shared.flags import make_optimizer as shared_optimizer
+    from shared.schedules import make_schedule
+
+    if args.optimizer != "adam":
+        return shared_optimizer(args, steps_per_epoch)
+    lr = make_schedule(args.schedule, args.learning_rate, steps_per_epoch, args.epochs)
+    clip = {"clipnorm": args.clipnorm} if args.clipnorm else {}
+    return keras.optimizers.Adam(lr, beta_1=args.beta1, **clip)
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = parse_args(argv)
+
+    from apps.dcgan.export import model_name
+
+    name = model_name(args.dataset)
+    if args.run_dir is None:
+        args.run_dir = os.path.join("runs", name)
+
+    from shared.runs import Run
+
+    run = Run.start(APP, args)
+    import numpy as np
+
+    from apps.dcgan import data, evaluate, progress
+    from apps.dcgan.model import DCGAN, build_discriminator, build_generator
+
+    # 1. Data: every training image trains the GAN (there is no validation set); the test set is
+    #    the real reference the samples are measured against. Each step takes k minibatches of
+    #    m = global batch images: one per discriminator step of Algorithm 1.
+    (x_full, y_full), (x_test, y_test) = data.load(args.dataset, None, args.data_source)
+    x_train = x_full[: args.limit] if args.limit else x_full
+    m = run.global_batch(args.batch_size)
+    per_step = args.k * m
+    train_ds = data.make_dataset(x_train, per_step, seed=args.seed)
+    steps = args.steps_per_epoch or len(x_train) // per_step
+    print(f"data: {len(x_train)} training images {x_train.shape[1:]}, {len(x_test)} test; "
+          f"{steps} steps of k={args.k} x {m} images")
+
+    # 2. Generator, discriminator and their optimizers, inside the strategy's scope (mirrored
+    #    variables; the noise generator gives each replica its own stream).
+    with run.strategy.scope():
+        generator = build_generator(x_train.shape[1:], args.latent_dim, args.width)
+        discriminator = build_discriminator(x_train.shape[1:], args.width)
+        gan = DCGAN(generator, discriminator, seed=args.seed)
+        gan.compile(make_optimizer(args, steps), make_optimizer(args, steps), k=args.k,
+                    label_smoothing=args.label_smoothing)
+    if args.verbose:
+        generator.summary(print_fn=lambda line, **_: print(line))
+        discriminator.summary(print_fn=lambda line, **_: print(line))
+
+    # 3. Train. The shared callbacks log CSV / TensorBoard / throughput and back up every epoch
+    #    (a killed run resumes), but early stopping is disabled (patience=0): the losses of a
+    #    two-player game go up and down as the players improve and say nothing about the
+    #    samples. Instead, one fixed latent batch is drawn after every epoch to watch progress.
+    fixed_latent = np.random.default_rng(args.seed).standard_normal(
+        (64, args.latent_dim)).astype("float32")
+    extra = [progress.StopOnNaN()]
+    if run.is_chief:
+        extra += [progress.SampleGrid(generator, fixed_latent, run.dir / "samples",
+                                      run.dir / "progress.gif"),
+                  progress.StepLosses(run.dir / "step_losses.csv")]
+    gan.fit(
+        train_ds,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        callbacks=run.callbacks(monitor="g_loss", patience=0, examples_per_step=per_step,
+                                extra=extra),
+        shuffle=False,  # the pipeline shuffles
+        verbose=args.verbose,
+    )
+    if run.is_chief:
+        progress.loss_curves(progress.read_step_losses(run.dir / "step_losses.csv"),
+                             run.dir / "gan_losses.png", title=f"DCGAN on {args.dataset}")
+
+    # 4. Evaluate the samples with a classifier trained on the same dataset (cached): Inception
+    #    Score and Fréchet distance of 10,000 generated vs 10,000 real test images, and the same
+    #    two numbers for real training images (the ceiling).
+    metrics: dict = {}
+    if args.evaluate and run.is_chief:
+        folder = args.classifier_dir or evaluate.classifier_dir(args.dataset,
+                                                                 args.classifier_limit)
+        n = args.classifier_limit or len(x_full)
+        classifier, record = evaluate.load_or_train_classifier(
+            x_full[:n], y_full[:n], x_test, y_test, folder, args.classifier_epochs, args.seed,
+            verbose=args.verbose)
+        scorer = evaluate.Scorer(classifier, x_test, args.eval_samples)
+        metrics = evaluate.sample_quality(
+            lambda z: progress.to_uint8(generator(z, training=False)), args.latent_dim, scorer,
+            x_full, args.seed)
+        metrics["classifier_test_accuracy"] = record["test_accuracy"]
+        if args.dataset == "mnist":  # the issue's targets
+            metrics["target_inception_score_9"] = metrics["inception_score"] >= 9.0
+            metrics["target_frechet_within_5x"] = (metrics["frechet_ratio"] is not None
+                                                   and metrics["frechet_ratio"] <= 5.0)
+    record = run.finish(metrics, plot_metrics=("d_loss", "g_loss"))
+    if metrics:
+        print(f"Inception Score {metrics['inception_score']:.3f} (real train "
+              f"{metrics['real_train_inception_score']:.3f}, real test "
+              f"{metrics['real_test_inception_score']:.3f}); Fréchet distance "
+              f"{metrics['frechet_distance']:.4f} (real train vs test "
+              f"{metrics['real_train_frechet_distance']:.4f}, ratio "
+              f"{metrics['frechet_ratio'] or float('nan'):.2f})")
+    print(f"{record.get('epochs_run', '?')} epochs, {record['wall_seconds']:.0f} s, "
+          f"{record.get('examples_per_sec') or 0:.0f} real images/s in the train step")
+
+    # 5. Export the generator (chief only): latent vectors in, uint8 images out; and `sample`.
+    if args.export and run.is_chief:
+        from apps.dcgan.export import export_generator
+
+        path = export_generator(generator, name, args.export_dir, metrics, args.dataset,
+                                args.gate_margin)
+        print(f"exported {path}")
+        record["export"] = str(path)
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""DCGAN: shapes, the training step (Algorithm 1 with k steps), the sample-quality metrics, the
+export round trip, a short real run end to end, mirrored on 2 logical CPUs, and error paths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.helpers import child_env, run_module
+
+
+def _adam():
+    import keras
+
+    return keras.optimizers.Adam(2e-4, beta_1=0.5)
+
+
+def _gan(shape=(28, 28, 1), width=8, k=1, label_smoothing=0.0, seed=0):
+    from apps.dcgan.model import DCGAN, build_discriminator, build_generator
+
+    gan = DCGAN(build_generator(shape, 100, width), build_discriminator(shape, width), seed=seed)
+    gan.compile(_adam(), _adam(), k=k, label_smoothing=label_smoothing)
+    return gan
+
+
+# ------------------------------------------------------------------------------ architecture
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
+def test_generator_and_discriminator_shapes(shape):
+    import keras
+
+    from apps.dcgan.model import build_discriminator, build_generator
+
+    g, d = build_generator(shape, 100, 16), build_discriminator(shape, 16)
+    images = g(np.random.default_rng(0).standard_normal((3, 100)).astype("float32"))
+    assert tuple(images.shape) == (3, *shape)
+    values = keras.ops.convert_to_numpy(images)
+    assert values.min() >= -1 and values.max() <= 1  # tanh output
+    assert tuple(d(images).shape) == (3, 1)
+    # Radford et al.: no batch normalization at the generator output / discriminator input.
+    assert g.layers[-1].name == "images" and isinstance(g.layers[-2], keras.layers.ReLU)
+    assert g.get_layer("images").activation.__name__ == "tanh"
+    first = d.layers[1]
+    assert isinstance(first, keras.layers.Conv2D) and first.strides == (2, 2)
+    assert not isinstance(d.layers[2], keras.layers.BatchNormalization)
+    assert not any(isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D))
+                   for layer in d.layers)
+
+
+def test_unsupported_image_size_is_an_error():
+    from apps.dcgan.model import build_generator
+
+    with pytest.raises(ValueError):
+        build_generator((28, 32, 1))
+
+
+# ------------------------------------------------------------------------------ training step
+
+
+def test_train_step_updates_both_players_and_returns_both_losses():
+    import tensorflow as tf
+
+    gan = _gan()
+    before_g = [w.numpy().copy() for w in gan.generator.trainable_weights]
+    before_d = [w.numpy().copy() for w in gan.discriminator.trainable_weights]
+    real = tf.random.uniform((16, 28, 28, 1), -1, 1, seed=1)
+    logs = gan.train_step(real)
+    assert {"d_loss", "g_loss", "d_real", "d_fake"} <= set(logs)
+    for key in ("d_loss", "g_loss"):
+        assert np.isfinite(float(logs[key])) and float(logs[key]) > 0
+    assert 0 < float(logs["d_real"]) < 1 and 0 < float(logs["d_fake"]) < 1
+    assert all(not np.allclose(a, w.numpy()) for a, w in
+               zip(before_g, gan.generator.trainable_weights))
+    assert all(not np.allclose(a, w.numpy()) for a, w in
+               zip(before_d, gan.discriminator.trainable_weights))
+    assert int(gan.d_optimizer.iterations) == 1 and int(gan.g_optimizer.iterations) == 1
+
+
+def test_k_discriminator_steps_per_generator_step(k=3):
+    """Algorithm 1: each fit() step takes k minibatches of m real images and makes k
+    discriminator updates, then one generator update."""
+    import tensorflow as tf
+
+    gan = _gan(k=k)
+    m, steps = 8, 2
+    x = np.random.default_rng(0).uniform(-1, 1, (k * m * steps, 28, 28, 1)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(k * m, drop_remainder=True)
+    history = gan.fit(ds, epochs=1, verbose=0)
+    assert int(gan.d_optimizer.iterations) == k * steps
+    assert int(gan.g_optimizer.iterations) == steps
+    assert {"d_loss", "g_loss"} <= set(history.history)
+
+
+def test_k_must_divide_the_batch_and_flags_are_checked():
+    import tensorflow as tf
+
+    gan = _gan(k=3)
+    with pytest.raises(ValueError, match="cannot be split"):
+        gan.train_step(tf.zeros((16, 28, 28, 1)))
+    with pytest.raises(ValueError):
+        _gan(k=0)
+    with pytest.raises(ValueError):
+        _gan(label_smoothing=1.0)
+
+
+def test_discriminator_learns_to_tell_real_from_fake():
+    """A few steps on a fixed 'real' image set: D(x) rises above D(G(z)) and the discriminator
+    loss falls (the game moves the way Algorithm 1 says), with and without one-sided label
+    smoothing."""
+    import keras
+    import tensorflow as tf
+
+    real = tf.constant(np.tile(np.linspace(-1, 1, 28, dtype="float32")[None, None, :, None],
+                               (16, 28, 1, 1)))
+    for smoothing in (0.0, 0.1):
+        keras.utils.set_random_seed(3)
+        gan = _gan(label_smoothing=smoothing, seed=3)
+        first = float(gan.train_step(real)["d_loss"])
+        for _ in range(12):
+            gan.train_step(real)
+        for tracker in gan.metrics:
+            tracker.reset_state()
+        logs = gan.train_step(real)
+        assert float(logs["d_real"]) > float(logs["d_fake"]), (smoothing, logs)
+        assert float(logs["d_loss"]) < first, (smoothing, first, logs)
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def test_inception_score_of_a_perfectly_confident_uniform_classifier_is_the_class_count():
+    from apps.dcgan.evaluate import inception_score
+
+    for classes in (2, 10):
+        probs = np.eye(classes)[np.arange(100 * classes) % classes]
+        assert inception_score(probs) == pytest.approx(classes, rel=1e-9)
+    # One class only, or no confidence at all: 1 (the minimum).
+    assert inception_score(np.tile(np.eye(10)[3], (50, 1))) == pytest.approx(1.0)
+    assert inception_score(np.full((50, 10), 0.1)) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        inception_score(np.zeros((0, 10)))
+
+
+def test_frechet_distance_of_identical_sets_is_zero_and_of_a_shift_is_its_square():
+    from apps.dcgan.evaluate import frechet_distance
+
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((500, 32)) @ rng.standard_normal((32, 32))
+    f[:, 5] = 1.0  # a constant ("dead") feature: a singular covariance
+    assert frechet_distance(f, f) == pytest.approx(0.0, abs=1e-8)
+    shift = np.zeros(32)
+    shift[0], shift[1] = 3.0, 4.0
+    assert frechet_distance(f, f + shift) == pytest.approx(25.0, rel=1e-6)
+    # Covariances S and 4S, same mean: Tr(S + 4S - 2 (4 S^2)^(1/2)) = Tr(S).
+    g = rng.standard_normal((2000, 4))
+    g -= g.mean(axis=0)
+    assert frechet_distance(g, 2 * g) == pytest.approx(np.trace(np.cov(g, rowvar=False)),
+                                                       rel=1e-9)
+    assert frechet_distance(f[:, :8], f[:100, :8] + 0.1) > 0
+    with pytest.raises(ValueError):
+        frechet_distance(f, f[:, :3])
+
+
+# ------------------------------------------------------------------------------ export
+
+
+def test_export_round_trip_and_same_seed_same_images(tmp_path):
+    import tensorflow as tf
+
+    from apps.dcgan.export import export_generator, model_name
+    from apps.dcgan.model import build_generator
+    from apps.dcgan.progress import to_uint8
+
+    assert model_name("mnist") == "dcgan" and model_name("cifar10") == "dcgan_cifar10"
+    generator = build_generator((28, 28, 1), 100, 8)
+    path = export_generator(generator, "dcgan", tmp_path, {"inception_score": 1.5}, "mnist")
+    assert path == tmp_path / "dcgan" / "1"
+    loaded = tf.saved_model.load(str(path))
+
+    serve = loaded.signatures["serving_default"]
+    (spec,) = serve.structured_input_signature[1].values()
+    assert spec.name == "latent" and spec.dtype == tf.float32 and spec.shape.as_list() == [None, 100]
+    z = np.random.default_rng(1).standard_normal((5, 100)).astype("float32")
+    images = serve(latent=tf.constant(z))["images"]
+    assert images.dtype == tf.uint8 and images.shape == (5, 28, 28, 1)
+    np.testing.assert_array_equal(images.numpy(), to_uint8(generator(z, training=False)))
+
+    sample = loaded.signatures["sample"]
+    a = sample(count=tf.constant(6), seed=tf.constant(7, tf.int64))
+    b = sample(count=tf.constant(6), seed=tf.constant(7, tf.int64))
+    c = sample(count=tf.constant(6), seed=tf.constant(8, tf.int64))
+    assert a["images"].dtype == tf.uint8 and a["images"].shape == (6, 28, 28, 1)
+    np.testing.assert_array_equal(a["images"].numpy(), b["images"].numpy())
+    assert not np.array_equal(a["latent"].numpy(), c["latent"].numpy())
+    # The sample signature's latent vectors reproduce its images through serving_default.
+    again = serve(latent=a["latent"])["images"].numpy()
+    np.testing.assert_array_equal(again, a["images"].numpy())
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        sample(count=tf.constant(-1), seed=tf.constant(0, tf.int64))
+    meta = json.loads((path / "assets.extra" / "ksuite.json").read_text())
+    assert meta["metrics"]["inception_score"] == 1.5 and meta["latent_dim"] == 100
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mirror):
+    """Two short epochs on 384 real MNIST images, evaluated with a classifier trained on 2,000
+    images for one epoch (the metrics pipeline, not their values), exported."""
+    from apps.dcgan import train
+
+    base = tmp_path_factory.mktemp("dcgan")
+    record = train.main(["--epochs", "2", "--limit", "384", "--batch-size", "32", "--width", "16",
+                         "--k", "2", "--eval-samples", "300", "--classifier-epochs", "1",
+                         "--classifier-limit", "2000", "--classifier-dir", str(base / "clf"),
+                         "--run-dir", str(base / "run"), "--export-dir", str(base / "models"),
+                         "--verbose", "0"])
+    return base, record
+
+
+def test_run_writes_samples_animation_and_loss_curves(trained):
+    import pandas as pd
+
+    base, record = trained
+    run = base / "run"
+    for name in ("config.json", "history.csv", "metrics.json", "gan_losses.png",
+                 "progress.gif", "step_losses.csv", "samples/epoch_001.png",
+                 "samples/epoch_002.png"):
+        assert (run / name).is_file(), name
+    import imageio.v3 as iio
+
+    frames = iio.imread(run / "progress.gif", index=None)
+    assert len(frames) == 2
+    hist = pd.read_csv(run / "history.csv")
+    assert {"d_loss", "g_loss", "examples_per_sec"} <= set(hist.columns) and len(hist) == 2
+    steps = pd.read_csv(run / "step_losses.csv")
+    assert len(steps) == 2 * (384 // 64) and steps["d_loss"].notna().all()
+    # The per-step values average back to the epoch's logged mean.
+    assert steps[steps.epoch == 1]["g_loss"].mean() == pytest.approx(hist["g_loss"][0], rel=1e-4)
+    assert not (run / "checkpoints" / "backup").exists()
+    assert not list(base.rglob("*.tmp*"))
+    assert record["examples_per_sec"] > 0
+
+
+def test_run_measures_sample_quality_and_exports(trained):
+    import tensorflow as tf
+
+    base, record = trained
+    m = record["metrics"]
+    for key in ("inception_score", "frechet_distance", "real_train_inception_score",
+                "real_train_frechet_distance", "real_test_inception_score",
+                "classifier_test_accuracy"):
+        assert np.isfinite(m[key]), key
+    assert 1.0 <= m["inception_score"] <= 10.0 and m["frechet_distance"] >= 0
+    assert m["eval_samples"] == 300
+    assert (base / "clf" / "classifier.weights.h5").is_file()
+    loaded = tf.saved_model.load(record["export"])
+    out = loaded.signatures["sample"](count=tf.constant(4), seed=tf.constant(1, tf.int64))
+    assert out["images"].shape == (4, 28, 28, 1) and out["images"].dtype == tf.uint8
+
+
+def test_cached_classifier_is_reused(trained):
+    from apps.dcgan.evaluate import load_or_train_classifier
+    from shared.data import load_image_dataset
+
+    base, _ = trained
+    x = np.zeros((4, 28, 28, 1), np.uint8)
+    y = np.arange(4) % 10
+    model, record = load_or_train_classifier(x, y, x, y, base / "clf")  # loads, trains nothing
+    assert record["train_images"] < 2000 and model.output_shape == (None, 10)
+    _, (x_test, y_test) = load_image_dataset("mnist")
+    predicted = model.predict(x_test[:500, ..., None].astype("float32"), verbose=0).argmax(1)
+    assert np.mean(predicted == y_test[:500]) == pytest.approx(record["test_accuracy"], abs=0.08)
+    with pytest.raises(Exception, match="shape"):
+        load_or_train_classifier(np.zeros((4, 32, 32, 3), np.uint8), y, x, y, base / "clf")
+
+
+def test_mirrored_on_two_logical_devices(tmp_path, mirror):
+    run_module("apps.dcgan.train", "--strategy", "mirrored", "--devices", "2", "--epochs", "1",
+               "--steps-per-epoch", "3", "--limit", "512", "--batch-size", "16", "--width", "8",
+               "--no-eval", "--no-export", "--verbose", "0", "--run-dir", tmp_path / "run",
+               timeout=240)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["replicas"] == 2 and config["global_batch_size"] == 32
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 1
+    import pandas as pd
+
+    hist = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert np.isfinite(hist["d_loss"][0]) and np.isfinite(hist["g_loss"][0])
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def test_help_lists_the_shared_and_gan_flags():
+    proc = run_module("apps.dcgan.train", "--help", timeout=60)
+    for flag in ("--epochs", "--limit", "--seed", "--run-dir", "--export-dir", "--strategy",
+                 "--devices", "--batch-size", "--k", "--label-smoothing", "--dataset",
+                 "--eval-samples"):
+        assert flag in proc.stdout, flag
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--k", "0"], "--k must be a positive integer"),
+    (["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1)"),
+    (["--patience", "3"], "early stopping is off"),
+    (["--dataset", "svhn"], "invalid choice"),
+    (["--eval-samples", "1"], "--eval-samples must be at least 2"),
+])
+def test_bad_flags_give_one_clear_error(args, message, capsys):
+    from apps.dcgan import train
+
+    with pytest.raises(SystemExit) as exc:
+        train.main(args)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_is_one_clear_error(tmp_path):
+    env = child_env(KSUITE_DATA_DIR=tmp_path / "empty", KERAS_HOME=tmp_path / "kh",
+                    KSUITE_OFFLINE=1)
+    proc = run_module("apps.dcgan.train", "--dataset", "cifar10", "--epochs", "1",
+                      "--run-dir", tmp_path / "r", env=env, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("error:") and "KSUITE_DATA_DIR" in err and "cifar" in err
+
+
+def test_too_few_images_for_a_batch_is_one_clear_error(tmp_path, mirror, capsys):
+    from apps.dcgan import train
+
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--limit", "100", "--batch-size", "64", "--k", "2", "--no-eval",
+                    "--run-dir", str(tmp_path / "r"), "--verbose", "0"])
+    assert exc.value.code == 2
+    assert "fewer than one batch" in capsys.readouterr().err
