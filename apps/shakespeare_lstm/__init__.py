@@ -1,0 +1,1 @@
+"""Character-level LSTM language model of tiny-shakespeare, and a text generator served as one call."""
