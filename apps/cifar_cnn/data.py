@@ -1,0 +1,248 @@
+"""CIFAR-10 from the official python batch files, as ``tf.data`` pipelines with augmentation.
+
+The archive comes from the suite's data layer (``shared.data.fetch("cifar10")``: the mirror's
+``cifar-10-batches-py.tar.xz`` or the official ``cifar-10-python.tar.gz``), is extracted once,
+atomically, into the Keras cache, and every batch file is checked against the md5 the official
+archive's files have (the values torchvision checks; ``../shared/data/SOURCES.md``) before Keras'
+own ``load_batch`` reads it. Images stay uint8 in memory (150 MB for the 50,000 training images).
+
+Split: 45,000 / 5,000 train / validation, a seeded permutation of the training batches; the 10,000
+test images are used once, at the end.
+
+Augmentation (Keras preprocessing layers) runs inside the ``tf.data`` pipeline on whole *training*
+batches, mapped with ``num_parallel_calls=AUTOTUNE`` and prefetched, so it overlaps with the
+training step instead of starving it; the validation/test pipelines and the exported model never
+see it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import UserError
+
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
+               "dog", "frog", "horse", "ship", "truck")  # batches.meta label_names
+ANIMALS = (2, 3, 4, 5, 6, 7)  # bird cat deer dog frog horse: the transfer source task
+VEHICLES = (0, 1, 8, 9)  # airplane automobile ship truck: the transfer target task
+CLASS_SETS = {"all": tuple(range(10)), "animals": ANIMALS, "vehicles": VEHICLES}
+
+VAL_SIZE = 5000  # 45,000 / 5,000 (the issue; as in He et al. 2016 §4.2)
+FOLDER = "cifar-10-batches-py"
+# md5 of each file of the official cifar-10-python.tar.gz (torchvision's list; SOURCES.md).
+BATCH_MD5 = {
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_batches(folder: str | Path) -> None:
+    """Check every batch file against the official md5; one clear error naming the file."""
+    folder = Path(folder)
+    for name, md5 in BATCH_MD5.items():
+        path = folder / name
+        if not path.is_file():
+            raise UserError(f"CIFAR-10 batch file {path} is missing (delete {folder} and retry)")
+        got = _md5(path)
+        if got != md5:
+            raise UserError(f"CIFAR-10 batch file {path} has md5 {got}, expected {md5} "
+                            f"(corrupt or different file; delete {folder} and retry)")
+
+
+def batches_folder() -> Path:
+    """The verified ``cifar-10-batches-py`` folder (fetched and extracted on first use)."""
+    from shared.data import extract_archive, fetch
+
+    archive = fetch("cifar10")
+    folder = extract_archive(archive, FOLDER)
+    verify_batches(folder)
+    return folder
+
+
+def read_batches(folder: str | Path):
+    """(x_train, y_train), (x_test, y_test) as uint8 NHWC images and uint8 labels, read with
+    Keras' own ``load_batch`` (the reader ``keras.datasets.cifar10.load_data`` uses)."""
+    from keras.src.datasets.cifar import load_batch
+
+    folder = Path(folder)
+    xs, ys = [], []
+    for i in range(1, 6):
+        x, y = load_batch(str(folder / f"data_batch_{i}"))
+        xs.append(x)
+        ys.append(y)
+    x_train = np.concatenate(xs).transpose(0, 2, 3, 1)  # NCHW rows -> NHWC
+    y_train = np.concatenate(ys).astype("uint8")
+    x_test, y_test = load_batch(str(folder / "test_batch"))
+    return (x_train, y_train), (x_test.transpose(0, 2, 3, 1), np.asarray(y_test, "uint8"))
+
+
+def split(x, y, val_size: int = VAL_SIZE, seed: int = 42):
+    """Hold out ``val_size`` training images chosen by a seeded permutation."""
+    from shared.data import train_val_split
+
+    return train_val_split(x, y, val_size, seed)
+
+
+def select_classes(x, y, classes: tuple[int, ...], per_class: int | None = None):
+    """Keep the given classes (relabelled 0..k-1 in the given order), optionally only the first
+    ``per_class`` images of each (the few-label transfer setting)."""
+    keep = []
+    for c in classes:
+        idx = np.flatnonzero(y == c)
+        keep.append(idx[:per_class] if per_class else idx)
+    idx = np.sort(np.concatenate(keep))
+    remap = np.full(10, -1, "int64")
+    remap[list(classes)] = np.arange(len(classes))
+    return x[idx], remap[y[idx]].astype("uint8")
+
+
+def load(limit: int | None = None, seed: int = 42, val_size: int = VAL_SIZE,
+         classes: str = "all", per_class: int | None = None):
+    """Returns (x_train, y_train), (x_val, y_val), (x_test, y_test) as uint8 arrays and the class
+    names. ``limit`` keeps the first N training images (before the split); ``classes`` picks
+    ``all``, ``animals`` or ``vehicles``; ``per_class`` caps the labelled training images per class
+    (taken after the validation split, so validation is the same whatever the cap)."""
+    if classes not in CLASS_SETS:
+        raise UserError(f"unknown class set {classes!r}; choose from {', '.join(CLASS_SETS)}")
+    (x_train, y_train), (x_test, y_test) = read_batches(batches_folder())
+    if limit is not None:
+        if limit < 20:
+            raise UserError(f"--limit {limit} is too small: need at least 20 training images")
+        x_train, y_train = x_train[:limit], y_train[:limit]
+        val_size = min(val_size, max(10, limit // 10))
+    train, val = split(x_train, y_train, val_size, seed)
+    wanted = CLASS_SETS[classes]
+    names = tuple(CLASS_NAMES[c] for c in wanted)
+    if classes == "all" and per_class is None:
+        return train, val, (x_test, y_test), names
+    train = select_classes(*train, wanted, per_class)
+    val = select_classes(*val, wanted)
+    test = select_classes(x_test, y_test, wanted)
+    return train, val, test, names
+
+
+def augmenter(seed: int = 42):
+    """The course's transforms as Keras preprocessing layers, applied per image to a uint8/float
+    batch in 0..255: horizontal flip; pad-4-and-crop (He et al. 2016 §4.2), written as a random
+    translation of up to 4 px with zero fill and nearest sampling -- the same images, but drawn
+    per image (Keras 3's RandomCrop draws one offset per batch); rotation up to 15 degrees
+    (0.04 turns); contrast and brightness +-20%. Output float32 in 0..255."""
+    import keras
+
+    return keras.Sequential([
+        keras.layers.RandomFlip("horizontal", seed=seed),
+        keras.layers.RandomTranslation(0.125, 0.125, fill_mode="constant",
+                                       interpolation="nearest", seed=seed + 1),
+        keras.layers.RandomRotation(15 / 360, fill_mode="constant", seed=seed + 2),
+        keras.layers.RandomContrast(0.2, value_range=(0, 255), seed=seed + 3),
+        keras.layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed + 4),
+    ], name="augmentation")
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool = False,
+                 augment: bool = False, seed: int = 42, drop_remainder: bool = False):
+    """uint8 images -> batches of (float32 0..255 images, int32 labels). Shuffled and, with
+    ``augment``, augmented only when ``training``; the evaluation path is the plain cast."""
+    import tensorflow as tf
+
+    from shared.distribute import shard_policy_data
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype("int32")))
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment:
+        aug = augmenter(seed)
+        ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+    return shard_policy_data(ds.prefetch(tf.data.AUTOTUNE))
+
+
+def save_augmented_grid(x: np.ndarray, path: str | Path, seed: int = 42, n: int = 8,
+                        names=None) -> Path:
+    """A PNG: n originals in the first row (captioned with ``names``), then three augmented
+    versions of each."""
+    from shared.plots import image_grid
+
+    aug = augmenter(seed)
+    rows = [x[:n]]
+    for _ in range(3):
+        out = np.asarray(aug(x[:n].astype("float32"), training=True))
+        rows.append(np.clip(out, 0, 255).astype("uint8"))
+    labels = list(names or ["original"] * n) + ["augmented"] * (3 * n)
+    return image_grid(np.concatenate(rows), path, labels=labels, cols=n,
+                      title="training augmentation (first row: originals)")
+
+
+# --------------------------------------------------------------------------------------------
+# VGG16 weights: --weights imagenet | none | PATH
+# --------------------------------------------------------------------------------------------
+
+VGG16_NOTOP = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"  # keras.applications' name
+
+
+def vgg16_weights_path(spec: str) -> Path | None:
+    """Resolve ``--weights``: ``none`` -> None (random init); ``imagenet`` -> Keras' notop file
+    through the suite's registry (offline mirror -> Keras cache ``$KERAS_HOME/models`` -> download,
+    md5-checked: a wrong file is refused); anything else is a weights file of the same layout
+    (Keras' legacy ``.h5`` as in the ImageNet file, or a ``.weights.h5`` from ``--pretrain``)."""
+    from shared.data import DataError, fetch
+
+    if spec == "none":
+        return None
+    if spec == "imagenet":
+        try:
+            return fetch("vgg16_notop")
+        except DataError as exc:
+            if "checksum" in str(exc):
+                raise
+            raise UserError(f"VGG16 ImageNet weights ({VGG16_NOTOP}) are not available here "
+                            f"(not in the mirror or the Keras cache, and they cannot be "
+                            f"downloaded); use --weights none or --weights PATH") from None
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise UserError(f"--weights {spec}: no such file (use imagenet, none or a weights file)")
+    if not path.name.endswith(".h5"):
+        raise UserError(f"--weights {spec}: expected a Keras .h5 or .weights.h5 file")
+    return path
+
+
+def load_vgg16_weights(base, path: Path | None) -> None:
+    """Load a weights file into a ``VGG16(include_top=False)`` base; one clear error if the file
+    does not fit (another architecture, a truncated file)."""
+    if path is None:
+        return
+    try:
+        base.load_weights(str(path))
+    except Exception as exc:  # h5py / Keras raise many types for a file that does not fit
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"could not load VGG16 weights from {path}: {msg[:200]}") from None
+
+
+def feature_dataset(f: np.ndarray, y: np.ndarray, batch_size: int, training: bool = False,
+                    seed: int = 42):
+    """Batches of precomputed VGG16 features (the fast path's stage 1)."""
+    import tensorflow as tf
+
+    from shared.distribute import shard_policy_data
+
+    ds = tf.data.Dataset.from_tensor_slices((f.astype("float32"), y.astype("int32")))
+    if training:
+        ds = ds.shuffle(len(f), seed=seed, reshuffle_each_iteration=True)
+    return shard_policy_data(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
