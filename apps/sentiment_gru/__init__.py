@@ -1,0 +1,1 @@
+"""IMDB review polarity from raw text with a GRU (issue 5)."""

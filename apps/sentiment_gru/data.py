@@ -1,0 +1,159 @@
+"""The raw Large Movie Review Dataset (Maas et al. 2011) as text, a vocabulary, and ``tf.data``.
+
+``aclImdb/{train,test}/{neg,pos}/*.txt`` holds 12,500 reviews per folder. Keras' own
+``text_dataset_from_directory`` reads them (``class_names=["neg", "pos"]`` so that label 1 is
+positive and the official archive's unlabelled ``train/unsup`` is never read). The 25,000
+training reviews are shuffled with the seed and split 22,500 / 2,500 into train / validation;
+the 25,000 test reviews are read once, for the final evaluation.
+
+Text becomes token ids through a ``TextVectorization`` layer adapted on the *training* reviews
+only (the validation and test reviews never shape the vocabulary). The same layer goes into the
+exported SavedModel, so a client sends the raw review and nothing else.
+
+The ``tf.data`` pipeline vectorizes per review and groups reviews of similar length into the same
+batch (``bucket_by_sequence_length``), so a batch is padded to its own longest review instead of
+to ``--sequence-length``: the GRU runs fewer padded steps, and the mask makes the padding
+invisible to it either way.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import UserError
+
+CLASS_NAMES = ("neg", "pos")  # folder names; label 1 = positive
+LABELS = ("negative", "positive")  # what the exported model answers
+VAL_SIZE = 2500  # the issue's 22,500 / 2,500 split of the 25,000 training reviews
+
+_PUNCTUATION = f"[{re.escape(string.punctuation)}]"
+
+
+def standardize(texts):
+    """Lower case (UTF-8 aware), ``<br />`` tags to spaces, ASCII punctuation removed -- the
+    ``custom_standardization`` of keras-io's ``text_classification_from_scratch`` example."""
+    import tensorflow as tf
+
+    text = tf.strings.lower(texts, encoding="utf-8")
+    text = tf.strings.regex_replace(text, r"<br\s*/?>", " ")
+    return tf.strings.regex_replace(text, _PUNCTUATION, "")
+
+
+def dataset_dir(data_dir: str | Path | None = None) -> Path:
+    """The extracted ``aclImdb/`` folder: ``data_dir`` if given, else the registry's verified
+    archive (offline mirror -> Keras cache -> download), extracted once next to it."""
+    if data_dir is not None:
+        root = Path(data_dir).expanduser()
+    else:
+        from shared.data import extract_archive, fetch
+
+        root = extract_archive(fetch("aclImdb"), "aclImdb")
+    for split in ("train", "test"):
+        for cls in CLASS_NAMES:
+            if not (root / split / cls).is_dir():
+                raise UserError(f"{root / split / cls} not found: expected the aclImdb layout "
+                                f"{{train,test}}/{{neg,pos}}/*.txt")
+    return root
+
+
+def read_reviews(folder: Path, seed: int, shuffle: bool) -> tuple[np.ndarray, np.ndarray]:
+    """All reviews of ``folder/{neg,pos}`` as (bytes array, int32 labels), in the seeded order of
+    ``text_dataset_from_directory`` when ``shuffle``."""
+    import keras
+
+    ds = keras.utils.text_dataset_from_directory(
+        str(folder), labels="inferred", label_mode="int", class_names=list(CLASS_NAMES),
+        batch_size=1024, shuffle=shuffle, seed=seed, verbose=False,
+    )
+    texts, labels = [], []
+    for x, y in ds.as_numpy_iterator():
+        texts.append(x)
+        labels.append(y)
+    if not texts:
+        raise UserError(f"no reviews (*.txt) found under {folder}/{{neg,pos}}")
+    return np.concatenate(texts), np.concatenate(labels).astype("int32")
+
+
+def load(limit: int | None = None, seed: int = 42, val_size: int = VAL_SIZE,
+         data_dir: str | Path | None = None, test_limit: int | None = None):
+    """Returns (x_train, y_train), (x_val, y_val), (x_test, y_test): numpy arrays of raw review
+    bytes and int32 labels (0 negative, 1 positive). ``limit`` keeps the first N training reviews
+    of the seeded shuffle (before the validation split); ``test_limit`` the first N test reviews
+    of a seeded shuffle (for quick checks only: the benchmark uses all 25,000)."""
+    root = dataset_dir(data_dir)
+    x, y = read_reviews(root / "train", seed, shuffle=True)
+    if limit is not None:
+        if limit < 20:
+            raise UserError(f"--limit {limit} is too small: need at least 20 training reviews")
+        x, y = x[:limit], y[:limit]
+        val_size = min(val_size, max(10, len(x) // 10))
+    if not 0 < val_size < len(x):
+        raise UserError(f"validation size {val_size} must be between 1 and {len(x) - 1}")
+    # The loader already shuffled with the seed: the last val_size reviews are the validation set.
+    train, val = (x[:-val_size], y[:-val_size]), (x[-val_size:], y[-val_size:])
+    x_test, y_test = read_reviews(root / "test", seed, shuffle=test_limit is not None)
+    if test_limit is not None:
+        x_test, y_test = x_test[:test_limit], y_test[:test_limit]
+    return train, val, (x_test, y_test)
+
+
+def make_vectorizer(texts: np.ndarray, max_tokens: int, sequence_length: int, batch_size: int = 512):
+    """A ``TextVectorization`` layer (ids 0 = padding, 1 = out of vocabulary) adapted on
+    ``texts``: the ``max_tokens - 2`` most frequent words of the training reviews. Reviews are cut
+    to their first ``sequence_length`` words."""
+    import keras
+    import tensorflow as tf
+
+    layer = keras.layers.TextVectorization(
+        max_tokens=max_tokens,
+        standardize=standardize,
+        split="whitespace",
+        output_mode="int",
+        output_sequence_length=sequence_length,
+        name="vectorizer",
+    )
+    layer.adapt(tf.data.Dataset.from_tensor_slices(texts).batch(batch_size))
+    return layer
+
+
+def make_dataset(vectorizer, x: np.ndarray, y: np.ndarray, batch_size: int,
+                 shuffle: bool = False, seed: int = 42, bucket: bool = True):
+    """(token ids [batch, time], labels [batch]) batches with a known number of batches
+    (``len(ds)``). With ``bucket``, reviews of similar length share a batch and the batch is
+    padded to its longest review only; the shuffle varies which reviews meet, epoch by epoch."""
+    import tensorflow as tf
+
+    from shared.distribute import shard_policy_data
+
+    sequence_length = int(vectorizer.get_config()["output_sequence_length"])
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype("int32")))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if not bucket:
+        ds = ds.batch(batch_size).map(lambda t, l: (vectorizer(t), l),
+                                      num_parallel_calls=tf.data.AUTOTUNE)
+        return shard_policy_data(ds.prefetch(tf.data.AUTOTUNE))
+
+    def to_ids(text, label):
+        ids = vectorizer(text[None])[0]  # [sequence_length], zero-padded at the end
+        length = tf.reduce_sum(tf.cast(ids != 0, tf.int32))
+        return ids[: tf.maximum(length, 1)], label  # drop the padding; keep >= 1 step
+
+    ds = ds.map(to_ids, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    step = max(sequence_length // 8, 1)
+    boundaries = list(range(step, sequence_length + 1, step))
+    ds = ds.bucket_by_sequence_length(
+        lambda ids, _: tf.shape(ids)[0],
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        padded_shapes=([None], []),
+    )
+    # The number of batches depends on how the lengths fall into buckets: count them once
+    # (one vectorizing pass) so that Keras, the schedule and the throughput log know it.
+    batches = int(ds.reduce(0, lambda n, _: n + 1))
+    ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
+    return shard_policy_data(ds.prefetch(tf.data.AUTOTUNE))

@@ -1,0 +1,115 @@
+"""Single-review serving latency of the sentiment_gru SavedModel, reloaded as TF Serving does.
+
+    python -m benchmarks.sentiment_latency                         # default architecture
+    python -m benchmarks.sentiment_latency --saved-model saved_models/sentiment_gru/1
+
+Without ``--saved-model``, the default configuration's vectorizer (adapted on the 22,500 training
+reviews) and model (untrained weights: the compute, hence the latency, does not depend on the
+weight values) are exported to a temporary folder with the app's own ``export``. The SavedModel
+is reloaded with ``tf.saved_model.load`` and ``serving_default`` is called with one review at a
+time: real test reviews of the 10th/50th/90th percentile length, each ``--repeat`` times after a
+warm-up. One JSON line goes to ``benchmarks/results/sentiment_gru_latency.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks.run import append_record, git_commit, library_versions  # noqa: E402
+from shared.errors import UserError, exit_on_user_error  # noqa: E402
+from shared.runs import cpu_model  # noqa: E402
+
+
+def _export_default(tmp: str, seed: int) -> str:
+    import keras
+
+    from apps.sentiment_gru import data
+    from apps.sentiment_gru.model import build_classifier
+    from apps.sentiment_gru.train import export, parse_args
+
+    args = parse_args([])
+    keras.utils.set_random_seed(seed)
+    (x_tr, _), _, _ = data.load(None, seed)
+    vectorizer = data.make_vectorizer(x_tr, args.max_tokens, args.sequence_length)
+    model = build_classifier(vectorizer.vocabulary_size(), args.embedding_dim, args.units,
+                             args.bidirectional, args.dropout)
+    config = {k: getattr(args, k) for k in ("max_tokens", "sequence_length", "embedding_dim",
+                                            "units", "bidirectional", "dropout")}
+    return str(export(vectorizer, model, tmp, {}, config=config))
+
+
+@exit_on_user_error
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sentiment_latency",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--saved-model", default=None, help="a sentiment_gru version folder")
+    parser.add_argument("--repeat", type=int, default=50, help="timed calls per review")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--no-record", dest="record", action="store_false")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        raise UserError("--repeat must be at least 1")
+
+    import numpy as np
+    import tensorflow as tf
+
+    from apps.sentiment_gru import data
+
+    with tempfile.TemporaryDirectory(prefix="sentiment-latency-") as tmp:
+        path = args.saved_model or _export_default(tmp, args.seed)
+        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+            raise UserError(f"{path} is not a SavedModel folder (no saved_model.pb)")
+        t0 = time.perf_counter()
+        serve = tf.saved_model.load(path).signatures["serving_default"]
+        load_seconds = time.perf_counter() - t0
+
+        x_test, _ = data.read_reviews(data.dataset_dir() / "test", args.seed, shuffle=True)
+        x_test = x_test[:2000]
+        words = np.array([len(t.split()) for t in x_test])
+        results = {}
+        for q in (10, 50, 90):
+            i = int(np.argmin(np.abs(words - np.percentile(words, q))))
+            review = tf.constant([x_test[i]])
+            for _ in range(5):  # warm-up: the first calls trace and allocate
+                serve(reviews=review)
+            times = []
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                serve(reviews=review)["probability"].numpy()
+                times.append((time.perf_counter() - t) * 1000)
+            results[f"p{q}_length_review"] = {
+                "words": int(words[i]),
+                "median_ms": round(float(np.median(times)), 2),
+                "p90_ms": round(float(np.percentile(times, 90)), 2),
+                "mean_ms": round(float(np.mean(times)), 2),
+            }
+            print(f"review of {words[i]} words (p{q} length): median "
+                  f"{results[f'p{q}_length_review']['median_ms']} ms, p90 "
+                  f"{results[f'p{q}_length_review']['p90_ms']} ms over {args.repeat} calls")
+    record = {
+        "app": "sentiment_gru",
+        "benchmark": "single_review_latency",
+        "saved_model": args.saved_model or "default architecture, untrained weights (temporary)",
+        "load_seconds": round(load_seconds, 2),
+        "repeat": args.repeat,
+        "results": results,
+        "load_average": os.getloadavg(),
+        "libraries": library_versions(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "git_commit": git_commit(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if args.record:
+        print(f"-> {append_record('sentiment_gru_latency', record)}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
