@@ -1,0 +1,309 @@
+"""DQN: replay memory correctness, Atari preprocessing on a real ALE game, the TD update, target
+updates, checkpoint/resume and the export round trip. Fast: CartPole runs of a few hundred steps."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from apps.dqn import data
+
+
+# ------------------------------------------------------------------------------------------------
+# Replay memory
+# ------------------------------------------------------------------------------------------------
+def _simulate(memory, episodes, history, frame_shape=(2, 2), seed=0):
+    """Feed ``episodes`` (list of (length, ends_by_truncation)) into the memory; return the list
+    of reference transitions (s, a, r, s', terminated, truncated) built the way the agent sees
+    them (a FrameStack that repeats the first frame at reset), keyed by the slot of s."""
+    rng = np.random.default_rng(seed)
+    counter = [0]
+
+    def frame():
+        counter[0] += 1
+        return np.full(frame_shape, counter[0] % 256, dtype=np.uint8)
+
+    ref = {}
+    for length, trunc_end in episodes:
+        f = frame()
+        stack = [f] * history
+        slot = memory.cursor
+        memory.start_episode(f)
+        for t in range(length):
+            a, r = int(rng.integers(4)), float(rng.integers(-1, 2))
+            f2 = frame()
+            last = t == length - 1
+            terminated, truncated = (last and not trunc_end), (last and trunc_end)
+            nstack = stack[1:] + [f2]
+            memory.add(a, r, f2, terminated, truncated)
+            ref[slot] = (np.stack(stack, -1), a, r, np.stack(nstack, -1), terminated, truncated)
+            stack = nstack
+            slot = (slot + 1) % memory.capacity
+    return ref
+
+
+def _check(memory, ref, idx):
+    b = memory.batch(np.asarray(idx))
+    for j, i in enumerate(idx):
+        s, a, r, s2, term, trunc = ref[i]
+        np.testing.assert_array_equal(b["obs"][j], s)
+        np.testing.assert_array_equal(b["next_obs"][j], s2)
+        assert b["actions"][j] == a and b["rewards"][j] == r
+        assert b["terminated"][j] == float(term) and b["truncated"][j] == float(trunc)
+
+
+def test_replay_stacks_and_episode_boundaries():
+    memory = data.ReplayMemory(100, (2, 2), np.uint8, history=4, seed=1)
+    ref = _simulate(memory, [(2, False), (6, True), (3, False)], history=4)
+    assert len(memory) == 11  # 11 transitions in 3 + 7 + 4 = 14 slots
+    _check(memory, ref, sorted(ref))
+    # The first state of episode 2 is its first frame four times, nothing from episode 1.
+    first2 = 3  # slots 0-2: episode 1 (2 transitions + its final observation)
+    s = memory.batch(np.array([first2]))["obs"][0]
+    assert (s == s[..., :1]).all()
+    # The final observation of an episode starts no transition; truncation does not stop the
+    # bootstrap (terminated = 0) while a game over does.
+    assert not memory.valid[2] and memory.terminated[1] and not memory.truncated[1]
+    assert memory.truncated[8] and not memory.terminated[8] and not memory.valid[9]
+    for _ in range(20):
+        assert all(i in ref for i in memory.sample_indices(8))
+
+
+def test_replay_wraparound_never_samples_overwritten_history():
+    memory = data.ReplayMemory(13, (2, 2), np.uint8, history=4, seed=2)
+    ref = _simulate(memory, [(5, False), (9, True), (7, False), (4, True)], history=4)
+    assert memory.size == memory.capacity
+    live = {i: t for i, t in ref.items() if memory._ok(np.array([i]))[0]}
+    assert 0 < len(live) < memory.capacity
+    _check(memory, live, sorted(live))  # every sampleable slot reconstructs exactly
+    drawn = np.concatenate([memory.sample_indices(16) for _ in range(20)])
+    assert set(drawn.tolist()) <= set(live)
+
+
+def test_replay_bytes_per_transition_and_state_round_trip():
+    memory = data.ReplayMemory(1000, (84, 84), np.uint8, history=4)
+    # 84*84 frame + uint8 action + float32 reward + 4 bool flags
+    assert memory.bytes_per_slot == 84 * 84 + 1 + 4 + 4 == 7065
+    _simulate(memory, [(99, False)], history=4, frame_shape=(84, 84))
+    assert memory.bytes_per_transition() == pytest.approx(7065 * 100 / 99)
+    assert memory.bytes_per_transition() < 4 * 84 * 84  # far below one naive stacked state
+    other = data.ReplayMemory(1000, (84, 84), np.uint8, history=4)
+    other.load_state_dict(memory.state_dict())
+    idx = np.arange(99)
+    for k, v in memory.batch(idx).items():
+        np.testing.assert_array_equal(v, other.batch(idx)[k])
+
+
+# ------------------------------------------------------------------------------------------------
+# Environments
+# ------------------------------------------------------------------------------------------------
+def test_atari_preprocessing_on_real_ale_game():
+    pytest.importorskip("ale_py")
+    env = data.make_env("ALE/Breakout-v5", seed=0, training=True)
+    names = []
+    e = env
+    while hasattr(e, "env"):
+        names.append(type(e).__name__)
+        e = e.env
+    assert names[:7] == ["FrameStack", "ClipReward", "WarpFrame", "FireReset", "EpisodicLife",
+                         "MaxAndSkip", "NoopReset"]
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (84, 84, 4) and obs.dtype == np.uint8
+    assert (obs == obs[..., :1]).all()  # reset fills the stack with the first frame
+    for _ in range(12):
+        obs, r, *_ = env.step(env.action_space.sample())
+        assert obs.shape == (84, 84, 4) and r in (-1.0, 0.0, 1.0)
+    ev = data.make_env("ALE/Pong-v5", seed=0, training=False)
+    assert "EpisodicLife" not in str(ev) and "ClipReward" not in str(ev)
+    obs, _ = ev.reset(seed=1)
+    assert obs.shape == (84, 84, 4) and data.render_frame(ev).shape == (210, 160, 3)
+    assert data.game_name("ALE/Pong-v5") == "pong" and data.game_name("CartPole-v1") == "cartpole"
+
+
+# ------------------------------------------------------------------------------------------------
+# Learning
+# ------------------------------------------------------------------------------------------------
+def _cartpole_agent(double=False, lr=1e-3):
+    import keras
+
+    from apps.dqn.agent import DQNAgent
+    from apps.dqn.model import build_mlp
+
+    keras.utils.set_random_seed(0)
+    online, target = build_mlp(2, 4, (64, 64)), build_mlp(2, 4, (64, 64), name="target")
+    return DQNAgent(online, target, keras.optimizers.Adam(lr), 2, 0.99, double=double,
+                    global_batch=64)
+
+
+def _cartpole_memory(n=600):
+    env = data.make_env("CartPole-v1", seed=0)
+    memory = data.ReplayMemory(1000, (4,), np.float32, history=1, seed=0)
+    obs, _ = env.reset(seed=0)
+    memory.start_episode(obs)
+    for _ in range(n):
+        a = int(env.action_space.sample())
+        nxt, r, term, trunc, _ = env.step(a)
+        memory.add(a, r, nxt, term, trunc)
+        if term or trunc:
+            nxt, _ = env.reset()
+            memory.start_episode(nxt)
+    return memory
+
+
+@pytest.mark.parametrize("double", [False, True])
+def test_train_steps_reduce_td_loss_on_a_fixed_batch(double):
+    agent = _cartpole_agent(double)
+    batch = _cartpole_memory().sample(64)
+    before = agent.td_loss(batch)
+    stacked = {k: np.stack([v] * 30) for k, v in batch.items()}  # 30 steps on the same batch
+    loss, _ = agent.train(stacked)
+    after = agent.td_loss(batch)
+    assert np.isfinite(loss) and after < 0.5 * before
+
+
+def test_target_update_copies_online_weights():
+    agent = _cartpole_agent()
+    memory = _cartpole_memory(200)
+    b = {k: v[None] for k, v in memory.sample(64).items()}
+    agent.train(b)
+    differ = any(not np.array_equal(o, t) for o, t in
+                 zip(agent.online.get_weights(), agent.target.get_weights()))
+    assert differ  # the target stays fixed between updates
+    agent.update_target()
+    for o, t in zip(agent.online.get_weights(), agent.target.get_weights()):
+        np.testing.assert_array_equal(o, t)
+
+
+def test_epsilon_schedule():
+    from apps.dqn.agent import linear_epsilon
+
+    assert linear_epsilon(0, 1.0, 0.1, 100) == 1.0
+    assert linear_epsilon(50, 1.0, 0.1, 100) == pytest.approx(0.55)
+    assert linear_epsilon(10_000, 1.0, 0.1, 100) == pytest.approx(0.1)
+
+
+# ------------------------------------------------------------------------------------------------
+# The app end to end (CartPole, a few hundred steps)
+# ------------------------------------------------------------------------------------------------
+FAST = ["--steps", "400", "--epochs", "2", "--learning-starts", "100", "--train-frequency", "4",
+        "--gradient-steps", "1", "--target-update", "50", "--batch-size", "32",
+        "--hidden", "32", "32", "--eval-episodes", "1", "--final-eval-episodes", "2",
+        "--verbose", "0"]
+
+
+def test_train_export_round_trip(tmp_path):
+    import tensorflow as tf
+
+    from apps.dqn.train import main
+
+    record = main([*FAST, "--run-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "sm")])
+    assert record["target_updates"] == 400 // 50
+    m = record["metrics"]
+    assert m["env_steps"] == 400 and m["eval_episodes"] == 2 and np.isfinite(m["eval_return"])
+    for f in ("history.csv", "metrics.json", "returns.png", "eval_episode.gif",
+              "learning_curves.png"):
+        assert (tmp_path / "run" / f).exists(), f
+    assert not (tmp_path / "run" / "checkpoints").exists()  # removed when training completes
+    assert record["export"].endswith("dqn_cartpole/1")
+    loaded = tf.saved_model.load(record["export"])
+    fn = loaded.signatures["serving_default"]
+    assert fn.structured_input_signature[1]["state"].dtype == tf.float32
+    out = fn(state=tf.constant(np.random.default_rng(0).normal(size=(3, 4)), tf.float32))
+    assert out["q_values"].shape == (3, 2) and out["action"].shape == (3,)
+    np.testing.assert_array_equal(out["action"].numpy(), np.argmax(out["q_values"].numpy(), -1))
+
+
+def test_atari_export_signature(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from apps.dqn.agent import DQNAgent
+    from apps.dqn.model import build_nature_cnn
+    from apps.dqn.train import export
+
+    online, target = build_nature_cnn(6), build_nature_cnn(6, name="target")
+    assert online.count_params() == 1_687_206  # the Nature network with 6 actions
+    agent = DQNAgent(online, target, keras.optimizers.Adam(1e-4), 6)
+    path = export(agent, tmp_path, "ALE/Pong-v5", (84, 84, 4), True, {"eval_return": -21.0})
+    assert path.parent.name == "dqn_pong"
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    frames = np.random.default_rng(0).integers(0, 256, (2, 84, 84, 4)).astype(np.uint8)
+    out = fn(frames=tf.constant(frames))
+    np.testing.assert_allclose(out["q_values"].numpy(), online(frames.astype("float32")).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    assert out["action"].dtype == tf.int64
+
+
+def test_resume_from_checkpoint(tmp_path):
+    from apps.dqn.train import main
+
+    run = tmp_path / "run"
+    args = [*FAST, "--epochs", "3", "--steps", "450", "--run-dir", str(run), "--no-export"]
+    first = main([*args, "--kill-after-epochs", "1"])
+    assert first["killed_after_epoch"] == 1
+    ckpt = run / "checkpoints" / "backup"
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["step"] == 150 and state["epoch"] == 1 and state["replay_included"]
+    files = {p.name for p in ckpt.iterdir()}
+    assert {"weights.npz", "replay.npz", "training_metadata.json"} <= files
+    with np.load(ckpt / "replay.npz") as f:
+        assert int(f["size"]) == 150 + state["episodes"] + 1  # one extra slot per episode
+    second = main(args)
+    assert second["resumed_from_period"] == 1
+    assert second["metrics"]["env_steps"] == 450
+    assert len((run / "history.csv").read_text().strip().splitlines()) == 1 + 3
+    assert not ckpt.exists()
+
+
+def test_checkpoint_restores_agent_and_memory(tmp_path):
+    from apps.dqn.agent import Checkpoint
+
+    agent = _cartpole_agent()
+    memory = _cartpole_memory(300)
+    agent.train({k: v[None] for k, v in memory.sample(64).items()})
+    ck = Checkpoint(tmp_path / "ck", lambda: (agent, memory, {"step": 300}))
+    ck.save(epoch=1)
+    agent2, memory2 = _cartpole_agent(), data.ReplayMemory(1000, (4,), np.float32, seed=5)
+    state = ck.load(agent2, memory2)
+    assert state["step"] == 300 and state["epoch"] == 1
+    for a, b in zip(agent.online.get_weights() + agent.target.get_weights(),
+                    agent2.online.get_weights() + agent2.target.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert int(agent2.optimizer.iterations.numpy()) == 1
+    np.testing.assert_array_equal(memory.sample_indices(32), memory2.sample_indices(32))
+
+
+def test_user_errors(tmp_path, capsys):
+    from apps.dqn.train import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--env", "NoSuchGame-v0", "--run-dir", str(tmp_path)])
+    assert e.value.code == 2 and "unknown Gymnasium environment" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["--eval-epsilon", "2"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["--strategy", "multi_worker", "--run-dir", str(tmp_path)])
+    assert e.value.code == 2 and "multi_worker" in capsys.readouterr().err
+
+
+def test_help_documents_the_budget_flags(capsys):
+    from apps.dqn.train import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "--steps" in out and "evaluation periods" in out
+
+
+def test_numpy_acting_matches_the_network():
+    agent = _cartpole_agent()
+    memory = _cartpole_memory(200)
+    agent.train({k: v[None] for k, v in memory.sample(64).items()})
+    x = memory.sample(16)["obs"]
+    np.testing.assert_allclose(agent.q_values(x), agent.online(x).numpy(), rtol=1e-5, atol=1e-5)
+    agent.online.set_weights([w * 0 for w in agent.online.get_weights()])
+    agent.invalidate()
+    assert np.all(agent.q_values(x) == 0)
