@@ -172,6 +172,26 @@ def test_stateful_training_reduces_loss_and_export_round_trip(tmp_path, mirror):
     with pytest.raises(tf.errors.InvalidArgumentError):
         call([""], [3], 0.5)
 
+    # One REST call to the served model returns the whole text, exactly as long as asked.
+    from serving.client import RestClient
+    from serving.server import ModelServer, ServerOptions
+
+    server = ModelServer(ServerOptions(port=0, rest_api_port=0, model_name="shakespeare_lstm",
+                                       model_base_path=str(tmp_path / "models" /
+                                                           "shakespeare_lstm"))).start()
+    try:
+        with RestClient(f"http://127.0.0.1:{server.rest_port}", timeout=60, retries=0) as rest:
+            def served(n, temperature, seed):
+                row = {"prompt": "ROMEO:\n", "num_chars": n, "temperature": temperature,
+                       "top_k": 0, "seed": seed}
+                out = rest.predict("shakespeare_lstm", instances=[row],
+                                   signature_name="generate")["predictions"][0]
+                return out["generated"]
+            assert len(served(60, 0.7, 3)) == 60
+            assert served(40, 0.0, 1) == served(40, 0.0, 2)  # greedy: deterministic
+    finally:
+        server.stop()
+
 
 def test_stateless_mode_trains(tmp_path, mirror):
     record = main([*TINY, "--mode", "stateless", "--stride", "25", "--epochs", "1",
