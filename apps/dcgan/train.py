@@ -27,6 +27,9 @@ APP = "dcgan"
 # >= 9.0 and a Fréchet distance within 5x of real-train-vs-real-test (both in metrics.json).
 BENCHMARK = {
     "metric": "inception_score",
+    "anchor": {"value": 9.9, "metric": "classifier IS of real test images",
+               "target": "IS >= 9.0 and FD within 5x of real-train-vs-real-test",
+               "source": "the suite's MNIST classifier on real images (the ceiling)"},
     "budgets": {
         "default": [],
         "small": ["--epochs", "2"],

@@ -81,6 +81,9 @@ SHARED_FLAGS = ("learning_rate", "optimizer", "batch_size", "clipnorm", "epochs"
 # Benchmark budgets (python -m benchmarks.run dqn --budget NAME).
 BENCHMARK = {
     "metric": "eval_return",
+    "anchor": {"value": 475, "metric": "CartPole-v1 mean return",
+               "target": ">= 475 over 100 episodes within 100,000 steps",
+               "source": "Gymnasium CartPole-v1 reward_threshold"},
     "budgets": {
         "default": [],  # CartPole-v1, 100,000 steps: target mean eval return >= 475 / 100 episodes
         "small": ["--steps", "30000", "--epochs", "6"],
