@@ -213,3 +213,16 @@ def test_bad_data_dir_and_tiny_limit(tmp_path, capsys, mirror):
         main(["--limit", "5", "--run-dir", str(tmp_path / "r2")])
     assert e.value.code == 2
     assert "--limit 5 is too small" in capsys.readouterr().err
+
+
+def test_mean_pooling_is_masked():
+    """--pooling mean averages only over the review's own steps: padding changes nothing."""
+    import numpy as np
+
+    from apps.sentiment_gru.model import build_classifier
+
+    model = build_classifier(50, 8, 4, bidirectional=True, dropout=0.0, pooling="mean")
+    ids = np.array([[5, 7, 9, 0, 0, 0]], dtype="int64")
+    short = model(ids[:, :3], training=False)
+    padded = model(ids, training=False)
+    np.testing.assert_allclose(np.asarray(short), np.asarray(padded), atol=1e-6)

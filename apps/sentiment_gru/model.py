@@ -17,12 +17,21 @@ import keras
 
 
 def build_classifier(vocab_size: int, embedding_dim: int, units: int,
-                     bidirectional: bool = True, dropout: float = 0.5) -> keras.Model:
-    """Model from int64 token ids [batch, time] (0 = padding) to P(positive) [batch, 1]."""
+                     bidirectional: bool = True, dropout: float = 0.5,
+                     pooling: str = "last") -> keras.Model:
+    """Model from int64 token ids [batch, time] (0 = padding) to P(positive) [batch, 1].
+
+    ``pooling="last"``: the GRU's final state summarizes the review (Géron, keras-io).
+    ``pooling="mean"``: the mask-aware mean of the GRU's outputs over the review's own steps,
+    so evidence early in a long review is not forgotten by the last state."""
+    if pooling not in ("last", "mean"):
+        raise ValueError("pooling must be 'last' or 'mean'")
     ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
     x = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding")(ids)
-    gru = keras.layers.GRU(units, name="gru")
+    gru = keras.layers.GRU(units, return_sequences=pooling == "mean", name="gru")
     x = keras.layers.Bidirectional(gru, name="bidirectional_gru")(x) if bidirectional else gru(x)
+    if pooling == "mean":
+        x = keras.layers.GlobalAveragePooling1D(name="masked_mean")(x)  # honours the mask
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", name="p_positive")(x)

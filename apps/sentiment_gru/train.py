@@ -71,6 +71,9 @@ def parse_args(argv=None):
                    help="read the review in both directions (keras-io bidirectional_lstm_imdb)")
     a.add_argument("--dropout", type=float, default=0.5,
                    help="dropout before the classifier (Chollet DLwP ch. 11: 0.5)")
+    a.add_argument("--pooling", choices=("last", "mean"), default="last",
+                   help="summarize the review by the GRU's last state (Géron, keras-io) or by "
+                        "the mask-aware mean of its outputs over the review's steps")
     a.add_argument("--val-size", type=positive_int, default=2500,
                    help="training reviews held out for validation (the issue: 2,500)")
     a.add_argument("--test-limit", type=positive_int, default=None,
@@ -154,7 +157,7 @@ def main(argv=None):
     # 3. Model and optimizer inside the strategy's scope; gradients clipped to norm --clipnorm.
     with run.strategy.scope():
         model = build_classifier(vocab_size, args.embedding_dim, args.units,
-                                 args.bidirectional, args.dropout)
+                                 args.bidirectional, args.dropout, args.pooling)
         model.compile(optimizer=make_optimizer(args, steps), loss="binary_crossentropy",
                       metrics=["accuracy"])
     model.summary(print_fn=lambda line, **_: print(line)) if args.verbose else None
