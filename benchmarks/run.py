@@ -23,7 +23,7 @@ from pathlib import Path
 
 from benchmarks.budgets import BUDGETS
 from shared.errors import UserError, exit_on_user_error
-from shared.runs import cpu_model
+from shared.runs import cpu_model, library_versions  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -44,18 +44,6 @@ def append_record(name: str, record: dict) -> Path:
     with open(path, "a") as f:
         f.write(json.dumps(record, sort_keys=True, default=str) + "\n")
     return path
-
-
-def library_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("tensorflow", "keras", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 def run_once(app: str, budget: str, extra: list[str], tag: str) -> dict:

@@ -37,6 +37,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from shared.errors import UserError, exit_on_user_error  # noqa: E402
+from shared.runs import cpu_model, library_versions  # noqa: E402
 
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "serving_load.jsonl"
 REQUEST_TIMEOUT = 10.0
@@ -46,28 +47,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def library_versions() -> dict:
-    out = {"python": platform.python_version()}
-    for mod in ("tensorflow", "keras", "grpc", "tornado", "numpy", "google.protobuf"):
-        try:
-            m = __import__(mod, fromlist=["__version__"])
-            out[mod.replace("google.", "")] = getattr(m, "__version__", None) or \
-                getattr(m, "version", "?")
-        except Exception:  # noqa: BLE001 - a missing library is not fatal here
-            pass
-    return out
 
 
 # -------------------------------------------------------------------------------------------------
@@ -308,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
         params = BatchingParameters.from_file(args.batching_parameters_file).__dict__
     machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
-    libs = library_versions()
+    libs = library_versions("grpcio", "tornado", "protobuf")
     print(f"{'batching':>8} {'protocol':>8} {'clients':>7} {'requests':>9} {'errors':>6} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
     records = []

@@ -413,3 +413,59 @@ def train_val_split(x, y, val_size: int, seed: int):
     perm = np.random.default_rng(seed).permutation(len(x))
     tr, va = perm[val_size:], perm[:val_size]
     return (x[tr], y[tr]), (x[va], y[va])
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR-10 python batches (the mirror's .tar.xz or the official .tar.gz; both hold the folder)
+# --------------------------------------------------------------------------------------------
+
+CIFAR10_FOLDER = "cifar-10-batches-py"
+# md5 of each file of the official cifar-10-python.tar.gz (torchvision's list; SOURCES.md).
+CIFAR10_MD5 = {
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+
+
+def verify_cifar10(folder: str | Path) -> None:
+    """Check every batch file against the official md5; one clear error naming the file."""
+    folder = Path(folder)
+    for name, md5 in CIFAR10_MD5.items():
+        path = folder / name
+        if not path.is_file():
+            raise DataError(f"CIFAR-10 batch file {path} is missing (delete {folder} and retry)")
+        got = file_hash(path, "md5")
+        if got != md5:
+            raise DataError(f"CIFAR-10 batch file {path} has md5 {got}, expected {md5} "
+                            f"(corrupt or different file; delete {folder} and retry)")
+
+
+def cifar10_folder() -> Path:
+    """The verified ``cifar-10-batches-py`` folder (fetched and extracted on first use)."""
+    folder = extract_archive(fetch("cifar10"), CIFAR10_FOLDER)
+    verify_cifar10(folder)
+    return folder
+
+
+def read_cifar10(folder: str | Path):
+    """(x_train, y_train), (x_test, y_test) as uint8 NHWC images and uint8 labels, read with
+    Keras' own ``load_batch`` (the reader ``keras.datasets.cifar10.load_data`` uses; Keras 3
+    keeps it under ``keras.src``)."""
+    from keras.src.datasets.cifar import load_batch
+
+    folder = Path(folder)
+    parts = [load_batch(str(folder / f"data_batch_{i}")) for i in range(1, 6)]
+    x_train = np.concatenate([x for x, _ in parts]).transpose(0, 2, 3, 1)  # NCHW -> NHWC
+    y_train = np.concatenate([y for _, y in parts]).astype("uint8")
+    x_test, y_test = load_batch(str(folder / "test_batch"))
+    return (x_train, y_train), (x_test.transpose(0, 2, 3, 1), np.asarray(y_test, "uint8"))
+
+
+def load_cifar10():
+    """CIFAR-10 as uint8 NHWC arrays: (x_train, y_train), (x_test, y_test), md5-verified."""
+    return read_cifar10(cifar10_folder())

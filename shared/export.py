@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import time
 import uuid
@@ -90,16 +89,6 @@ class Gate:
         return f"gate passed: {verdict}"
 
 
-def _library_versions() -> dict:
-    out = {"python": platform.python_version()}
-    for mod in ("tensorflow", "keras", "numpy"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:  # pragma: no cover - a missing library is not fatal here
-            pass
-    return out
-
-
 def publish(
     name: str,
     write: Callable[[Path], None],
@@ -111,6 +100,8 @@ def publish(
 ) -> Path:
     """Write a SavedModel with ``write(staging_path)`` and rename it into
     ``<export_dir>/<name>/<version>``. Returns the final folder."""
+    from shared.runs import library_versions
+
     if not name or "/" in name or name.startswith("."):
         raise UserError(f"invalid model name {name!r}")
     export_dir = Path(export_dir)
@@ -132,7 +123,7 @@ def publish(
                 name=name,
                 version=v,
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                libraries=_library_versions(),
+                libraries=library_versions(),
             )
             meta_path = staging / METADATA_FILE
             meta_path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,12 +28,16 @@ from shared import distribute
 from shared.io import atomic_write_json, atomic_write_text
 
 
-def library_versions() -> dict:
+def library_versions(*extra: str) -> dict:
+    """Python and installed distribution versions (tensorflow, keras, numpy, and ``extra``),
+    read from package metadata: nothing is imported."""
+    from importlib.metadata import PackageNotFoundError, version
+
     out = {"python": platform.python_version()}
-    for mod in ("tensorflow", "keras", "numpy"):
+    for pkg in ("tensorflow", "keras", "numpy", *extra):
         try:
-            out[mod] = __import__(mod).__version__
-        except Exception:  # pragma: no cover
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
             pass
     return out
 

@@ -17,11 +17,12 @@ see it.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
+from shared.data import (CIFAR10_FOLDER, CIFAR10_MD5, cifar10_folder, read_cifar10,
+                         verify_cifar10)
 from shared.errors import UserError
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -31,65 +32,12 @@ VEHICLES = (0, 1, 8, 9)  # airplane automobile ship truck: the transfer target t
 CLASS_SETS = {"all": tuple(range(10)), "animals": ANIMALS, "vehicles": VEHICLES}
 
 VAL_SIZE = 5000  # 45,000 / 5,000 (the issue; as in He et al. 2016 §4.2)
-FOLDER = "cifar-10-batches-py"
-# md5 of each file of the official cifar-10-python.tar.gz (torchvision's list; SOURCES.md).
-BATCH_MD5 = {
-    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
-    "data_batch_1": "c99cafc152244af753f735de768cd75f",
-    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-    "data_batch_4": "634d18415352ddfa80567beed471001a",
-    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-    "test_batch": "40351d587109b95175f43aff81a1287e",
-}
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_batches(folder: str | Path) -> None:
-    """Check every batch file against the official md5; one clear error naming the file."""
-    folder = Path(folder)
-    for name, md5 in BATCH_MD5.items():
-        path = folder / name
-        if not path.is_file():
-            raise UserError(f"CIFAR-10 batch file {path} is missing (delete {folder} and retry)")
-        got = _md5(path)
-        if got != md5:
-            raise UserError(f"CIFAR-10 batch file {path} has md5 {got}, expected {md5} "
-                            f"(corrupt or different file; delete {folder} and retry)")
-
-
-def batches_folder() -> Path:
-    """The verified ``cifar-10-batches-py`` folder (fetched and extracted on first use)."""
-    from shared.data import extract_archive, fetch
-
-    archive = fetch("cifar10")
-    folder = extract_archive(archive, FOLDER)
-    verify_batches(folder)
-    return folder
-
-
-def read_batches(folder: str | Path):
-    """(x_train, y_train), (x_test, y_test) as uint8 NHWC images and uint8 labels, read with
-    Keras' own ``load_batch`` (the reader ``keras.datasets.cifar10.load_data`` uses)."""
-    from keras.src.datasets.cifar import load_batch
-
-    folder = Path(folder)
-    xs, ys = [], []
-    for i in range(1, 6):
-        x, y = load_batch(str(folder / f"data_batch_{i}"))
-        xs.append(x)
-        ys.append(y)
-    x_train = np.concatenate(xs).transpose(0, 2, 3, 1)  # NCHW rows -> NHWC
-    y_train = np.concatenate(ys).astype("uint8")
-    x_test, y_test = load_batch(str(folder / "test_batch"))
-    return (x_train, y_train), (x_test.transpose(0, 2, 3, 1), np.asarray(y_test, "uint8"))
+# Reading and md5 verification live in the shared data layer (dcgan reads CIFAR-10 too).
+FOLDER = CIFAR10_FOLDER
+BATCH_MD5 = CIFAR10_MD5
+verify_batches = verify_cifar10
+batches_folder = cifar10_folder
+read_batches = read_cifar10
 
 
 def split(x, y, val_size: int = VAL_SIZE, seed: int = 42):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.data import DataError, extract_archive, fetch, load_image_dataset
+from shared.data import load_cifar10, load_image_dataset
 from shared.errors import UserError
 
 DATASETS = {  # name -> image shape (height, width, channels)
@@ -19,37 +19,6 @@ DATASETS = {  # name -> image shape (height, width, channels)
     "fashion_mnist": (28, 28, 1),
     "cifar10": (32, 32, 3),
 }
-
-
-def load_batch(path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python batch file: a pickled dict with ``data`` (N x 3072 uint8, channels
-    first) and ``labels`` -- what Keras' (non-public, Keras 3) ``datasets.cifar.load_batch``
-    reads; returned as NHWC uint8 images and uint8 labels."""
-    import pickle
-
-    with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="bytes")
-    data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return data.transpose(0, 2, 3, 1), np.asarray(batch[b"labels"], dtype=np.uint8)
-
-
-def load_cifar10():
-    """CIFAR-10's official python batches (data_batch_1..5, test_batch) as uint8 NHWC arrays,
-    from the registry's archive (mirror .tar.xz or the official .tar.gz; both hold the folder
-    ``cifar-10-batches-py/``)."""
-    folder = extract_archive(fetch("cifar10"), "cifar-10-batches-py")
-
-    def read(name):
-        path = folder / name
-        if not path.exists():
-            raise DataError(f"{path} is missing from the CIFAR-10 archive; delete {folder} "
-                            "and run again")
-        return load_batch(path)
-
-    parts = [read(f"data_batch_{i}") for i in range(1, 6)]
-    x_train = np.concatenate([p[0] for p in parts])
-    y_train = np.concatenate([p[1] for p in parts])
-    return (x_train, y_train), read("test_batch")
 
 
 def load(dataset: str = "mnist", limit: int | None = None, source: str = "auto"):
