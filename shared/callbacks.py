@@ -187,18 +187,21 @@ class DivideOnPlateau(keras.callbacks.Callback):
 
 
 class TerminateOnNaN(keras.callbacks.Callback):
-    """Stop at the first batch whose loss is NaN or infinite; ``terminated_at`` = that batch."""
+    """Stop at the first batch where a loss is NaN or infinite; ``terminated_at`` = that batch.
+    Every logged quantity whose name ends in ``loss`` is watched (``loss``, and e.g. a GAN's
+    ``d_loss`` / ``g_loss``)."""
 
     def __init__(self):
         super().__init__()
         self.terminated_at = None
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.terminated_at = batch
-            print(f"TerminateOnNaN: loss is {loss} at batch {batch}; stopping")
-            self.model.stop_training = True
+        for key, value in (logs or {}).items():
+            if key.endswith("loss") and value is not None and not math.isfinite(float(value)):
+                self.terminated_at = batch
+                print(f"TerminateOnNaN: {key} is {value} at batch {batch}; stopping")
+                self.model.stop_training = True
+                return
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -132,24 +132,6 @@ def read_step_losses(path) -> list[dict]:
                  if v != ""} for row in csv.DictReader(f)]
 
 
-class StopOnNaN(keras.callbacks.Callback):
-    """Stop at the first step whose discriminator or generator loss is not finite (the shared
-    TerminateOnNaN watches ``loss``, which a GAN does not have)."""
-
-    def __init__(self):
-        super().__init__()
-        self.terminated_at = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        for key in ("d_loss", "g_loss"):
-            value = (logs or {}).get(key)
-            if value is not None and not math.isfinite(float(value)):
-                self.terminated_at = batch
-                print(f"StopOnNaN: {key} is {float(value)} at batch {batch}; stopping")
-                self.model.stop_training = True
-                return
-
-
 def loss_curves(step_rows: list[dict], path, title: str = "") -> Path:
     """Two panels: D and G loss per step (light) with a moving average (dark); the
     discriminator's mean outputs D(x) and D(G(z)). At the game's equilibrium D = 1/2

@@ -165,7 +165,7 @@ def main(argv=None):
     #    samples. Instead, one fixed latent batch is drawn after every epoch to watch progress.
     fixed_latent = np.random.default_rng(args.seed).standard_normal(
         (64, args.latent_dim)).astype("float32")
-    extra = [progress.StopOnNaN()]
+    extra = []  # the shared TerminateOnNaN watches d_loss and g_loss
     if run.is_chief:
         extra += [progress.SampleGrid(generator, fixed_latent, run.dir / "samples",
                                       run.dir / "progress.gif"),
