@@ -1059,17 +1059,22 @@ class ServerCore:
                 log.error("model config %s not applied: %s", path, exc)
 
     # -- lookups -------------------------------------------------------------------------------
+    def _lookup(self, name: str, version: int | None, label: str | None):
+        """(model or None, version) with a label resolved to its version; hold ``_lock``."""
+        m = self._models.get(name)
+        if m is not None and m.removed:
+            m = None
+        if label:
+            if m is None or label not in m.labels:
+                raise ServingError("INVALID_ARGUMENT",
+                                   f"Unrecognized servable version label: {label}")
+            version = m.labels[label]
+        return m, version
+
     def get_servable(self, name: str, version: int | None = None,
                      label: str | None = None) -> Servable:
         with self._lock:
-            m = self._models.get(name)
-            if m is not None and m.removed:
-                m = None
-            if label:
-                if m is None or label not in m.labels:
-                    raise ServingError("INVALID_ARGUMENT",
-                                       f"Unrecognized servable version label: {label}")
-                version = m.labels[label]
+            m, version = self._lookup(name, version, label)
             if version is None:
                 if m is not None:
                     live = [v for v, r in m.versions.items() if r.state == AVAILABLE]
@@ -1085,14 +1090,7 @@ class ServerCore:
     def model_status(self, name: str, version: int | None = None,
                      label: str | None = None) -> list[_Version]:
         with self._lock:
-            m = self._models.get(name)
-            if m is not None and m.removed:
-                m = None
-            if label:
-                if m is None or label not in m.labels:
-                    raise ServingError("INVALID_ARGUMENT",
-                                       f"Unrecognized servable version label: {label}")
-                version = m.labels[label]
+            m, version = self._lookup(name, version, label)
             if m is None or not m.versions:
                 raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
             if version is not None:
