@@ -7,6 +7,9 @@
     ksuite serving-config        write serving/models.config from saved_models/
     ksuite bench APP --budget B  train at a named budget and append a benchmark record
     ksuite report                write benchmarks/REPORT.md from benchmarks/results/
+    ksuite pipeline APP [flags]  validate, train, gate against stable, publish as canary
+    ksuite promote MODEL         stable := canary (serving config labels)
+    ksuite rollback MODEL        stable := the previous stable version
     ksuite demo                  the README's main job (train, export, reload, serve, query)
 """
 
@@ -29,6 +32,9 @@ COMMANDS = {
     "serving-config": ("serving.config", "generate serving/models.config from saved_models/"),
     "bench": ("benchmarks.run", "train an app at a named budget; append a JSON record"),
     "report": ("benchmarks.report", "write benchmarks/REPORT.md from the benchmark records"),
+    "pipeline": ("shared.pipeline", "validate data, train, gate against stable, publish canary"),
+    "promote": ("shared.pipeline:main_promote", "label a model's canary version stable"),
+    "rollback": ("shared.pipeline:main_rollback", "point stable back at the previous version"),
     "demo": ("shared.demo", "the main job: train MNIST, export, reload, serve and query it"),
 }
 
@@ -46,6 +52,7 @@ def _usage() -> str:
 
 
 def _run_module_main(module: str, argv: list[str]) -> int:
+    module, _, function = module.partition(":")
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
@@ -53,7 +60,7 @@ def _run_module_main(module: str, argv: list[str]) -> int:
             print(f"error: {module} is not available in this checkout", file=sys.stderr)
             return 2
         raise
-    result = mod.main(argv)
+    result = getattr(mod, function or "main")(argv)
     return result if isinstance(result, int) else 0
 
 
