@@ -3,11 +3,14 @@
     python -m benchmarks.run mnist_mlp --budget default
     ksuite bench mnist_mlp --budget small --repeat 2
     ksuite bench mnist_mlp --budget small --strategy mirrored --devices 2   # extra app flags
+    ksuite bench cifar_cnn --runs-dir /data/ksuite-runs --resume   # a run longer than a session
 
 The app runs in a child process (so its peak resident memory is measured alone) with its run
-directory under ``benchmarks/runs/``; the record goes to ``benchmarks/results/<app>.jsonl``:
+directory under ``benchmarks/runs/`` (``--runs-dir``); the record goes to ``benchmarks/results/<app>.jsonl``:
 app, budget, command, metric name and value, epochs, wall seconds, examples/s, peak RSS, library
-versions, CPU model, git commit.
+versions, CPU model, git commit. ``--resume`` keeps an existing run directory instead of starting
+over: the app restores its last epoch-end backup (shared/callbacks.AtomicBackupAndRestore), so a
+run killed mid-way (or cut by a time limit) continues where it was by running the same command.
 """
 
 from __future__ import annotations
@@ -46,10 +49,11 @@ def append_record(name: str, record: dict) -> Path:
     return path
 
 
-def run_once(app: str, budget: str, extra: list[str], tag: str) -> dict:
+def run_once(app: str, budget: str, extra: list[str], tag: str, runs_dir: Path | None = None,
+             resume: bool = False) -> dict:
     spec = BUDGETS[app]
-    run_dir = ROOT / "benchmarks" / "runs" / f"{app}-{budget}-{tag}"
-    if run_dir.exists():
+    run_dir = Path(runs_dir or ROOT / "benchmarks" / "runs") / f"{app}-{budget}-{tag}"
+    if run_dir.exists() and not resume:
         import shutil
 
         shutil.rmtree(run_dir)
@@ -70,6 +74,7 @@ def run_once(app: str, budget: str, extra: list[str], tag: str) -> dict:
         "budget": budget,
         "command": "python -m " + " ".join(cmd[2:]),
         "run_dir": str(run_dir),
+        "resumed": resume,  # wall_seconds then covers only this invocation
         "metric": metric,
         "value": metrics["metrics"][metric],
         "metrics": metrics["metrics"],
@@ -95,6 +100,11 @@ def main(argv=None):
     parser.add_argument("--budget", default="default")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run N times (same seed: checks that metrics are identical)")
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="where run directories go (default benchmarks/runs)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an existing run directory from its last backup instead "
+                             "of deleting it")
     args, extra = parser.parse_known_args(argv)  # unknown flags go to the app
     if args.budget not in BUDGETS[args.app]["budgets"]:
         raise UserError(f"unknown budget {args.budget!r} for {args.app}; "
@@ -102,7 +112,8 @@ def main(argv=None):
     extra = [a for a in extra if a != "--"]
     values = []
     for i in range(args.repeat):
-        record = run_once(args.app, args.budget, extra, tag=str(i))
+        record = run_once(args.app, args.budget, extra, tag=str(i), runs_dir=args.runs_dir,
+                          resume=args.resume)
         record["repeat"] = i
         values.append(record["value"])
         path = append_record(args.app, record)
