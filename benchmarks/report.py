@@ -1,34 +1,60 @@
-"""Write one Markdown page from the benchmark records: a table per app with the metric, the
-anchor value and its source, our value, epochs, wall time, throughput and peak memory, and the
-run's learning curve (copied next to the page) when its run directory is still there.
+"""Write one Markdown page from the benchmark records.
 
     python -m benchmarks.report                 # -> benchmarks/REPORT.md (+ benchmarks/report_img/)
-    ksuite report --out /tmp/report.md
+    ksuite report --results /tmp/results --out /tmp/report/REPORT.md
 
-Reads every ``benchmarks/results/*.jsonl`` record (one JSON object per line). Records from the
-main runner (``benchmarks.run``) carry ``app``, ``budget``, ``metric`` and ``value``; the
-side-by-side benchmarks (input pipeline, serving load, peers) are listed in their own tables
-with the fields they recorded.
+The page starts with a summary table (one row per app: target, anchor and its source, our best
+value at its budget, whether the target is met, epochs or env steps, wall time, throughput, peak
+memory). Then one section per app: the anchor, a table of its ``benchmarks.run`` records, its side
+benchmarks (input pipeline, FLOPs, transfer learning, gensim, generation speed, latency, SB3), and
+the images of its latest run (learning curves, sample grids, GIFs; the last generated text as an
+excerpt), copied to ``report_img/`` next to the page as ``<app>_<budget>_<file>``. Serving load
+gets its own section.
+
+Inputs: every ``<results>/*.jsonl`` file (one JSON object per line). Records of the main runner
+(``benchmarks.run``) sit in ``<app>.jsonl`` and carry ``budget``, ``metric``, ``value``; every
+other record is a side benchmark, recognized by its ``benchmark`` field or its file name.
+Run directories are not kept in git: when a record's run directory is gone (or now holds a
+different run) the images copied earlier into ``report_img/`` are kept and linked.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import shutil
+import math
+import os
+import re
 from pathlib import Path
 
+from apps import APPS
 from shared.errors import UserError, exit_on_user_error
-from shared.io import atomic_write_text
+from shared.io import atomic_write_bytes, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+OUT = ROOT / "benchmarks" / "REPORT.md"
+MAX_IMAGE_BYTES = 3 * 2**20  # larger files (long GIFs) are not copied next to the page
+# Run-directory files shown next to an app, in this order, with their captions. Any other
+# top-level PNG (e.g. word2vec's pca_map.png) follows, captioned by its name.
+ARTIFACTS = {
+    "learning_curves.png": "learning curves",
+    "gan_losses.png": "generator and discriminator losses",
+    "samples_last.png": "samples after the last epoch",
+    "progress.gif": "samples over training",
+    "returns.png": "episode returns",
+    "eval_episode.gif": "an evaluation episode",
+    "augmented_batch.png": "an augmented training batch",
+}
+SAMPLE_TEXT = "sample_last.txt"  # the last generated text (shown as an excerpt, not an image)
 
+
+# ---------------------------------------------------------------------------------- records
 
 def load_records(results: Path = RESULTS) -> dict[str, list[dict]]:
+    """``{file stem: [record, ...]}`` for every ``results/*.jsonl``."""
     out: dict[str, list[dict]] = {}
-    for path in sorted(results.glob("*.jsonl")):
+    for path in sorted(Path(results).glob("*.jsonl")):
         rows = []
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
@@ -42,104 +68,577 @@ def load_records(results: Path = RESULTS) -> dict[str, list[dict]]:
     return out
 
 
-def _anchor(app: str) -> dict:
+def split_records(records: dict[str, list[dict]]) -> tuple[dict[str, list], dict[str, list]]:
+    """(runner records by app, side-benchmark records by kind)."""
+    runs: dict[str, list[dict]] = {}
+    side: dict[str, list[dict]] = {}
+    for stem, rows in records.items():
+        for r in rows:
+            if stem in APPS and "benchmark" not in r and "metric" in r:
+                runs.setdefault(stem, []).append(r)
+            else:
+                side.setdefault(r.get("benchmark") or stem, []).append(r)
+    return runs, side
+
+
+def benchmark_specs() -> dict[str, dict]:
+    """Each app's ``BENCHMARK`` dict (metric, anchor, budgets); {} where an app lacks one."""
     try:
-        spec = getattr(importlib.import_module(f"apps.{app}.train"), "BENCHMARK", {})
-    except ModuleNotFoundError:
+        from benchmarks.budgets import BUDGETS
+    except ImportError:  # pragma: no cover - an app failing to import should not stop a report
         return {}
-    return spec.get("anchor", {})
+    return BUDGETS
 
 
-def _fmt(value, digits=4) -> str:
+# ---------------------------------------------------------------------------------- formatting
+
+def num(value, unit: str = "") -> str:
+    """A number as a reader wants it: 0.9855, 1.4287, 75.1, 13,770; '–' when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "✅" if value else "❌"
+    if isinstance(value, int):
+        text = f"{value:,}"
+    elif isinstance(value, float):
+        if abs(value) >= 1000:
+            text = f"{value:,.0f}"
+        elif abs(value) >= 10:
+            text = f"{value:.1f}".removesuffix(".0")
+        else:
+            text = f"{value:.4f}".rstrip("0").rstrip(".")
+    else:
+        return str(value)
+    return f"{text} {unit}".rstrip()
+
+
+def pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def mb(value) -> str:
+    return "–" if value is None else f"{value:,.0f} MB"
+
+
+def count(value) -> str:
+    """10253116 -> '10.3M'."""
     if value is None:
         return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) >= 1000 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
-    return str(value)
+    if value >= 1e6:
+        return f"{value / 1e6:.1f}M"
+    return f"{value / 1e3:.0f}k" if value >= 1e4 else str(value)
 
 
-def app_table(app: str, rows: list[dict], img_dir: Path, page_dir: Path) -> list[str]:
-    anchor = _anchor(app)
-    lines = [f"## {app}", ""]
-    if anchor:
-        lines.append(f"Anchor: **{anchor.get('value')}** {anchor.get('metric', '')} — "
-                     f"{anchor.get('source', '')}. Target: {anchor.get('target', '–')}.")
-        lines.append("")
-    lines += [
-        "| budget | metric | ours | anchor | epochs | wall s | examples/s | peak RSS MB | when | commit |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.get('budget', '–')} | {r.get('metric', '–')} | **{_fmt(r.get('value'))}** | "
-            f"{_fmt(anchor.get('value'))} | {_fmt(r.get('epochs'))} | {_fmt(r.get('wall_seconds'))} | "
-            f"{_fmt(r.get('examples_per_sec'), 5)} | {_fmt(r.get('peak_rss_mb'))} | "
-            f"{str(r.get('time', '–'))[:16]} | {r.get('git_commit') or '–'} |")
-    lines.append("")
-    if rows and rows[-1].get("command"):
-        lines += [f"Command: `{rows[-1]['command']}`", ""]
-    # The latest run's images, copied next to the page so the report stands alone.
-    for r in reversed(rows):
-        run_dir = r.get("run_dir")
-        if not run_dir and "--run-dir" in r.get("command", ""):  # records before run_dir existed
-            parts = r["command"].split()
-            run_dir = parts[parts.index("--run-dir") + 1]
-        if not run_dir:
-            continue
-        for name in ("learning_curves.png", "samples.png", "augmented_batch.png",
-                     "return_curve.png"):
-            src = Path(run_dir) / name
-            if src.is_file():
-                img_dir.mkdir(parents=True, exist_ok=True)
-                dst = img_dir / f"{app}_{name}"
-                shutil.copyfile(src, dst)
-                lines += [f"![{app} {name}]({dst.relative_to(page_dir).as_posix()})", ""]
-        break
+def load(record: dict, *keys) -> str:
+    """The 1-min load average a side benchmark recorded (the machine is shared)."""
+    for key in keys:
+        value = record.get(key)
+        if isinstance(value, list) and value:
+            return f"{value[0]:.1f}"
+        if isinstance(value, (int, float)):
+            return f"{value:.1f}"
+    return "–"
+
+
+def minutes(seconds) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def when(record: dict) -> str:
+    return str(record.get("time", "–"))[:16].replace("T", " ")
+
+
+def get(record: dict, *path, default=None):
+    """``record[a][b]...`` or ``default`` when any level is missing."""
+    for key in path:
+        if not isinstance(record, dict) or key not in record:
+            return default
+        record = record[key]
+    return record
+
+
+def table(headers: list[str], rows: list[list]) -> list[str]:
+    def cell(v) -> str:
+        return (v if isinstance(v, str) else num(v)).replace("|", "\\|").replace("\n", " ")
+
+    return ["| " + " | ".join(headers) + " |",
+            "| " + " | ".join("---" for _ in headers) + " |",
+            *("| " + " | ".join(cell(v) for v in row) + " |" for row in rows), ""]
+
+
+def short_command(command: str | None) -> str:
+    return f"`{command.replace(str(ROOT) + '/', '')}`" if command else "–"
+
+
+# ---------------------------------------------------------------------------------- targets
+
+def lower_is_better(target: str) -> bool:
+    m = re.search(r"(>=|<=)", target or "")
+    return bool(m) and m[1] == "<="
+
+
+def target_met(record: dict, target: str) -> bool | None:
+    """Whether a runner record meets the app's target text (``'>= 0.984 in <= 15 epochs'``,
+    ``'>= 475 over 100 episodes within 100,000 steps'``, ...) and every ``target_*`` flag the app
+    recorded in its metrics (dcgan's IS and FD checks). None when the target is not checkable."""
+    value = record.get("value")
+    m = re.search(r"(>=|<=)\s*([\d.,]+\d)", target or "")
+    if value is None or not m:
+        return None
+    threshold = float(m[2].replace(",", ""))
+    met = value >= threshold if m[1] == ">=" else value <= threshold
+    metrics = record.get("metrics") or {}
+    if n := re.search(r"in <= (\d+) epochs", target):
+        met = met and (record.get("epochs") or math.inf) <= int(n[1])
+    if n := re.search(r"over ([\d,]+) episodes", target):
+        met = met and metrics.get("eval_episodes", 0) >= int(n[1].replace(",", ""))
+    if n := re.search(r"within ([\d,]+) steps", target):
+        met = met and metrics.get("env_steps", math.inf) <= int(n[1].replace(",", ""))
+    return met and all(v for k, v in metrics.items() if k.startswith("target_"))
+
+
+def verdict(met: bool | None, budget: str | None) -> str:
+    if met is None:
+        return "not measured"
+    text = "✅" if met else "❌"
+    return text if met or budget in (None, "default") else f"{text} ({budget} budget only)"
+
+
+def budget_rank(spec: dict, budget: str) -> int:
+    """default first, then the app's budgets in the order it declares them."""
+    order = ["default", *[b for b in spec.get("budgets", {}) if b != "default"]]
+    return order.index(budget) if budget in order else len(order)
+
+
+def extra_flags(record: dict, spec: dict) -> list[str]:
+    """Flags a runner record was trained with beyond its budget's (``--dropout 0.25`` ...)."""
+    words = (record.get("command") or "").split()
+    if "-m" not in words:
+        return []
+    flags = words[words.index("-m") + 2:]
+    budget_flags = spec.get("budgets", {}).get(record.get("budget"), [])
+    if flags[:len(budget_flags)] == budget_flags:
+        flags = flags[len(budget_flags):]
+    out, skip = [], False
+    for word in flags:
+        if skip:
+            skip = False
+        elif word == "--run-dir":
+            skip = True
+        elif word != "--no-export":
+            out.append(word)
+    return out
+
+
+def budget_label(record: dict, spec: dict) -> str:
+    extra = extra_flags(record, spec)
+    budget = record.get("budget", "–")
+    return f"{budget} + `{' '.join(extra)}`" if extra else budget
+
+
+# ---------------------------------------------------------------------------------- images
+
+def run_dir_of(record: dict) -> Path | None:
+    """The record's run directory: ``run_dir``, else ``--run-dir`` in its command or app flags."""
+    run_dir = record.get("run_dir")
+    if not run_dir:
+        words = (record.get("command") or "").split() or list(record.get("app_flags") or [])
+        if "--run-dir" in words[:-1]:
+            run_dir = words[words.index("--run-dir") + 1]
+    if not run_dir:
+        return None
+    path = Path(run_dir)
+    return path if path.is_absolute() else ROOT / path
+
+
+def holds_run_of(run_dir: Path | None, metrics: dict | None) -> bool:
+    """Whether ``run_dir`` still holds the finished run a record describes (run directories are
+    reused: a later run of the same budget, or one still in progress, must not be shown)."""
+    if run_dir is None or not (run_dir / "metrics.json").is_file():
+        return False
+    try:
+        on_disk = json.loads((run_dir / "metrics.json").read_text()).get("metrics")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+    return not metrics or on_disk == metrics
+
+
+def artifacts(run_dir: Path) -> dict[str, Path]:
+    """``{stable name: source file}`` of the images and last sample text in a run directory."""
+    found = {name: run_dir / name for name in ARTIFACTS if (run_dir / name).is_file()}
+    for png in sorted(run_dir.glob("*.png")):
+        found.setdefault(png.name, png)
+    samples = run_dir / "samples"
+    if pngs := sorted(samples.glob("*.png")):
+        found["samples_last.png"] = pngs[-1]
+    if texts := sorted(samples.glob("*.txt")):
+        found[SAMPLE_TEXT] = texts[-1]
+    return {name: src for name, src in found.items() if src.stat().st_size <= MAX_IMAGE_BYTES}
+
+
+def copy_artifacts(prefix: str, records: list[dict], metrics_of, img_dir: Path) -> list[Path]:
+    """Copy the artifacts of the latest record whose run directory still holds its run to
+    ``img_dir/<prefix>_<name>``; return the copies for ``prefix`` (old copies when none could be
+    made)."""
+    for r in reversed(records):
+        run_dir = run_dir_of(r)
+        if holds_run_of(run_dir, metrics_of(r)):
+            for name, src in artifacts(run_dir).items():
+                dst = img_dir / f"{prefix}_{name}"
+                data = src.read_bytes()
+                if not dst.is_file() or dst.read_bytes() != data:
+                    atomic_write_bytes(dst, data)
+                    os.chmod(dst, 0o644)  # mkstemp's 0600 would hide it from a web server
+            break
+    copies = sorted(img_dir.glob(f"{prefix}_*")) if img_dir.is_dir() else []
+    order = list(ARTIFACTS)
+    return sorted(copies, key=lambda p: (order.index(p.name[len(prefix) + 1:])
+                                         if p.name[len(prefix) + 1:] in order else len(order),
+                                         p.name))
+
+
+def image_lines(copies: list[Path], page_dir: Path, prefix: str) -> list[str]:
+    lines = []
+    for path in copies:
+        name = path.name[len(prefix) + 1:]
+        rel = Path(os.path.relpath(path, page_dir)).as_posix()
+        if name == SAMPLE_TEXT:
+            text = path.read_text(errors="replace").strip().splitlines()[:14]
+            lines += ["Last generated sample (excerpt):", "", "```text", *text, "```", ""]
+        elif path.suffix.lower() in (".png", ".gif", ".jpg", ".jpeg"):
+            caption = ARTIFACTS.get(name, name.rsplit(".", 1)[0].replace("_", " "))
+            lines += [f"![{prefix.replace('_', ' ')}: {caption}]({rel})", "", f"*{caption}*", ""]
     return lines
 
 
-def other_table(name: str, rows: list[dict]) -> list[str]:
+# ---------------------------------------------------------------------------------- side benchmarks
+# Each renderer turns the records of one kind into Markdown lines: a heading and a table.
+
+def times(value) -> str:
+    """A speed ratio: 2.446 -> '2.45x'."""
+    return "–" if value is None else f"{value:.3g}x"
+
+
+def commit(record: dict) -> str:
+    return record.get("git_commit") or "–"
+
+
+def side_input_pipeline(rows):
+    headers = ["date", "in-memory epoch s", "tf.data epoch s", "ratio", "ratio (fastest epochs)",
+               "pipeline alone epoch s", "examples/s", "target met"]
+    return ["### Input pipeline: tf.data vs batches already in memory", "",
+            "Median epoch seconds of the same model fed by the real `tf.data` pipeline and by "
+            "in-memory tensors; target: real / in-memory <= 1.1.", "",
+            *table(headers, [[when(r), r.get("epoch_seconds_in_memory"),
+                              r.get("epoch_seconds_real_pipeline"), r.get("ratio"),
+                              r.get("ratio_fastest_epochs"), r.get("pipeline_only_epoch_seconds"),
+                              r.get("examples_per_sec_real"), r.get("passed")] for r in rows])]
+
+
+def side_cifar_flops(rows):
+    headers = ["date", "batch", "examples/s (tf.data)", "examples/s (in memory)",
+               "train GFLOP/s (tf.data)", "matmul peak GFLOP/s", "fraction of peak (tf.data)",
+               "fraction of peak (in memory)", "1-min load before", "commit"]
+    return ["### Training FLOP/s as a fraction of this CPU's matmul peak", "",
+            *table(headers, [[when(r), r.get("batch_size"), r.get("examples_per_sec_pipeline"),
+                              r.get("examples_per_sec_memory"), r.get("achieved_gflops_pipeline"),
+                              r.get("matmul_peak_gflops"), pct(r.get("fraction_of_peak_pipeline")),
+                              pct(r.get("fraction_of_peak_memory")), load(r, "loadavg_before"),
+                              commit(r)] for r in rows])]
+
+
+def side_cifar_transfer(rows):
+    def gain(r):
+        value = r.get("fine_tuned_minus_scratch")
+        return "–" if value is None else f"{100 * value:+.1f} points"
+
+    headers = ["date", "budget", "scratch", "frozen", "fine-tuned", "fine-tuned − scratch",
+               "source (animals) accuracy", "wall", "target met", "commit"]
+    lines = ["### Transfer learning: VGG16 on vehicles, from scratch vs pretrained on animals", "",
+             "Test accuracy; target: fine-tuned beats scratch by >= 5 points.", "",
+             *table(headers, [[when(r), r.get("budget", "–"), pct(get(r, "accuracy", "scratch")),
+                               pct(get(r, "accuracy", "frozen")),
+                               pct(get(r, "accuracy", "fine_tuned")), gain(r),
+                               pct(r.get("source_accuracy")), minutes(r.get("wall_seconds")),
+                               verdict(r.get("target_met"), None), commit(r)] for r in rows])]
+    return lines + [f"Note ({when(r)}): {r['note']}" for r in rows if r.get("note")] + [""]
+
+
+def side_word2vec(rows):
+    def pair(r, key, fmt):
+        return f"{fmt(get(r, 'word2vec', key))} / {fmt(get(r, 'gensim', key))}"
+
+    def gap(r):
+        ours, theirs = get(r, "word2vec", "analogy_accuracy"), get(r, "gensim", "analogy_accuracy")
+        return "–" if ours is None or theirs is None else f"{100 * (ours - theirs):+.1f} points"
+
+    headers = ["date", "corpus", "tokens", "vocabulary", "analogy ours / gensim", "ours − gensim",
+               "WordSim ours / gensim", "words/s ours", "words/s gensim", "speed ratio",
+               "within 2 points", "commit"]
+    return ["### word2vec vs gensim `Word2Vec(sg=1)`, same corpus and settings", "",
+            "Analogy accuracy (30,000 most frequent words) and WordSim-353 Spearman, "
+            "ours / gensim; speed ratio = our words/s over gensim's (2 workers).", "",
+            *table(headers, [[when(r), r.get("corpus", "–"), r.get("tokens"),
+                              get(r, "word2vec", "vocab_size"), pair(r, "analogy_accuracy", pct),
+                              gap(r), pair(r, "wordsim_spearman", num),
+                              get(r, "word2vec", "words_per_sec"),
+                              get(r, "gensim", "words_per_sec"),
+                              times(r.get("speed_ratio")),
+                              get(r, "targets", "analogy_within_2_points"), commit(r)]
+                             for r in rows])]
+
+
+def side_generation(rows):
+    def speed(r, key):
+        return num(get(r, key, "chars_per_sec"), "chars/s")
+
+    headers = ["date", "in-graph generate", "predict_on_batch per char",
+               "keras-io predict per char", "speedup vs keras-io", "speedup vs predict_on_batch",
+               "target speedup", "commit"]
+    return ["### Generation speed: in-graph `generate` vs one `predict` per character", "",
+            *table(headers, [[when(r), speed(r, "in_graph_generate"),
+                              speed(r, "keras_predict_on_batch_per_char"),
+                              speed(r, "keras_io_predict_per_char"), times(r.get("speedup")),
+                              times(r.get("speedup_vs_predict_on_batch")),
+                              f">= {times(r.get('target_speedup'))}",
+                              commit(r)] for r in rows])]
+
+
+def side_latency(rows):
+    lengths = ("p10_length_review", "p50_length_review", "p90_length_review")
+
+    def cell(r, key):
+        res = get(r, "results", key)
+        return "–" if not res else f"{num(res.get('median_ms'))} / {num(res.get('p90_ms'))} ms"
+
+    def header(key):
+        words = sorted({get(r, "results", key, "words") for r in rows} - {None})
+        return f"{key.split('_')[0]} review ({'/'.join(map(str, words))} words)"
+
+    headers = ["date", *map(header, lengths), "repeats", "1-min load", "model", "commit"]
+    return ["### Single-review latency of the exported model (median / p90)", "",
+            *table(headers, [[when(r), *(cell(r, k) for k in lengths), r.get("repeat"),
+                              load(r, "load_average"), r.get("saved_model", "–"), commit(r)]
+                             for r in rows])]
+
+
+def side_dqn_speed(rows):
+    headers = ["date", "env", "steps", "ours steps/s", "SB3 steps/s", "ours / SB3", "ours CPU s",
+               "SB3 CPU s", "SB3 torch threads", "commit"]
+    return ["### Environment steps/s: ours vs Stable-Baselines3 DQN (same hyperparameters)", "",
+            *table(headers, [[when(r), r.get("env", "–"), r.get("steps"),
+                              get(r, "ours", "env_steps_per_sec"),
+                              get(r, "sb3", "env_steps_per_sec"),
+                              times(r.get("ratio_ours_over_sb3")),
+                              get(r, "ours", "process_cpu_seconds"),
+                              get(r, "sb3", "process_cpu_seconds"), get(r, "sb3", "torch_threads"),
+                              commit(r)] for r in rows])]
+
+
+def side_serving(rows):
+    models = ", ".join(sorted({str(r["model"]) for r in rows if r.get("model")})) or "model ?"
+    headers = ["date", "protocol", "clients", "server batching", "instances/request", "requests",
+               "errors", "requests/s", "p50 ms", "p99 ms", "server peak RSS MB"]
+    return ["## serving", "",
+            f"Load test of the local TF-Serving-compatible server ({models}): closed-loop clients "
+            "for the given seconds.", "",
+            *table(headers, [[when(r), r.get("protocol", "–"), r.get("clients"),
+                              {True: "on", False: "off"}.get(r.get("batching"), "–"),
+                              r.get("instances_per_request"), r.get("requests"), r.get("errors"),
+                              r.get("rps"), r.get("p50_ms"), r.get("p99_ms"),
+                              r.get("server_peak_rss_mb")] for r in rows])]
+
+
+def side_generic(name, rows):
+    """A record kind this module does not know: its first ten scalar fields."""
     keys: list[str] = []
     for r in rows:
-        for k, v in r.items():
-            if k not in keys and not isinstance(v, (dict, list)) and k not in ("cpu", "app"):
-                keys.append(k)
-    keys = keys[:12]
-    lines = [f"## {name}", "", "| " + " | ".join(keys) + " |",
-             "| " + " | ".join("---" for _ in keys) + " |"]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |")
-    return lines + [""]
+        keys += [k for k, v in r.items() if k not in keys and not isinstance(v, (dict, list))
+                 and k not in ("cpu", "app", "cores", "benchmark")]
+    keys = keys[:10]
+    return [f"### {name}", "", *table(keys, [[r.get(k) for k in keys] for r in rows])]
 
 
-def render(records: dict[str, list[dict]], out: Path) -> str:
-    from apps import APPS
+# kind (``benchmark`` field or file stem) -> (section, renderer)
+SIDE = {
+    "input_pipeline": ("mnist_mlp", side_input_pipeline),
+    "mnist_input_pipeline": ("mnist_mlp", side_input_pipeline),
+    "cifar_flops": ("cifar_cnn", side_cifar_flops),
+    "cifar_transfer": ("cifar_cnn", side_cifar_transfer),
+    "word2vec_vs_gensim": ("word2vec", side_word2vec),
+    "shakespeare_lstm_generation": ("shakespeare_lstm", side_generation),
+    "single_review_latency": ("sentiment_gru", side_latency),
+    "sentiment_gru_latency": ("sentiment_gru", side_latency),
+    "dqn_vs_sb3": ("dqn", side_dqn_speed),
+    "dqn_speed": ("dqn", side_dqn_speed),
+    "serving_load": ("serving", side_serving),
+}
 
-    cpu = next((r.get("cpu") for rows in records.values() for r in rows if r.get("cpu")), "?")
+
+# ---------------------------------------------------------------------------------- per app
+
+def is_dqn(record: dict) -> bool:
+    return "env_steps" in (record.get("metrics") or {})
+
+
+def progress(record: dict) -> str:
+    """Epochs, or env steps for a reinforcement-learning run."""
+    if is_dqn(record):
+        return f"{num(record['metrics']['env_steps'])} env steps ({epochs(record.get('epochs'))})"
+    return epochs(record.get("epochs"))
+
+
+def epochs(n) -> str:
+    return "–" if n is None else f"{n} epoch{'' if n == 1 else 's'}"
+
+
+def throughput(record: dict) -> str:
+    if is_dqn(record):
+        return num(record["metrics"].get("env_steps_per_sec"), "env steps/s")
+    return num(record.get("examples_per_sec"), "examples/s")
+
+
+def best_run(rows: list[dict], spec: dict) -> dict:
+    """The best value at the most complete budget measured (default first); ties -> latest."""
+    target = get(spec, "anchor", "target", default="")
+    top = min(budget_rank(spec, r.get("budget")) for r in rows)
+    candidates = [r for r in rows if budget_rank(spec, r.get("budget")) == top
+                  and r.get("value") is not None] or rows
+    sign = -1 if lower_is_better(target) else 1
+    return max(enumerate(candidates), key=lambda ir: (sign * (ir[1].get("value") or 0), ir[0]))[1]
+
+
+def best_word2vec(rows: list[dict]) -> dict:
+    """The word2vec-vs-gensim record on the largest corpus (latest among equals)."""
+    return max(enumerate(rows), key=lambda ir: (ir[1].get("tokens") or 0, ir[0]))[1]
+
+
+def anchor_text(anchor: dict) -> str:
+    if not anchor:
+        return "–"
+    value, metric = num(anchor.get("value")), anchor.get("metric", "")
+    return f"{value} {metric} — {anchor.get('source', '–')}"
+
+
+def summary_row(app: str, spec: dict, runs: list[dict], side: dict[str, list[dict]]) -> list:
+    anchor = spec.get("anchor", {})
+    head = [f"[{app}](#{app})", anchor.get("target", "–"), anchor_text(anchor)]
+    if app == "word2vec" and side.get("word2vec_vs_gensim"):
+        r = best_word2vec(side["word2vec_vs_gensim"])
+        ours = (f"**{pct(get(r, 'word2vec', 'analogy_accuracy'))}** analogy vs gensim "
+                f"{pct(get(r, 'gensim', 'analogy_accuracy'))} ({r.get('corpus', '?')}, "
+                f"{count(r.get('tokens'))} tokens)")
+        return head + [ours, verdict(get(r, "targets", "analogy_within_2_points"), None),
+                       epochs(get(r, "settings", "epochs")),
+                       minutes(r.get("app_wall_seconds")),
+                       num(get(r, "word2vec", "words_per_sec"), "words/s"), "–"]
+    if not runs:
+        return head + ["not measured"] * 2 + ["–"] * 4
+    r = best_run(runs, spec)
+    ours = f"**{num(r.get('value'))}** {r.get('metric', '')} ({budget_label(r, spec)})"
+    return head + [ours, verdict(target_met(r, anchor.get("target", "")), r.get("budget")),
+                   progress(r), minutes(r.get("wall_seconds")), throughput(r),
+                   mb(r.get("peak_rss_mb"))]
+
+
+def runs_table(app: str, rows: list[dict], spec: dict) -> list[str]:
+    anchor_value = get(spec, "anchor", "value")
+    dqn = any(map(is_dqn, rows))
+    rows = sorted(rows, key=lambda r: (budget_rank(spec, r.get("budget")), str(r.get("time"))))
+    return table(
+        ["budget", "metric", "ours", "anchor", "env steps" if dqn else "epochs", "wall s",
+         "env steps/s" if dqn else "examples/s", "peak RSS MB", "date", "commit", "command"],
+        [[budget_label(r, spec), r.get("metric", "–"), f"**{num(r.get('value'))}**", anchor_value,
+          get(r, "metrics", "env_steps") if dqn else r.get("epochs"), r.get("wall_seconds"),
+          get(r, "metrics", "env_steps_per_sec") if dqn else r.get("examples_per_sec"),
+          r.get("peak_rss_mb"), when(r), commit(r), short_command(r.get("command"))]
+         for r in rows])
+
+
+def app_section(app: str, spec: dict, runs: list[dict], side: dict[str, list[dict]],
+                img_dir: Path, page_dir: Path) -> list[str]:
+    anchor = spec.get("anchor", {})
+    what = APPS.get(app, "")
+    lines = [f"## {app}", "", f"{what[:1].upper()}{what[1:]}.", ""] if what else [f"## {app}", ""]
+    if anchor:
+        lines += [f"Anchor: **{num(anchor.get('value'))}** {anchor.get('metric', '')} — "
+                  f"{anchor.get('source', '–')}. Target: {anchor.get('target', '–')}.", ""]
+    if runs:
+        lines += ["### Runs (`ksuite bench`)", "", *runs_table(app, runs, spec)]
+    else:
+        lines += ["No `ksuite bench` records yet.", ""]
+    for kind, rows in side.items():
+        if SIDE.get(kind, (None,))[0] == app:
+            lines += SIDE[kind][1](rows)
+
+    # Images: per budget, from the latest record whose run directory still holds its run.
+    groups: dict[str, tuple[list[dict], object]] = {}
+    for budget in sorted({r.get("budget", "?") for r in runs}, key=lambda b: budget_rank(spec, b)):
+        groups[budget] = ([r for r in runs if r.get("budget", "?") == budget],
+                          lambda r: r.get("metrics"))
+    if app == "word2vec" and side.get("word2vec_vs_gensim"):
+        groups["vs_gensim"] = (side["word2vec_vs_gensim"], lambda r: r.get("word2vec"))
+    for budget, (rows, metrics_of) in groups.items():
+        copies = copy_artifacts(f"{app}_{budget}", rows, metrics_of, img_dir)
+        if copies:
+            lines += [f"### Images ({budget} budget)" if budget != "vs_gensim"
+                      else "### Images (the run of the latest comparison with gensim)", "",
+                      *image_lines(copies, page_dir, f"{app}_{budget}")]
+    return lines
+
+
+# ---------------------------------------------------------------------------------- page
+
+def render(records: dict[str, list[dict]], out: Path, img_dir: Path | None = None) -> str:
+    out = Path(out)
+    img_dir = Path(img_dir) if img_dir else out.parent / "report_img"
+    specs = benchmark_specs()
+    runs, side = split_records(records)
+    everything = [r for rows in records.values() for r in rows]
+    cpu = next((r.get("cpu") or get(r, "machine", "cpu") for r in everything
+                if r.get("cpu") or get(r, "machine", "cpu")), "?")
+    cores = next((r.get("cores") for r in everything if r.get("cores")), "?")
+    latest = max((str(r.get("time", "")) for r in everything), default="")[:10] or "?"
     lines = ["# Benchmark report", "",
-             f"Generated by `python -m benchmarks.report` from `benchmarks/results/*.jsonl`. "
-             f"Machine: {cpu}.", ""]
-    img_dir = out.parent / "report_img"
-    runner_apps = [a for a in APPS if a in records and all("metric" in r for r in records[a])]
-    for app in runner_apps:
-        lines += app_table(app, records[app], img_dir, out.parent)
-    for name, rows in records.items():
-        if name not in runner_apps:
-            lines += other_table(name, rows)
-    return "\n".join(lines) + "\n"
+             f"Generated by `python -m benchmarks.report` (`ksuite report`) from "
+             f"`benchmarks/results/*.jsonl`; records up to {latest}. Machine: {cpu}, {cores} "
+             "cores, shared with other jobs (wall times and throughput move with the load).", "",
+             "## Summary", "",
+             "Our best value at the most complete budget measured (default first). A "
+             "smaller-budget run counts as meeting a target only if its value does.", "",
+             *table(["app", "target", "anchor (source)", "ours (budget)", "target met",
+                     "epochs / env steps", "wall", "throughput", "peak RSS"],
+                    [summary_row(app, specs.get(app, {}), runs.get(app, []), side)
+                     for app in APPS])]
+    for app in APPS:
+        lines += app_section(app, specs.get(app, {}), runs.get(app, []), side, img_dir, out.parent)
+    lines += side_serving(side["serving_load"]) if side.get("serving_load") else []
+    others = {k: v for k, v in side.items() if k not in SIDE}
+    if others:
+        lines += ["## Other records", ""]
+        for name, rows in others.items():
+            lines += side_generic(name, rows)
+    return "\n".join(lines).rstrip() + "\n"
 
 
 @exit_on_user_error
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="ksuite report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "REPORT.md")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="folder of *.jsonl benchmark records (default benchmarks/results)")
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help="Markdown page to write (default benchmarks/REPORT.md)")
+    parser.add_argument("--img-dir", type=Path, default=None,
+                        help="where images are copied (default report_img/ next to --out)")
     args = parser.parse_args(argv)
     records = load_records(args.results)
     if not records:
-        raise UserError(f"no benchmark records in {args.results}: run python -m benchmarks.run first")
-    atomic_write_text(args.out, render(records, args.out))
+        raise UserError(f"no benchmark records in {args.results}: run ksuite bench APP first")
+    atomic_write_text(args.out, render(records, args.out, args.img_dir))
+    os.chmod(args.out, 0o644)
     print(f"wrote {args.out} ({sum(len(v) for v in records.values())} records)")
     return 0
 

@@ -1,0 +1,119 @@
+"""benchmarks.report: the Markdown page built from synthetic benchmark records."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks import report
+from tests.helpers import run_module
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64  # the page only links images; any bytes will do
+
+
+def _write_jsonl(path: Path, *records: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _runner(app: str, budget: str, value: float, run_dir: Path | None, **extra) -> dict:
+    metrics = {"accuracy": value, "loss": 0.1}
+    record = {"app": app, "budget": budget, "metric": "accuracy", "value": value,
+              "metrics": metrics, "epochs": 12, "wall_seconds": 80.5, "examples_per_sec": 9000.0,
+              "peak_rss_mb": 900.4, "git_commit": "abc1234", "time": "2026-11-22T16:35:41+0000",
+              "cpu": "Test CPU", "cores": 2,
+              "command": f"python -m apps.{app}.train --run-dir {run_dir} --no-export"}
+    if run_dir is not None:
+        record["run_dir"] = str(run_dir)
+    record.update(extra)
+    return record
+
+
+@pytest.fixture()
+def bench(tmp_path):
+    """A results folder, a finished run directory with a learning curve, and an output path."""
+    run_dir = tmp_path / "runs" / "mnist_mlp-default-0"
+    (run_dir / "samples").mkdir(parents=True)
+    (run_dir / "learning_curves.png").write_bytes(PNG)
+    (run_dir / "samples" / "epoch_002.png").write_bytes(PNG)
+    metrics = {"metrics": {"accuracy": 0.9855, "loss": 0.1}}  # what _runner records
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    results = tmp_path / "results"
+    _write_jsonl(results / "mnist_mlp.jsonl", _runner("mnist_mlp", "default", 0.9855, run_dir))
+    # A smoke run whose run directory is gone, and one with no run directory at all.
+    _write_jsonl(results / "cifar_cnn.jsonl",
+                 _runner("cifar_cnn", "tiny", 0.16, tmp_path / "runs" / "gone"),
+                 _runner("cifar_cnn", "tiny", 0.17, None, command=None))
+    _write_jsonl(results / "dqn_speed.jsonl",
+                 {"benchmark": "dqn_vs_sb3", "env": "CartPole-v1", "steps": 10000,
+                  "ours": {"env_steps_per_sec": 730.1}, "sb3": {"env_steps_per_sec": 298.5},
+                  "ratio_ours_over_sb3": 2.446, "time": "2026-11-22T17:26:21+0000"})
+    _write_jsonl(results / "word2vec.jsonl",  # keys missing on purpose
+                 {"app": "word2vec", "benchmark": "word2vec_vs_gensim", "corpus": "gutenberg",
+                  "tokens": 2500000, "word2vec": {"analogy_accuracy": 0.285},
+                  "gensim": {"analogy_accuracy": 0.27},
+                  "targets": {"analogy_within_2_points": True},
+                  "time": "2026-11-22T18:23:40+0000"})
+    _write_jsonl(results / "mystery.jsonl",
+                 {"what": "a benchmark the report does not know", "n": 3})
+    return results, tmp_path / "page" / "REPORT.md", run_dir
+
+
+def _section(text: str, name: str) -> str:
+    return text.split(f"\n## {name}\n")[1].split("\n## ")[0]
+
+
+def _row(text: str, app: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| [{app}](#{app}) |"))
+
+
+def test_report_summary_side_tables_and_images(bench):
+    results, out, run_dir = bench
+    assert report.main(["--results", str(results), "--out", str(out)]) == 0
+    text = out.read_text()
+
+    mnist = _row(text, "mnist_mlp")
+    assert "**0.9855** accuracy (default)" in mnist and "✅" in mnist and "12 epochs" in mnist
+    assert "9,000 examples/s" in mnist and "900 MB" in mnist and ">= 0.984" in mnist
+    cifar = _row(text, "cifar_cnn")
+    assert "**0.17**" in cifar and "❌ (tiny budget only)" in cifar  # a smoke run is not a pass
+    assert "not measured" in _row(text, "dcgan")
+    assert "28.5%" in _row(text, "word2vec") and "✅" in _row(text, "word2vec")
+
+    # Side benchmarks are tables with chosen columns, under their app.
+    dqn_section = _section(text, "dqn")
+    assert "| ours steps/s | SB3 steps/s | ours / SB3 |" in dqn_section
+    assert "| 730.1 | 298.5 | 2.45x |" in dqn_section
+    assert "| 28.5% / 27.0% | +1.5 points |" in _section(text, "word2vec")
+    assert "## Other records" in text and "a benchmark the report does not know" in text
+
+    # The run's images are copied next to the page under stable names and linked relatively.
+    img = out.parent / "report_img"
+    assert (img / "mnist_mlp_default_learning_curves.png").read_bytes() == PNG
+    assert (img / "mnist_mlp_default_samples_last.png").is_file()
+    assert "](report_img/mnist_mlp_default_learning_curves.png)" in text
+
+    # Run directories are not kept: the copies made before stay linked.
+    shutil.rmtree(run_dir)
+    assert report.main(["--results", str(results), "--out", str(out)]) == 0
+    assert "](report_img/mnist_mlp_default_learning_curves.png)" in out.read_text()
+    assert (img / "mnist_mlp_default_learning_curves.png").is_file()
+
+
+def test_report_skips_a_reused_run_dir(bench):
+    """A run directory now holding another (or an unfinished) run is not shown for the record."""
+    results, out, run_dir = bench
+    (run_dir / "metrics.json").write_text(json.dumps({"metrics": {"accuracy": 0.5}}))
+    report.main(["--results", str(results), "--out", str(out)])
+    assert not (out.parent / "report_img" / "mnist_mlp_default_learning_curves.png").exists()
+    assert "report_img/mnist_mlp_default" not in out.read_text()
+
+
+def test_report_cli_help_and_empty_results(tmp_path):
+    assert "--results" in run_module("benchmarks.report", "--help", timeout=60).stdout
+    proc = run_module("benchmarks.report", "--results", tmp_path, "--out", tmp_path / "r.md",
+                      check=False, timeout=60)
+    assert proc.returncode == 2 and "no benchmark records" in proc.stderr
