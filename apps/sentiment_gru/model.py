@@ -9,29 +9,68 @@ through them, so the output does not depend on how much padding follows a review
 keras-io's ``bidirectional_lstm_imdb`` reads the review in both directions; ``Bidirectional``
 passes the mask to both directions too. Dropout before the classifier as in Chollet, Deep Learning
 with Python (2nd ed., ch. 11).
+
+Pooling over the GRU's outputs instead of keeping its last state: ``max`` keeps, per feature,
+the strongest evidence anywhere in the review (Collobert et al. 2011 max-over-time; Kim 2014);
+``meanmax`` concatenates the mean and the max (Howard & Ruder 2018, ULMFiT's "concat pooling").
+Both ignore padded steps. ``embedding_dropout`` drops whole embedding channels for the whole
+review (``SpatialDropout1D``; Gal & Ghahramani 2016, variational dropout on the input of an RNN).
 """
 
 from __future__ import annotations
 
 import keras
 
+POOLINGS = ("last", "mean", "max", "meanmax")
+
+
+@keras.saving.register_keras_serializable("sentiment_gru")
+class MaskedGlobalMaxPooling1D(keras.layers.Layer):
+    """Max over time of the steps the mask keeps (Keras' GlobalMaxPooling1D ignores masks, and a
+    padded step's zero output would win wherever every real output is negative)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, x, mask=None):
+        if mask is not None:
+            keep = keras.ops.expand_dims(keras.ops.cast(mask, x.dtype), -1)
+            x = x * keep + (1.0 - keep) * keras.ops.cast(-1e9, x.dtype)
+        return keras.ops.max(x, axis=1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
 
 def build_classifier(vocab_size: int, embedding_dim: int, units: int,
                      bidirectional: bool = True, dropout: float = 0.5,
-                     pooling: str = "last") -> keras.Model:
+                     pooling: str = "last", embedding_dropout: float = 0.0) -> keras.Model:
     """Model from int64 token ids [batch, time] (0 = padding) to P(positive) [batch, 1].
 
     ``pooling="last"``: the GRU's final state summarizes the review (Géron, keras-io).
     ``pooling="mean"``: the mask-aware mean of the GRU's outputs over the review's own steps,
-    so evidence early in a long review is not forgotten by the last state."""
-    if pooling not in ("last", "mean"):
-        raise ValueError("pooling must be 'last' or 'mean'")
+    so evidence early in a long review is not forgotten by the last state; ``"max"`` and
+    ``"meanmax"``: see the module docstring."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}")
     ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
     x = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding")(ids)
-    gru = keras.layers.GRU(units, return_sequences=pooling == "mean", name="gru")
+    if embedding_dropout:
+        x = keras.layers.SpatialDropout1D(embedding_dropout, name="embedding_dropout")(x)
+    gru = keras.layers.GRU(units, return_sequences=pooling != "last", name="gru")
     x = keras.layers.Bidirectional(gru, name="bidirectional_gru")(x) if bidirectional else gru(x)
-    if pooling == "mean":
-        x = keras.layers.GlobalAveragePooling1D(name="masked_mean")(x)  # honours the mask
+    if pooling in ("mean", "meanmax"):
+        mean = keras.layers.GlobalAveragePooling1D(name="masked_mean")(x)  # honours the mask
+    if pooling in ("max", "meanmax"):
+        top = MaskedGlobalMaxPooling1D(name="masked_max")(x)
+    if pooling != "last":
+        x = {"mean": lambda: mean, "max": lambda: top,
+             "meanmax": lambda: keras.layers.Concatenate(name="concat_pool")([mean, top])}[
+            pooling]()
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", name="p_positive")(x)

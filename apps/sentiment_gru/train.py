@@ -71,17 +71,21 @@ def parse_args(argv=None):
                    help="read the review in both directions (keras-io bidirectional_lstm_imdb)")
     a.add_argument("--dropout", type=float, default=0.5,
                    help="dropout before the classifier (Chollet DLwP ch. 11: 0.5)")
-    a.add_argument("--pooling", choices=("last", "mean"), default="last",
-                   help="summarize the review by the GRU's last state (Géron, keras-io) or by "
-                        "the mask-aware mean of its outputs over the review's steps")
+    a.add_argument("--pooling", choices=("last", "mean", "max", "meanmax"), default="last",
+                   help="summarize the review by the GRU's last state (Géron, keras-io), or by "
+                        "the mask-aware mean, max, or both (ULMFiT's concat pooling) of its "
+                        "outputs over the review's steps")
+    a.add_argument("--embedding-dropout", type=float, default=0.0,
+                   help="SpatialDropout1D rate on the embeddings (Gal & Ghahramani 2016); "
+                        "0 = off")
     a.add_argument("--val-size", type=positive_int, default=2500,
                    help="training reviews held out for validation (the issue: 2,500)")
     a.add_argument("--test-limit", type=positive_int, default=None,
                    help="evaluate on the first N test reviews of a seeded shuffle (quick checks "
                         "only; by default all 25,000)")
     args = parser.parse_args(argv)
-    if not 0 <= args.dropout < 1:
-        parser.error("--dropout must be in [0, 1)")
+    if not 0 <= args.dropout < 1 or not 0 <= args.embedding_dropout < 1:
+        parser.error("--dropout and --embedding-dropout must be in [0, 1)")
     if args.max_tokens < 3:
         parser.error("--max-tokens must be at least 3 (padding, OOV and one word)")
     return args
@@ -157,7 +161,8 @@ def main(argv=None):
     # 3. Model and optimizer inside the strategy's scope; gradients clipped to norm --clipnorm.
     with run.strategy.scope():
         model = build_classifier(vocab_size, args.embedding_dim, args.units,
-                                 args.bidirectional, args.dropout, args.pooling)
+                                 args.bidirectional, args.dropout, args.pooling,
+                                 args.embedding_dropout)
         model.compile(optimizer=make_optimizer(args, steps), loss="binary_crossentropy",
                       metrics=["accuracy"])
     model.summary(print_fn=lambda line, **_: print(line)) if args.verbose else None
@@ -191,7 +196,8 @@ def main(argv=None):
     # 6. Export vectorizer + model as one SavedModel (chief only under multi-worker training).
     if args.export and run.is_chief:
         config = {k: getattr(args, k) for k in ("max_tokens", "sequence_length", "embedding_dim",
-                                                "units", "bidirectional", "dropout")}
+                                                "units", "bidirectional", "dropout", "pooling",
+                                                "embedding_dropout")}
         path = export(vectorizer, model, args.export_dir, metrics, args.gate_margin,
                       config=config)
         print(f"exported {path}")
