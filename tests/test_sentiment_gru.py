@@ -21,6 +21,7 @@ keras = pytest.importorskip("keras")
 from apps.sentiment_gru import data  # noqa: E402
 from apps.sentiment_gru.model import build_classifier  # noqa: E402
 from apps.sentiment_gru.train import main, parse_args  # noqa: E402
+from shared.errors import UserError  # noqa: E402
 
 POSITIVE = ("This movie was wonderful. Brilliant acting, a beautiful story, I loved every minute "
             "of it: a masterpiece, one of the best films I have ever seen.")
@@ -215,14 +216,47 @@ def test_bad_data_dir_and_tiny_limit(tmp_path, capsys, mirror):
     assert "--limit 5 is too small" in capsys.readouterr().err
 
 
-def test_mean_pooling_is_masked():
-    """--pooling mean averages only over the review's own steps: padding changes nothing."""
-    import numpy as np
-
-    from apps.sentiment_gru.model import build_classifier
-
-    model = build_classifier(50, 8, 4, bidirectional=True, dropout=0.0, pooling="mean")
+@pytest.mark.parametrize("pooling", ["mean", "max", "meanmax"])
+def test_pooling_is_masked(pooling):
+    """--pooling mean/max/meanmax look only at the review's own steps: padding changes nothing
+    (and the max does not pick a padded step's zero output)."""
+    keras.utils.set_random_seed(1)
+    model = build_classifier(50, 8, 4, bidirectional=True, dropout=0.0, pooling=pooling,
+                             embedding_dropout=0.3)
     ids = np.array([[5, 7, 9, 0, 0, 0]], dtype="int64")
     short = model(ids[:, :3], training=False)
     padded = model(ids, training=False)
     np.testing.assert_allclose(np.asarray(short), np.asarray(padded), atol=1e-6)
+
+
+def test_masked_max_ignores_padded_steps():
+    from apps.sentiment_gru.model import MaskedGlobalMaxPooling1D
+
+    x = np.array([[[-1.0, 2.0], [-3.0, 1.0], [0.0, 0.0]]], dtype="float32")
+    mask = np.array([[True, True, False]])
+    out = MaskedGlobalMaxPooling1D()(x, mask=mask)
+    np.testing.assert_allclose(np.asarray(out), [[-1.0, 2.0]])  # not 0.0 from the padding
+
+
+def test_pretrained_embeddings_file_and_matrix(tmp_path):
+    path = tmp_path / "vectors.txt"
+    path.write_text("3 2\ngood 3 4\nbad -1 0\nodd 1\n")  # 'odd' is malformed: skipped
+    vectors = data.read_word2vec_text(path)
+    assert set(vectors) == {"good", "bad"}
+    matrix, covered = data.embedding_matrix(["", "[UNK]", "good", "plot", "bad"], vectors, 2)
+    np.testing.assert_allclose(matrix[2], [0.6, 0.8])  # unit norm
+    np.testing.assert_allclose(matrix[4], [-1.0, 0.0])
+    assert np.all(np.abs(matrix[[0, 1, 3]]) <= 0.05)  # Keras' default uniform(-0.05, 0.05)
+    assert covered == pytest.approx(2 / 3)
+    with pytest.raises(UserError, match="2 dimensions but --embedding-dim is 8"):
+        data.embedding_matrix(["", "[UNK]", "good"], vectors, 8)
+    with pytest.raises(UserError, match="no such file"):
+        data.read_word2vec_text(tmp_path / "missing.txt")
+    (tmp_path / "bad.txt").write_text("not a header\n")
+    with pytest.raises(UserError, match="not word2vec text format"):
+        data.read_word2vec_text(tmp_path / "bad.txt")
+
+
+def test_write_corpus_is_what_the_vectorizer_sees(tmp_path):
+    path = data.write_corpus(np.array([b"Great<br />MOVIE!!", b"Bad,  bad."]), tmp_path / "c.txt")
+    assert path.read_text() == "great movie\nbad bad\n"

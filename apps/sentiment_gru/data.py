@@ -157,3 +157,59 @@ def make_dataset(vectorizer, x: np.ndarray, y: np.ndarray, batch_size: int,
     batches = int(ds.reduce(0, lambda n, _: n + 1))
     ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     return shard_policy_data(ds.prefetch(tf.data.AUTOTUNE))
+
+
+# -- unsupervised pretraining of the embeddings ------------------------------------------------
+
+
+def write_corpus(texts: np.ndarray, path: str | Path) -> Path:
+    """The reviews, standardized exactly as the vectorizer sees them, one per line: the corpus
+    the suite's word2vec app learns the embeddings from (``--embeddings word2vec``)."""
+    from shared.io import atomic_write_text
+
+    lines = [t.decode("utf-8", "replace") for t in standardize(texts).numpy()]
+    return atomic_write_text(path, "\n".join(" ".join(line.split()) for line in lines) + "\n")
+
+
+def read_word2vec_text(path: str | Path) -> dict[str, np.ndarray]:
+    """word -> vector from word2vec.c's text format (``V d`` header, then ``word v1 .. vd``),
+    as the word2vec app writes it (``vectors.txt``) and gensim/GloVe converters produce it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--embeddings {path}: no such file (a word2vec text file, or 'word2vec' "
+                        "to train one on the training reviews)")
+    out: dict[str, np.ndarray] = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        header = f.readline().split()
+        if len(header) != 2 or not all(h.isdigit() for h in header):
+            raise UserError(f"--embeddings {path}: not word2vec text format (first line must be "
+                            "'<words> <dim>')")
+        dim = int(header[1])
+        for line in f:
+            parts = line.rstrip().split(" ")
+            if len(parts) == dim + 1:
+                out[parts[0]] = np.asarray(parts[1:], dtype=np.float32)
+    if not out:
+        raise UserError(f"--embeddings {path}: no {dim}-dimensional vectors found")
+    return out
+
+
+def embedding_matrix(vocabulary: list[str], vectors: dict[str, np.ndarray], dim: int,
+                     seed: int = 42) -> tuple[np.ndarray, float]:
+    """Initial Embedding weights for the vectorizer's ``vocabulary``: the pretrained vector of each
+    word it covers, scaled to unit norm; Keras' default uniform(-0.05, 0.05) for the others
+    (padding, OOV and uncovered words). Returns the matrix and the fraction covered."""
+    some = next(iter(vectors.values()))
+    if some.shape[0] != dim:
+        raise UserError(f"the pretrained vectors have {some.shape[0]} dimensions but "
+                        f"--embedding-dim is {dim}")
+    rng = np.random.default_rng(seed)
+    matrix = rng.uniform(-0.05, 0.05, (len(vocabulary), dim)).astype(np.float32)
+    hits = 0
+    for i, word in enumerate(vocabulary):
+        v = vectors.get(word)
+        if v is not None and i >= 2:
+            matrix[i] = v / max(float(np.linalg.norm(v)), 1e-8)
+            hits += 1
+    return matrix, hits / max(1, len(vocabulary) - 2)
+

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -78,6 +79,11 @@ def parse_args(argv=None):
     a.add_argument("--embedding-dropout", type=float, default=0.0,
                    help="SpatialDropout1D rate on the embeddings (Gal & Ghahramani 2016); "
                         "0 = off")
+    a.add_argument("--embeddings", default=None, metavar="word2vec|PATH",
+                   help="initialize the embeddings from word vectors (unsupervised pretraining, "
+                        "Goodfellow et al. §15.1): 'word2vec' trains them first with the suite's "
+                        "word2vec app on the training reviews only; PATH reads a word2vec text "
+                        "file. Default: random initialization (Géron, keras-io)")
     a.add_argument("--val-size", type=positive_int, default=2500,
                    help="training reviews held out for validation (the issue: 2,500)")
     a.add_argument("--test-limit", type=positive_int, default=None,
@@ -89,6 +95,31 @@ def parse_args(argv=None):
     if args.max_tokens < 3:
         parser.error("--max-tokens must be at least 3 (padding, OOV and one word)")
     return args
+
+
+def pretrain_word2vec(reviews, folder, args) -> str:
+    """Skip-gram vectors of the training reviews, with the word2vec app's own defaults (5
+    epochs, window 5, 5 negatives) and this model's embedding size. Run as a child process: the
+    word2vec app sets up its own distribution strategy. Reused when the folder has them."""
+    import subprocess
+    import sys
+
+    from apps.sentiment_gru import data
+    from shared.errors import UserError
+
+    folder = Path(folder)
+    vectors = folder / "run" / "vectors.txt"
+    if vectors.exists():
+        return str(vectors)
+    corpus = data.write_corpus(reviews, folder / "corpus.txt")
+    cmd = [sys.executable, "-m", "apps.word2vec.train", "--corpus", str(corpus),
+           "--dim", str(args.embedding_dim), "--seed", str(args.seed), "--run-dir",
+           str(folder / "run"), "--no-export", "--verbose", "2"]
+    print("embeddings: python -m " + " ".join(cmd[2:]), flush=True)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}  # a single-process job
+    if subprocess.call(cmd, env=env) != 0 or not vectors.exists():
+        raise UserError(f"word2vec pretraining failed; see {folder / 'run'}")
+    return str(vectors)
 
 
 def serving_fn(vectorizer, model):
@@ -153,6 +184,18 @@ def main(argv=None):
     vocab_size = vectorizer.vocabulary_size()
     print(f"vocabulary: {vocab_size} tokens (max {args.max_tokens})")
 
+    #    Optionally, embeddings learnt without labels first (word2vec on the training reviews):
+    #    rare words then start near words used alike instead of at random.
+    initial = None
+    if args.embeddings:
+        source = args.embeddings
+        if source == "word2vec":
+            source = pretrain_word2vec(x_tr, run.dir / "word2vec", args)
+        initial, covered = data.embedding_matrix(vectorizer.get_vocabulary(),
+                                                 data.read_word2vec_text(source),
+                                                 args.embedding_dim, args.seed)
+        print(f"embeddings: {covered:.1%} of the vocabulary initialized from {source}")
+
     batch = run.global_batch(args.batch_size)
     train_ds = data.make_dataset(vectorizer, x_tr, y_tr, batch, shuffle=True, seed=args.seed)
     val_ds = data.make_dataset(vectorizer, x_val, y_val, batch)
@@ -163,6 +206,8 @@ def main(argv=None):
         model = build_classifier(vocab_size, args.embedding_dim, args.units,
                                  args.bidirectional, args.dropout, args.pooling,
                                  args.embedding_dropout)
+        if initial is not None:
+            model.get_layer("embedding").set_weights([initial])
         model.compile(optimizer=make_optimizer(args, steps), loss="binary_crossentropy",
                       metrics=["accuracy"])
     model.summary(print_fn=lambda line, **_: print(line)) if args.verbose else None
@@ -197,7 +242,7 @@ def main(argv=None):
     if args.export and run.is_chief:
         config = {k: getattr(args, k) for k in ("max_tokens", "sequence_length", "embedding_dim",
                                                 "units", "bidirectional", "dropout", "pooling",
-                                                "embedding_dropout")}
+                                                "embedding_dropout", "embeddings")}
         path = export(vectorizer, model, args.export_dir, metrics, args.gate_margin,
                       config=config)
         print(f"exported {path}")
