@@ -71,6 +71,19 @@ def is_chief() -> bool:
     return task_type == "worker" and index == 0
 
 
+def worker_rank() -> int:
+    """This process's position in the cluster, 0 for the chief: ``chief`` 0, then the workers in
+    order (``worker`` i is rank i, or i + 1 when the cluster has a ``chief`` task). 0 without
+    TF_CONFIG. For giving each worker its own random streams (e.g. the DQN's actors)."""
+    cfg = _tf_config()
+    if not cfg:
+        return 0
+    task_type, index = task_info()
+    if task_type == "chief":
+        return 0
+    return index + (1 if "chief" in cfg.get("cluster", {}) else 0)
+
+
 def make_strategy(name: str = "default", devices: int | None = None):
     """Build the strategy named by ``--strategy`` (call ``configure_devices`` first, or let this
     do it)."""
@@ -111,6 +124,48 @@ def make_strategy(name: str = "default", devices: int | None = None):
     return tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=tf.distribute.experimental.CommunicationOptions(implementation=impl)
     )
+
+
+def local_replicas(strategy) -> int:
+    """Replicas on this worker (its devices); the whole ``num_replicas_in_sync`` unless the
+    strategy is ``multi_worker``."""
+    if strategy.num_replicas_in_sync == 1:
+        return 1
+    return len(strategy.extended.worker_devices)
+
+
+def sum_over_workers(strategy, values) -> list[float]:
+    """All-reduce: every worker passes its own ``values`` (a list of numbers) and gets the sum
+    over the workers, the same on all of them. Each worker counts once, whatever its number of
+    local replicas. Without several workers this returns ``values``.
+
+    For decisions that every worker must take alike (stop, resume from where): under
+    ``multi_worker`` a worker that takes another branch leaves the others blocked in their next
+    collective op. Call it at the same point on every worker."""
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return [float(v) for v in values]
+    local = tf.constant([float(v) for v in values], tf.float64)
+    per_worker = local_replicas(strategy)
+
+    @tf.function
+    def all_reduce():
+        def replica_fn():
+            ctx = tf.distribute.get_replica_context()
+            first_on_worker = tf.equal(ctx.replica_id_in_sync_group % per_worker, 0)
+            return tf.where(first_on_worker, local, tf.zeros_like(local))
+
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_fn), axis=None)
+
+    return [float(v) for v in all_reduce().numpy()]
+
+
+def chief_values(strategy, values) -> list[float]:
+    """Broadcast: the chief's ``values`` on every worker (the others pass anything of the same
+    length; NaN and inf pass through)."""
+    chief = is_chief()
+    return sum_over_workers(strategy, [float(v) if chief else 0.0 for v in values])
 
 
 def shard_policy_data(dataset):

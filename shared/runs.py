@@ -132,9 +132,12 @@ class Run:
         out: list = []
         patience = patience if patience is not None else getattr(args, "patience", None)
         if patience:
+            # Every worker keeps its own early-stopping state (a non-chief's dir is its own): a
+            # resumed worker that forgot (v, j) would stop at another epoch than the chief and
+            # leave it blocked in an all-reduce.
             self.early_stopping = cb.EarlyStopping(
                 monitor=monitor, patience=patience, restore_best=True,
-                state_dir=self.dir / "checkpoints" / "early_stopping" if self.is_chief else None,
+                state_dir=self.dir / "checkpoints" / "early_stopping",
             )
             out.append(self.early_stopping)
         if getattr(args, "schedule", None) == "plateau":

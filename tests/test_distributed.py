@@ -1,5 +1,6 @@
-"""Distribution: the same training under `mirrored` on 2 logical CPU devices and on one device
-gives the same loss; `multi_worker` with two local worker processes trains and both finish.
+"""Distribution of the MNIST MLP: the same training under `mirrored` on 2 logical CPU devices and
+on one device gives the same loss; `multi_worker` with two local worker processes trains and both
+finish (the other apps: test_distributed_apps.py).
 
 Each run is a child process because logical devices and collective ops can only be configured
 before TensorFlow initializes.
@@ -7,14 +8,7 @@ before TensorFlow initializes.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-import pandas as pd
-import pytest
-
-from tests.helpers import ROOT, child_env, free_ports, run_module
+from tests.helpers import read_history, read_json, run_module, run_workers
 
 # Same global batch (64), same seed, dropout off (dropout masks are drawn per replica, so with
 # dropout the two computations are not the same one), 2 epochs x 15 steps on real images.
@@ -30,7 +24,7 @@ RTOL = 1e-3
 def _train(tmp_path, name, *flags):
     run_dir = tmp_path / name
     run_module("apps.mnist_mlp.train", *COMMON, *flags, "--run-dir", run_dir, timeout=240)
-    return pd.read_csv(run_dir / "history.csv"), json.loads((run_dir / "config.json").read_text())
+    return read_history(run_dir), read_json(run_dir / "config.json")
 
 
 def test_mirrored_two_devices_matches_one_device(tmp_path, mirror):
@@ -46,38 +40,20 @@ def test_mirrored_two_devices_matches_one_device(tmp_path, mirror):
 
 
 def test_multi_worker_two_processes_finish(tmp_path, mirror):
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     run_dir = tmp_path / "mw"
-    procs = []
-    for index in range(2):
-        env = child_env(TF_CONFIG=json.dumps({"cluster": cluster,
-                                              "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "apps.mnist_mlp.train", "--strategy", "multi_worker",
-             "--epochs", "1", "--limit", "2000", "--batch-size", "32", "--run-dir", str(run_dir),
-             "--export-dir", str(tmp_path / "models"), "--verbose", "0"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = []
-    for p in procs:
-        try:
-            out, _ = p.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            pytest.fail("multi-worker training did not finish in 240 s")
-        outputs.append(out)
-    for p, out in zip(procs, outputs):
-        assert p.returncode == 0, out[-3000:]
-        assert "test accuracy" in out
-    config = json.loads((run_dir / "config.json").read_text())
+    outputs = run_workers(
+        "apps.mnist_mlp.train", "--strategy", "multi_worker", "--epochs", "1", "--limit", "2000",
+        "--batch-size", "32", "--run-dir", run_dir, "--export-dir", tmp_path / "models",
+        "--verbose", "0", timeout=240)
+    assert all("test accuracy" in out for out in outputs)
+    config = read_json(run_dir / "config.json")
     assert config["replicas"] == 2 and config["global_batch_size"] == 64
     # The chief writes the run record and the export; the other worker only its own logs.
     assert (run_dir / "metrics.json").is_file()
     assert (run_dir / "workers" / "1" / "metrics.json").is_file()
     assert (tmp_path / "models" / "mnist_mlp" / "1" / "saved_model.pb").is_file()
-    chief = json.loads((run_dir / "metrics.json").read_text())["metrics"]
-    other = json.loads((run_dir / "workers" / "1" / "metrics.json").read_text())["metrics"]
+    chief = read_json(run_dir / "metrics.json")["metrics"]
+    other = read_json(run_dir / "workers" / "1" / "metrics.json")["metrics"]
     assert chief == other  # synchronous training: both workers hold the same model
 
 

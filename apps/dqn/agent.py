@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from shared.distribute import local_replicas
 from shared.io import atomic_write_text
 
 
@@ -51,6 +52,9 @@ class DQNAgent:
         self.num_actions, self.gamma, self.double = int(num_actions), float(gamma), bool(double)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.replicas = self.strategy.num_replicas_in_sync
+        # Replicas on this worker: ``train`` gets this worker's share of the global batch
+        # (all of it on one machine; under multi_worker, sampled from this worker's memory).
+        self.local_replicas = local_replicas(self.strategy)
         self.global_batch = global_batch
         self.optimizer.build(self.online.trainable_variables)
         self.update_target()
@@ -92,11 +96,12 @@ class DQNAgent:
 
     # -- learning ---------------------------------------------------------------------------
     def _replica_step(self, obs, actions, rewards, next_obs, terminated):
-        # Each replica takes its slice of the global batch; the loss is summed over the slice and
-        # divided by the global batch, so the all-reduced gradient is that of the batch mean.
+        # Each replica takes its slice of this worker's batch (the global batch on one machine);
+        # the loss is summed over the slice and divided by the global batch, so the all-reduced
+        # gradient is that of the global batch mean. A worker's replicas have consecutive ids.
         ctx = tf.distribute.get_replica_context()
-        n = tf.shape(actions)[0] // self.replicas
-        lo = ctx.replica_id_in_sync_group * n
+        n = tf.shape(actions)[0] // self.local_replicas
+        lo = (ctx.replica_id_in_sync_group % self.local_replicas) * n
         obs, actions, rewards = obs[lo:lo + n], actions[lo:lo + n], rewards[lo:lo + n]
         next_obs, terminated = next_obs[lo:lo + n], terminated[lo:lo + n]
 
@@ -136,8 +141,9 @@ class DQNAgent:
         return total_loss / g, total_q / g
 
     def train(self, batches: dict) -> tuple[float, float]:
-        """Gradient steps on ``batches`` (arrays with a leading [G] axis, one batch per step).
-        Returns the mean TD loss and mean Q(s, a) over the steps."""
+        """Gradient steps on ``batches`` (arrays with a leading [G] axis, one batch per step; each
+        batch is this worker's share of the global batch). Returns the mean TD loss and mean
+        Q(s, a) over the steps (of the global batch: the same on every worker)."""
         self._np_weights = None
         args = [tf.convert_to_tensor(batches[k]) for k in
                 ("obs", "actions", "rewards", "next_obs", "terminated")]

@@ -12,6 +12,25 @@ Budget flags: ``--steps N`` is the number of environment (agent) steps; ``--epoc
 them into E *evaluation periods* (after each, evaluation episodes run and the callbacks see one
 "epoch": CSV/TensorBoard row, learning-rate log, early stopping on ``eval_return``, checkpoint);
 ``--limit N`` caps the environment steps at N; ``--patience`` counts evaluation periods.
+
+Distribution (``--strategy``; ``--batch-size`` is per replica, the global batch is
+``batch-size x replicas``):
+
+- ``one_device`` / ``mirrored``: one actor and one replay memory; every gradient step samples one
+  global batch, and each replica computes the gradient of its slice (all-reduced), so ``mirrored``
+  performs the same computation as one device.
+- ``multi_worker`` (every worker runs the same command; ``TF_CONFIG``): every worker is an actor
+  of its own -- environment, replay memory and epsilon-greedy draws seeded with
+  ``--seed + ACTOR_SEED_STRIDE x rank`` -- and samples its replicas' share of each global batch
+  from its own memory; the gradients are all-reduced, so all workers hold the same networks.
+  The workers stay in lockstep because every decision that leads to a collective op is taken
+  alike on all of them: they learn at the same environment steps (every worker counts its own
+  steps the same way), the reported TD loss is the all-reduced one, the evaluation episodes are
+  played by the chief and their mean return is broadcast to all workers (``chief_values``), so
+  early stopping and the NaN check stop all workers at the same period. The chief writes the
+  run record, the GIF and the export; each worker checkpoints its own replay memory and RNG
+  states under its run directory, and on resume the workers first check (an all-reduce) that
+  they all restart from the same period.
 """
 
 from __future__ import annotations
@@ -76,6 +95,9 @@ CARTPOLE = {  # SB3 rl-zoo hyperparams/dqn.yml, CartPole-v1 (+ SB3 DQN defaults)
     "patience": 8,  # early stopping on eval return, in periods (40k steps)
     "hidden": [256, 256],  # rl-zoo policy_kwargs net_arch=[256, 256]
 }
+# Under multi_worker, worker r's actor (environment, replay memory, epsilon-greedy draws) is
+# seeded with --seed + r x this (a prime, so the streams of nearby --seed values do not collide).
+ACTOR_SEED_STRIDE = 1_000_003
 SHARED_FLAGS = ("learning_rate", "optimizer", "batch_size", "clipnorm", "epochs", "patience")
 
 # Benchmark budgets (python -m benchmarks.run dqn --budget NAME).
@@ -328,13 +350,14 @@ def main(argv=None):
         frame_size=args.frame_size, fire_reset=args.fire_reset, episodic_life=args.episodic_life,
         clip_reward=args.clip_reward, frame_stack=args.frame_stack,
         sticky_actions=args.sticky_actions)
-    if args.strategy == "multi_worker":
-        raise UserError("--strategy multi_worker: the DQN has one actor and one replay memory; "
-                        "use default, one_device or mirrored (which splits each batch)")
 
+    from shared import distribute
     from shared.runs import Run
 
     run = Run.start(APP, args, extra_config={"atari_preprocessing": vars(opts) if atari else None})
+    # Under multi_worker every worker is an actor of its own: its environment, replay memory and
+    # epsilon-greedy draws are seeded apart (worker 0, the chief, keeps --seed).
+    actor_seed = args.seed + ACTOR_SEED_STRIDE * distribute.worker_rank()
 
     import keras
     import numpy as np
@@ -343,9 +366,10 @@ def main(argv=None):
     from apps.dqn.model import build_q_network
 
     # 1. Environments: one for training (episodic life and reward clipping for Atari), one for
-    #    evaluation (whole games, true score), seeded differently.
-    env = data.make_env(args.env, args.seed, training=True, options=opts)
-    eval_env = data.make_env(args.env, args.seed + 10_000, training=False, options=opts)
+    #    evaluation (whole games, true score; the chief's only), seeded differently.
+    env = data.make_env(args.env, actor_seed, training=True, options=opts)
+    eval_env = (data.make_env(args.env, args.seed + 10_000, training=False, options=opts)
+                if run.is_chief else None)
     obs_shape = env.observation_space.shape
     num_actions = int(env.action_space.n)
     print(f"env {args.env}: observation {obs_shape} {env.observation_space.dtype}, "
@@ -355,13 +379,15 @@ def main(argv=None):
     frame_shape = obs_shape[:-1] if atari else obs_shape
     memory = data.ReplayMemory(args.buffer_size, frame_shape,
                                np.uint8 if atari else np.float32,
-                               history=obs_shape[-1] if atari else 1, seed=args.seed)
+                               history=obs_shape[-1] if atari else 1, seed=actor_seed)
     print(f"replay memory: {args.buffer_size:,} slots, {memory.nbytes / 2**20:,.1f} MiB, "
           f"{memory.bytes_per_slot:,.0f} bytes per slot (a naive s+s' stack store: "
           f"{2 * int(np.prod(obs_shape)) * (1 if atari else 4):,} bytes)")
 
-    # 3. Q-networks and optimizer inside the strategy's scope.
+    # 3. Q-networks and optimizer inside the strategy's scope. Each gradient step takes one
+    #    global batch; this worker samples its replicas' share of it from its own memory.
     batch = run.global_batch(args.batch_size)
+    local_batch = args.batch_size * distribute.local_replicas(run.strategy)
     steps_per_epoch = math.ceil(args.steps / args.epochs)
     learn_times = max(1, (steps_per_epoch // args.train_frequency))
     grad_steps_per_epoch = learn_times * args.gradient_steps
@@ -379,15 +405,17 @@ def main(argv=None):
     # 4. The shared callbacks, driven from the loop through a CallbackList: early stopping on the
     #    evaluation return (Algorithm 7.1, restores the best weights), LR logging, throughput,
     #    CSV, TensorBoard; then our checkpoint (weights, optimizer, counters, RNGs, replay).
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(actor_seed)
     state = {"step": 0, "episodes": 0, "epoch": 0, "train_returns": [], "train_return_steps": [],
              "eval_returns": [], "eval_steps": [], "resumes": 0, "target_updates": 0}
 
     def get_state():
         return agent, memory, dict(state, agent_rng=rng.bit_generator.state)
 
+    # Every worker checkpoints into its own run directory: its replay memory and RNG states are
+    # its own (the networks are the same on all).
     ckpt = Checkpoint(run.dir / "checkpoints" / "backup", get_state,
-                      include_replay=args.checkpoint_replay, enabled=run.is_chief)
+                      include_replay=args.checkpoint_replay)
     resumed, resumed_from = ckpt.exists(), 0
     if resumed:
         saved = ckpt.load(agent, memory)
@@ -398,6 +426,16 @@ def main(argv=None):
         print(f"resuming from the checkpoint: step {state['step']:,}, period {state['epoch']}, "
               f"replay memory {'restored' if saved['replay_included'] else 'rebuilt'} "
               f"({len(memory):,} transitions)")
+    # All workers must resume from the same period, or they would no longer step in lockstep.
+    # (Without several workers this is trivially true.)
+    period = state["epoch"]
+    total, squares = distribute.sum_over_workers(run.strategy, [period, period**2])
+    workers = run.replicas // distribute.local_replicas(run.strategy)
+    if workers * squares != total ** 2:  # equal iff every worker has the same period
+        root = run.dir if run.is_chief else run.dir.parent.parent
+        raise UserError(f"the workers' checkpoints are at different evaluation periods (this "
+                        f"one's: {period}); to start afresh, remove {root}/checkpoints "
+                        f"and every {root}/workers/<i>/checkpoints")
     callback_list = run.callbacks(monitor=args.monitor,
                                   examples_per_step=batch * args.gradient_steps,
                                   backup=False)
@@ -408,7 +446,7 @@ def main(argv=None):
     # The replay memory starts empty on a fresh run or when it was left out of the checkpoint:
     # then the random-policy warm-up runs (again) from the current step.
     warmup_until = state["step"] + args.learning_starts if len(memory) == 0 else 0
-    obs, _ = env.reset(seed=args.seed + 7919 * state["resumes"])
+    obs, _ = env.reset(seed=actor_seed + 7919 * state["resumes"])
     memory.start_episode(data.newest_frame(obs, atari))
 
     # 5. The loop: act epsilon-greedily, store the transition, learn every `train_frequency` steps
@@ -443,9 +481,11 @@ def main(argv=None):
 
             if step > max(warmup_until, args.learning_starts) and step % args.train_frequency == 0:
                 callbacks.on_train_batch_begin(batch_index)
-                idx = np.stack([memory.sample_indices(batch) for _ in range(args.gradient_steps)])
+                idx = np.stack([memory.sample_indices(local_batch)
+                                for _ in range(args.gradient_steps)])
                 b = memory.batch(idx.reshape(-1))
-                b = {k: v.reshape(args.gradient_steps, batch, *v.shape[1:]) for k, v in b.items()}
+                b = {k: v.reshape(args.gradient_steps, local_batch, *v.shape[1:])
+                     for k, v in b.items()}
                 loss, q = agent.train(b)
                 losses.append(loss)
                 qs.append(q)
@@ -458,19 +498,24 @@ def main(argv=None):
                 break
         train_seconds = time.perf_counter() - t0
 
-        # Evaluation: whole episodes with a small epsilon (Mnih et al. 2015: 0.05).
+        # Evaluation: whole episodes with a small epsilon (Mnih et al. 2015: 0.05), played by
+        # the chief; every worker gets its result, so early stopping decides alike on all.
         callbacks.on_test_begin()
-        returns, _ = evaluate(agent, eval_env, args.eval_episodes, args.eval_epsilon,
-                              args.seed + 100_000 + 1000 * epoch, atari)
+        returns = [0.0]
+        if run.is_chief:
+            returns, _ = evaluate(agent, eval_env, args.eval_episodes, args.eval_epsilon,
+                                  args.seed + 100_000 + 1000 * epoch, atari)
+        eval_mean, eval_std = distribute.chief_values(run.strategy,
+                                                      [np.mean(returns), np.std(returns)])
         callbacks.on_test_end()
-        state["eval_returns"].append(float(np.mean(returns)))
+        state["eval_returns"].append(eval_mean)
         state["eval_steps"].append(state["step"])
         recent = state["train_returns"][ep_returns_before:]
         logs = {
             "loss": float(np.mean(losses)) if losses else float("nan"),
             "q_mean": float(np.mean(qs)) if qs else float("nan"),
-            "eval_return": float(np.mean(returns)),
-            "eval_return_std": float(np.std(returns)),
+            "eval_return": eval_mean,
+            "eval_return_std": eval_std,
             "train_return": float(np.mean(recent)) if recent else float("nan"),
             "episodes": state["episodes"],
             "env_steps": state["step"],
@@ -480,7 +525,7 @@ def main(argv=None):
             "replay_transitions": len(memory),
             # The evaluation plays the role of validation; the alias also keeps Keras' CSVLogger
             # from adding an empty val_<key> column for every key when it sees no val_ key.
-            "val_return": float(np.mean(returns)),
+            "val_return": eval_mean,
         }
         state["epoch"] = epoch + 1
         callbacks.on_epoch_end(epoch, logs)
@@ -498,14 +543,19 @@ def main(argv=None):
         return {"app": APP, "killed_after_epoch": state["epoch"], "run_dir": str(run.dir)}
     callbacks.on_train_end()  # early stopping restores the best online weights here
 
-    # 6. Final evaluation of the (best) online network: the reported metric.
-    returns, frames = evaluate(agent, eval_env, args.final_eval_episodes, args.eval_epsilon,
-                               args.seed + 999_999, atari, record_frames=args.gif and run.is_chief)
+    # 6. Final evaluation of the (best) online network: the reported metric (played by the chief,
+    #    shared with the other workers for their records).
+    returns, frames = [0.0], []
+    if run.is_chief:
+        returns, frames = evaluate(agent, eval_env, args.final_eval_episodes, args.eval_epsilon,
+                                   args.seed + 999_999, atari, record_frames=args.gif)
+    eval_mean, eval_std, eval_episodes = distribute.chief_values(
+        run.strategy, [np.mean(returns), np.std(returns), len(returns)])
     game = data.game_name(args.env)
     metrics = {
-        "eval_return": float(np.mean(returns)),
-        "eval_return_std": float(np.std(returns)),
-        "eval_episodes": len(returns),
+        "eval_return": eval_mean,
+        "eval_return_std": eval_std,
+        "eval_episodes": int(eval_episodes),
         "eval_epsilon": args.eval_epsilon,
         "env_steps": state["step"],
         "train_episodes": state["episodes"],
@@ -527,8 +577,8 @@ def main(argv=None):
         from shared.io import atomic_write_json
 
         atomic_write_json(run.dir / "metrics.json", record)
-    print(f"final evaluation over {len(returns)} episodes (epsilon {args.eval_epsilon}): return "
-          f"{metrics['eval_return']:.1f} +- {metrics['eval_return_std']:.1f} after "
+    print(f"final evaluation over {int(eval_episodes)} episodes (epsilon {args.eval_epsilon}): "
+          f"return {metrics['eval_return']:.1f} +- {metrics['eval_return_std']:.1f} after "
           f"{state['step']:,} env steps, {record['wall_seconds']:.0f} s; replay memory "
           f"{metrics['replay_bytes_per_transition']:,.0f} bytes/transition "
           f"(naive {metrics['replay_naive_bytes_per_transition']:,})")
@@ -541,7 +591,8 @@ def main(argv=None):
         print(f"exported {path}")
         record["export"] = str(path)
     env.close()
-    eval_env.close()
+    if eval_env is not None:
+        eval_env.close()
     return record
 
 

@@ -205,6 +205,8 @@ def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, noise: np.ndarray, *, w
     ``steps_per_epoch(...)`` batches, one pass over the corpus in expectation."""
     import tensorflow as tf
 
+    from shared.distribute import shard_policy_data
+
     n = len(ids)
     ids_t = tf.constant(ids, tf.int32)
     keep_t = tf.constant(keep_prob, tf.float32)
@@ -257,7 +259,9 @@ def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, noise: np.ndarray, *, w
 
     ds = tf.data.Dataset.range(start_epoch, 2**31 - 1).flat_map(epoch_pairs)
     ds = ds.rebatch(batch, drop_remainder=True).enumerate().map(add_negatives)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # Several workers: each makes the same stream (it has no files to split) and keeps its share
+    # of every global batch.
+    return shard_policy_data(ds.prefetch(tf.data.AUTOTUNE))
 
 
 # --------------------------------------------------------------------------------------------
