@@ -37,9 +37,11 @@ def _export_default(tmp: str, seed: int) -> str:
     (x_tr, _), _, _ = data.load(None, seed)
     vectorizer = data.make_vectorizer(x_tr, args.max_tokens, args.sequence_length)
     model = build_classifier(vectorizer.vocabulary_size(), args.embedding_dim, args.units,
-                             args.bidirectional, args.dropout)
+                             args.bidirectional, args.dropout, args.pooling,
+                             args.embedding_dropout)
     config = {k: getattr(args, k) for k in ("max_tokens", "sequence_length", "embedding_dim",
-                                            "units", "bidirectional", "dropout")}
+                                            "units", "bidirectional", "dropout", "pooling",
+                                            "embedding_dropout")}
     return str(export(vectorizer, model, tmp, {}, config=config))
 
 

@@ -80,7 +80,8 @@ APPS = {
     "sentiment_gru": ("apps.sentiment_gru.train", [
         "--limit", "400", "--test-limit", "64", "--max-tokens", "2000",
         "--sequence-length", "8", "--embedding-dim", "16", "--units", "8",
-        "--no-bidirectional", "--dropout", "0", "--learning-rate", "1e-2", "--epochs", "2"], 32),
+        "--no-bidirectional", "--dropout", "0", "--embedding-dropout", "0", "--pooling", "last",
+        "--embeddings", "random", "--learning-rate", "1e-2", "--epochs", "2"], 32),
     "dcgan": ("apps.dcgan.train", [
         "--epochs", "2", "--steps-per-epoch", "3", "--limit", "512", "--width", "8",
         "--no-eval"], 32),

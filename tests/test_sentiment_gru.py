@@ -34,7 +34,7 @@ REVIEWS = [POSITIVE, NEGATIVE, "", LONG, NON_ASCII]
 SMALL = ["--limit", "3000", "--test-limit", "200", "--epochs", "3", "--patience", "3",
          "--no-bidirectional", "--units", "16", "--embedding-dim", "32",
          "--sequence-length", "40", "--max-tokens", "5000", "--batch-size", "32",
-         "--learning-rate", "0.005", "--verbose", "0"]
+         "--learning-rate", "0.005", "--embeddings", "random", "--verbose", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -229,13 +229,16 @@ def test_pooling_is_masked(pooling):
     np.testing.assert_allclose(np.asarray(short), np.asarray(padded), atol=1e-6)
 
 
-def test_masked_max_ignores_padded_steps():
-    from apps.sentiment_gru.model import MaskedGlobalMaxPooling1D
+def test_masked_pooling_ignores_padded_steps_and_empty_reviews():
+    from apps.sentiment_gru.model import MaskedGlobalPooling1D
 
-    x = np.array([[[-1.0, 2.0], [-3.0, 1.0], [0.0, 0.0]]], dtype="float32")
-    mask = np.array([[True, True, False]])
-    out = MaskedGlobalMaxPooling1D()(x, mask=mask)
-    np.testing.assert_allclose(np.asarray(out), [[-1.0, 2.0]])  # not 0.0 from the padding
+    x = np.array([[[-1.0, 2.0], [-3.0, 1.0], [0.0, 0.0]],
+                  [[5.0, 5.0], [5.0, 5.0], [5.0, 5.0]]], dtype="float32")
+    mask = np.array([[True, True, False], [False, False, False]])  # 2nd: an empty review
+    top = MaskedGlobalPooling1D("max")(x, mask=mask)
+    mean = MaskedGlobalPooling1D("mean")(x, mask=mask)
+    np.testing.assert_allclose(np.asarray(top), [[-1.0, 2.0], [0.0, 0.0]])  # not 0 from padding
+    np.testing.assert_allclose(np.asarray(mean), [[-2.0, 1.5], [0.0, 0.0]])  # no NaN
 
 
 def test_pretrained_embeddings_file_and_matrix(tmp_path):

@@ -25,25 +25,38 @@ POOLINGS = ("last", "mean", "max", "meanmax")
 
 
 @keras.saving.register_keras_serializable("sentiment_gru")
-class MaskedGlobalMaxPooling1D(keras.layers.Layer):
-    """Max over time of the steps the mask keeps (Keras' GlobalMaxPooling1D ignores masks, and a
-    padded step's zero output would win wherever every real output is negative)."""
+class MaskedGlobalPooling1D(keras.layers.Layer):
+    """Mean or max over time of the steps the mask keeps. Keras' GlobalMaxPooling1D ignores
+    masks (a padded step's zero output would win wherever every real output is negative), and
+    GlobalAveragePooling1D divides by zero on an empty review (all steps masked: NaN). An empty
+    review pools to zeros here."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, mode: str = "max", **kwargs):
         super().__init__(**kwargs)
+        if mode not in ("mean", "max"):
+            raise ValueError("mode must be 'mean' or 'max'")
+        self.mode = mode
         self.supports_masking = True
 
     def call(self, x, mask=None):
-        if mask is not None:
-            keep = keras.ops.expand_dims(keras.ops.cast(mask, x.dtype), -1)
-            x = x * keep + (1.0 - keep) * keras.ops.cast(-1e9, x.dtype)
-        return keras.ops.max(x, axis=1)
+        ops = keras.ops
+        if mask is None:
+            return ops.mean(x, axis=1) if self.mode == "mean" else ops.max(x, axis=1)
+        keep = ops.expand_dims(ops.cast(mask, x.dtype), -1)  # [batch, time, 1]
+        steps = ops.sum(keep, axis=1)  # [batch, 1]
+        if self.mode == "mean":
+            return ops.sum(x * keep, axis=1) / ops.maximum(steps, 1.0)
+        top = ops.max(x * keep + (1.0 - keep) * ops.cast(-1e9, x.dtype), axis=1)
+        return ops.where(steps > 0, top, ops.zeros_like(top))
 
     def compute_mask(self, inputs, mask=None):
         return None
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
 
 
 def build_classifier(vocab_size: int, embedding_dim: int, units: int,
@@ -64,9 +77,9 @@ def build_classifier(vocab_size: int, embedding_dim: int, units: int,
     gru = keras.layers.GRU(units, return_sequences=pooling != "last", name="gru")
     x = keras.layers.Bidirectional(gru, name="bidirectional_gru")(x) if bidirectional else gru(x)
     if pooling in ("mean", "meanmax"):
-        mean = keras.layers.GlobalAveragePooling1D(name="masked_mean")(x)  # honours the mask
+        mean = MaskedGlobalPooling1D("mean", name="masked_mean")(x)
     if pooling in ("max", "meanmax"):
-        top = MaskedGlobalMaxPooling1D(name="masked_max")(x)
+        top = MaskedGlobalPooling1D("max", name="masked_max")(x)
     if pooling != "last":
         x = {"mean": lambda: mean, "max": lambda: top,
              "meanmax": lambda: keras.layers.Concatenate(name="concat_pool")([mean, top])}[
