@@ -218,7 +218,7 @@ def trained(tmp_path_factory, mirror):
                          "--k", "2", "--eval-samples", "300", "--classifier-epochs", "1",
                          "--classifier-limit", "2000", "--classifier-dir", str(base / "clf"),
                          "--run-dir", str(base / "run"), "--export-dir", str(base / "models"),
-                         "--verbose", "0"])
+                         "--score-every", "1", "--verbose", "0"])
     return base, record
 
 
@@ -244,6 +244,21 @@ def test_run_writes_samples_animation_and_loss_curves(trained):
     assert not (run / "checkpoints" / "backup").exists()
     assert not list(base.rglob("*.tmp*"))
     assert record["examples_per_sec"] > 0
+
+
+def test_quality_is_scored_every_epoch_for_last_and_averaged_weights(trained):
+    import pandas as pd
+
+    base, record = trained
+    quality = pd.read_csv(base / "run" / "quality.csv")
+    assert list(quality["epoch"]) == [1, 2]
+    assert {"last_inception_score", "ema_inception_score", "last_frechet_distance",
+            "ema_frechet_distance"} <= set(quality.columns)
+    assert (quality["ema_frechet_distance"] != quality["last_frechet_distance"]).all()
+    # Scoring swaps the averaged weights in and back out: the final evaluation of the last
+    # weights matches what the monitor saw after the last epoch (same samples up to n).
+    assert record["metrics"]["last_weights_inception_score"] == pytest.approx(
+        quality["last_inception_score"].iloc[-1], rel=0.2)
 
 
 def test_run_measures_sample_quality_and_exports(trained):

@@ -84,6 +84,49 @@ class SampleGrid(keras.callbacks.Callback):
         write_gif(frames, self.gif_path)
 
 
+class QualityMonitor(keras.callbacks.Callback):
+    """Every ``every`` epochs, the Inception Score and Fréchet distance of ``n`` samples (the
+    Scorer's size; a few thousand: comparable from epoch to epoch, not with the final 10,000-image
+    figures, since FD is biased upward for small n) -> printed and appended to ``<csv>``. With
+    an EMA optimizer the averaged weights are scored too, swapped in and back out."""
+
+    def __init__(self, generator, scorer, latent_dim: int, every: int, path, optimizer=None,
+                 seed: int = 0):
+        super().__init__()
+        self.generator, self.scorer, self.latent_dim = generator, scorer, latent_dim
+        self.every, self.path, self.seed = every, Path(path), seed
+        self.averages = getattr(optimizer, "_model_variables_moving_average", None) \
+            if getattr(optimizer, "use_ema", False) else None
+
+    def _score(self) -> dict:
+        from apps.dcgan.evaluate import generate
+
+        images = generate(lambda z: to_uint8(self.generator(z, training=False)),
+                          self.scorer.n, self.latent_dim, self.seed)
+        return self.scorer.score(images)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        row = {"epoch": epoch + 1, **{f"last_{k}": v for k, v in self._score().items()}}
+        if self.averages:
+            weights = self.generator.trainable_variables
+            saved = [w.numpy() for w in weights]
+            for w, a in zip(weights, self.averages):
+                w.assign(a)
+            row.update({f"ema_{k}": v for k, v in self._score().items()})
+            for w, value in zip(weights, saved):
+                w.assign(value)
+        print(" - ".join(f"{k}: {v:.4g}" for k, v in row.items()), flush=True)
+        rows = list(csv.DictReader(open(self.path))) if self.path.exists() else []
+        rows = [r for r in rows if int(r["epoch"]) < epoch + 1] + [row]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(row), restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path, buf.getvalue())
+
+
 class StepLosses(keras.callbacks.Callback):
     """Per-step losses, written to ``<csv>`` after each epoch (so a resumed run keeps the steps
     of the epochs it restored). Keras' batch logs hold the running *mean* of each tracker over

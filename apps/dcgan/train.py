@@ -78,6 +78,9 @@ def parse_args(argv=None):
     e = parser.add_argument_group("sample quality")
     e.add_argument("--eval-samples", type=int, default=10_000,
                    help="generated (and real) images for the Inception Score / Fréchet distance")
+    e.add_argument("--score-every", type=int, default=0,
+                   help="every N epochs, score 2,000 samples (IS and FD, last and EMA weights) "
+                        "into quality.csv, to see when the samples stop improving; 0 = off")
     e.add_argument("--no-eval", dest="evaluate", action="store_false",
                    help="skip the sample-quality evaluation")
     e.add_argument("--classifier-dir", default=None,
@@ -100,6 +103,8 @@ def parse_args(argv=None):
         parser.error("--beta1 must be in [0, 1)")
     if not 0 <= args.ema < 1:
         parser.error("--ema must be in [0, 1) (0 = off)")
+    if args.score_every < 0:
+        parser.error("--score-every must be >= 0")
     for flag in ("latent_dim", "width", "steps_per_epoch", "classifier_epochs",
                  "classifier_limit"):
         value = getattr(args, flag)
@@ -128,6 +133,17 @@ def make_optimizer(args, steps_per_epoch: int, ema: float = 0.0):
     clip = {"clipnorm": args.clipnorm} if args.clipnorm else {}
     averaging = {"use_ema": True, "ema_momentum": ema} if ema else {}
     return keras.optimizers.Adam(lr, beta_1=args.beta1, **clip, **averaging)
+
+
+def load_classifier(args, x_full, y_full, x_test, y_test):
+    """The dataset's evaluation classifier, trained once and cached."""
+    from apps.dcgan import evaluate
+
+    folder = args.classifier_dir or evaluate.classifier_dir(args.dataset, args.classifier_limit)
+    n = args.classifier_limit or len(x_full)
+    return evaluate.load_or_train_classifier(x_full[:n], y_full[:n], x_test, y_test, folder,
+                                             args.classifier_epochs, args.seed,
+                                             verbose=args.verbose)
 
 
 @exit_on_user_error
@@ -183,6 +199,11 @@ def main(argv=None):
         extra += [progress.SampleGrid(generator, fixed_latent, run.dir / "samples",
                                       run.dir / "progress.gif"),
                   progress.StepLosses(run.dir / "step_losses.csv")]
+        if args.score_every:
+            classifier, _ = load_classifier(args, x_full, y_full, x_test, y_test)
+            extra.append(progress.QualityMonitor(
+                generator, evaluate.Scorer(classifier, x_test, 2000), args.latent_dim,
+                args.score_every, run.dir / "quality.csv", gan.g_optimizer, args.seed))
     gan.fit(
         train_ds,
         epochs=args.epochs,
@@ -206,12 +227,7 @@ def main(argv=None):
     if args.ema:
         gan.g_optimizer.finalize_variable_values(generator.trainable_variables)
     if args.evaluate and run.is_chief:
-        folder = args.classifier_dir or evaluate.classifier_dir(args.dataset,
-                                                                 args.classifier_limit)
-        n = args.classifier_limit or len(x_full)
-        classifier, record = evaluate.load_or_train_classifier(
-            x_full[:n], y_full[:n], x_test, y_test, folder, args.classifier_epochs, args.seed,
-            verbose=args.verbose)
+        classifier, record = load_classifier(args, x_full, y_full, x_test, y_test)
         scorer = evaluate.Scorer(classifier, x_test, args.eval_samples)
         metrics = evaluate.sample_quality(
             lambda z: progress.to_uint8(generator(z, training=False)), args.latent_dim, scorer,
