@@ -218,7 +218,7 @@ def trained(tmp_path_factory, mirror):
                          "--k", "2", "--eval-samples", "300", "--classifier-epochs", "1",
                          "--classifier-limit", "2000", "--classifier-dir", str(base / "clf"),
                          "--run-dir", str(base / "run"), "--export-dir", str(base / "models"),
-                         "--score-every", "1", "--verbose", "0"])
+                         "--score-every", "1", "--ema", "0.999", "--verbose", "0"])
     return base, record
 
 
