@@ -9,8 +9,9 @@ weight values) are exported to a temporary folder with the app's own ``export``.
 is reloaded with ``tf.saved_model.load`` and ``serving_default`` is called with one review at a
 time: real test reviews of the 10th/50th/90th percentile length, each ``--repeat`` times after a
 warm-up. Then the same version is served by the local TF-Serving-compatible server and each
-review is POSTed alone to ``/v1/models/sentiment_gru:predict`` over one kept-alive HTTP
-connection (``rest_*`` results: JSON encoding, HTTP and the server included). One JSON line goes to ``benchmarks/results/sentiment_gru_latency.jsonl``.
+review is POSTed alone to ``/v1/models/sentiment_gru:predict`` by the suite's RestClient (one
+kept-alive HTTP session; ``rest_*`` results: JSON encoding, HTTP and the server included).
+One JSON line goes to ``benchmarks/results/sentiment_gru_latency.jsonl``.
 """
 
 from __future__ import annotations
@@ -49,12 +50,11 @@ def _export_default(tmp: str, seed: int) -> str:
 
 def _rest_latency(version_dir: str, reviews: dict, repeat: int) -> dict:
     """Median/p90 ms of one-review REST predict calls to the local server serving the model."""
-    import http.client
-    import json
     from pathlib import Path
 
     import numpy as np
 
+    from serving.client import RestClient
     from serving.server import ModelServer, ServerOptions
 
     base = Path(version_dir).resolve().parent
@@ -63,28 +63,22 @@ def _rest_latency(version_dir: str, reviews: dict, repeat: int) -> dict:
                                        file_system_poll_wait_seconds=0)).start()
     out = {}
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
-        for q, review in reviews.items():
-            body = json.dumps({"instances": [review.decode("utf-8", "replace")]})
-            times = []
-            for i in range(repeat + 5):  # 5 warm-up calls
-                t = time.perf_counter()
-                conn.request("POST", "/v1/models/sentiment_gru:predict", body,
-                             {"Content-Type": "application/json"})
-                reply = conn.getresponse()
-                payload = reply.read()
-                if reply.status != 200:
-                    raise UserError(f"server answered {reply.status}: {payload[:200]!r}")
-                if i >= 5:
-                    times.append((time.perf_counter() - t) * 1000)
-            out[f"rest_p{q}_length_review"] = {
-                "words": len(review.split()),
-                "median_ms": round(float(np.median(times)), 2),
-                "p90_ms": round(float(np.percentile(times, 90)), 2)}
-            print(f"REST, review of {len(review.split())} words (p{q} length): median "
-                  f"{out[f'rest_p{q}_length_review']['median_ms']} ms, p90 "
-                  f"{out[f'rest_p{q}_length_review']['p90_ms']} ms")
-        conn.close()
+        with RestClient(f"127.0.0.1:{server.rest_port}", timeout=30, retries=0) as rest:
+            for q, review in reviews.items():
+                text = [review.decode("utf-8", "replace")]
+                times = []
+                for i in range(repeat + 5):  # 5 warm-up calls
+                    t = time.perf_counter()
+                    rest.predict("sentiment_gru", instances=text)
+                    if i >= 5:
+                        times.append((time.perf_counter() - t) * 1000)
+                out[f"rest_p{q}_length_review"] = {
+                    "words": len(review.split()),
+                    "median_ms": round(float(np.median(times)), 2),
+                    "p90_ms": round(float(np.percentile(times, 90)), 2)}
+                print(f"REST, review of {len(review.split())} words (p{q} length): median "
+                      f"{out[f'rest_p{q}_length_review']['median_ms']} ms, p90 "
+                      f"{out[f'rest_p{q}_length_review']['p90_ms']} ms")
     finally:
         server.stop()
     return out

@@ -42,8 +42,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from shared.errors import UserError, exit_on_user_error
@@ -146,23 +144,22 @@ def wait_available(server: str | None, name: str, version: int, timeout: float =
     label may only point at a loaded version)."""
     if not server:
         return
-    url = f"{server.rstrip('/')}/v1/models/{name}/versions/{version}"
-    if not url.startswith("http"):
-        url = "http://" + url
+    from serving.client import RestClient
+    from serving import ServingError
+
     deadline = time.monotonic() + timeout
     last = ""
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                status = json.loads(r.read())["model_version_status"][0]
-            last = status["state"]
-            if last == "AVAILABLE":
-                return
-        except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
-            last = str(exc)
-        time.sleep(0.5)
-    raise UserError(f"{url}: version {version} not AVAILABLE after {timeout:.0f} s ({last}); "
-                    "the label was not moved")
+    with RestClient(server, timeout=5, retries=0) as rest:
+        while time.monotonic() < deadline:
+            try:
+                last = rest.model_status(name, version)["model_version_status"][0]["state"]
+                if last == "AVAILABLE":
+                    return
+            except (ServingError, KeyError, IndexError) as exc:
+                last = str(exc)
+            time.sleep(0.5)
+    raise UserError(f"{server}: {name} version {version} not AVAILABLE after {timeout:.0f} s "
+                    f"({last}); the label was not moved")
 
 
 def relabel(config_path: Path, model_base: Path, name: str, labels: dict[str, int],
