@@ -49,6 +49,29 @@ def test_generator_and_discriminator_shapes(shape):
     assert not any(isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D))
                    for layer in d.layers)
 
+def test_generator_layouts_refine_and_kernel():
+    """Default: TensorFlow's DCGAN-tutorial layout at 28x28 (7x7x4w -> 7x7x2w -> 14x14xw -> 28x28)
+    with 5x5 kernels; --no-refine / kernel 4: dcgan.torch's (7x7x2w -> 14x14xw -> 28x28)."""
+    from apps.dcgan.model import build_discriminator, build_generator
+
+    g = build_generator((28, 28, 1), 100, 16)
+    assert g.get_layer("reshape").output.shape[1:] == (7, 7, 64)
+    refine = g.get_layer("refine")
+    assert refine.strides == (1, 1) and refine.kernel_size == (5, 5)
+    assert refine.output.shape[1:] == (7, 7, 32)
+    assert g.get_layer("deconv_1").output.shape[1:] == (14, 14, 16)
+
+    plain = build_generator((28, 28, 1), 100, 16, kernel=4, refine=False)
+    assert plain.get_layer("reshape").output.shape[1:] == (7, 7, 32)
+    assert "refine" not in [layer.name for layer in plain.layers]
+    assert plain.get_layer("images").kernel_size == (4, 4)
+    assert build_discriminator((28, 28, 1), 16, kernel=4).get_layer("conv_1").kernel_size == (4, 4)
+    # CIFAR: 4x4x8w -> 4x4x4w -> 8x8x2w -> 16x16xw -> 32x32x3
+    c = build_generator((32, 32, 3), 100, 8)
+    assert c.get_layer("reshape").output.shape[1:] == (4, 4, 64)
+    assert c.get_layer("deconv_2").output.shape[1:] == (16, 16, 8)
+
+
 
 def test_unsupported_image_size_is_an_error():
     from apps.dcgan.model import build_generator

@@ -74,6 +74,12 @@ def parse_args(argv=None):
     a.add_argument("--width", type=int, default=64,
                    help="filters of the first discriminator / last generator conv "
                         "(dcgan.torch ndf = ngf = 64)")
+    a.add_argument("--kernel-size", type=int, default=5,
+                   help="convolution kernel size (Radford's Theano code Newmu/dcgan_code: 5; "
+                        "dcgan.torch: 4)")
+    a.add_argument("--no-refine", dest="refine", action="store_false",
+                   help="drop the generator's stride-1 layer at the base resolution (TensorFlow's "
+                        "DCGAN tutorial has it; dcgan.torch does not)")
     a.add_argument("--steps-per-epoch", type=int, default=None,
                    help="cap the generator steps of each epoch (for quick checks)")
     e = parser.add_argument_group("sample quality")
@@ -106,7 +112,7 @@ def parse_args(argv=None):
         parser.error("--ema must be in [0, 1) (0 = off)")
     if args.score_every < 0:
         parser.error("--score-every must be >= 0")
-    for flag in ("latent_dim", "width", "steps_per_epoch", "classifier_epochs",
+    for flag in ("latent_dim", "width", "kernel_size", "steps_per_epoch", "classifier_epochs",
                  "classifier_limit"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -180,8 +186,9 @@ def main(argv=None):
     # 2. Generator, discriminator and their optimizers, inside the strategy's scope (mirrored
     #    variables; the noise generator gives each replica its own stream).
     with run.strategy.scope():
-        generator = build_generator(x_train.shape[1:], args.latent_dim, args.width)
-        discriminator = build_discriminator(x_train.shape[1:], args.width)
+        generator = build_generator(x_train.shape[1:], args.latent_dim, args.width,
+                                    args.kernel_size, args.refine)
+        discriminator = build_discriminator(x_train.shape[1:], args.width, args.kernel_size)
         gan = DCGAN(generator, discriminator, seed=args.seed)
         gan.compile(make_optimizer(args, steps), make_optimizer(args, steps, args.ema), k=args.k,
                     label_smoothing=args.label_smoothing)
