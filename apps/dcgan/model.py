@@ -35,7 +35,7 @@ layers; side by side on MNIST (5,000 samples scored after each of 4 epochs, same
 deeper layout led after epochs 2 and 3 (IS 6.0 / 6.6 against 4.8 / 5.7) and tied after epoch 4
 (6.2 against 6.2), at about 1.7x the compute per step:
 
-  [K5] 5x5 kernels, as in Radford's own Theano code (Newmu/dcgan_code, ``filter_size=5``), not
+  [K5] 5x5 kernels, as in Radford's own Theano code (Newmu/dcgan_code: 5x5 filters in every layer), not
        dcgan.torch's 4x4 (``--kernel-size``);
   [S1] a *refinement* layer: the projection has twice the channels (width * 2^n) and is followed
        by one stride-1 transposed convolution at the base resolution before the up-sampling ones
