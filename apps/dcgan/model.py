@@ -35,8 +35,8 @@ layers; side by side on MNIST (5,000 samples scored after each of 4 epochs, same
 deeper layout led after epochs 2 and 3 (IS 6.0 / 6.6 against 4.8 / 5.7) and tied after epoch 4
 (6.2 against 6.2), at about 1.7x the compute per step:
 
-  [K5] 5x5 kernels, as in Radford's own Theano code (Newmu/dcgan_code: 5x5 filters in every layer), not
-       dcgan.torch's 4x4 (``--kernel-size``);
+  [K5] 5x5 kernels, as in Radford's own Theano code (Newmu/dcgan_code: 5x5 filters in every
+       layer), not dcgan.torch's 4x4 (``--kernel-size``);
   [S1] a *refinement* layer: the projection has twice the channels (width * 2^n) and is followed
        by one stride-1 transposed convolution at the base resolution before the up-sampling ones
        -- the layout of TensorFlow's DCGAN tutorial for MNIST (7x7x256 -> 7x7x128 -> 14x14x64 ->
@@ -50,7 +50,7 @@ import tensorflow as tf
 
 LATENT_DIM = 100  # Radford et al. §4 / dcgan.torch nz = 100
 WIDTH = 64  # dcgan.torch ngf = ndf = 64
-KERNEL = 5  # [K5] Newmu/dcgan_code filter_size = 5 (dcgan.torch: 4)
+KERNEL = 5  # [K5] Newmu/dcgan_code: 5x5 filters (dcgan.torch: 4x4)
 LEAKY_SLOPE = 0.2  # [R5] Radford et al. §4: "the slope of the leak was set to 0.2"
 INIT_STDDEV = 0.02  # [R6] Radford et al. §4: N(0, 0.02) initialization
 BN_MOMENTUM = 0.9  # dcgan.torch's nn.SpatialBatchNormalization momentum 0.1 (Keras: 1 - 0.1)
