@@ -251,7 +251,8 @@ def test_run_writes_samples_animation_and_loss_curves(trained):
     base, record = trained
     run = base / "run"
     for name in ("config.json", "history.csv", "metrics.json", "gan_losses.png",
-                 "progress.gif", "step_losses.csv", "samples/epoch_001.png",
+                 "progress.gif", "step_losses.csv", "quality.csv", "quality.png",
+                 "samples/epoch_001.png",
                  "samples/epoch_002.png"):
         assert (run / name).is_file(), name
     import imageio.v3 as iio

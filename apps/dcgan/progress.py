@@ -223,3 +223,39 @@ def loss_curves(step_rows: list[dict], path, title: str = "") -> Path:
     out = atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
     return out
+
+
+def quality_curves(quality_csv, path, title: str = "") -> Path | None:
+    """Inception Score and Fréchet distance per scored epoch (``--score-every``), last weights
+    and, when present, the EMA weights; None when nothing was scored."""
+    quality_csv = Path(quality_csv)
+    if not quality_csv.exists():
+        return None
+    rows = list(csv.DictReader(open(quality_csv)))
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, metric, label in ((axes[0], "inception_score", "Inception Score (higher is better)"),
+                              (axes[1], "frechet_distance", "Fréchet distance (lower is better)")):
+        for prefix, style in (("last", "-o"), ("ema", "--s")):
+            key = f"{prefix}_{metric}"
+            values = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
+            if not np.all(np.isnan(values)):
+                ax.plot(epochs, values, style, ms=3, label=f"{prefix} weights")
+        ax.set_xlabel("epoch")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[1].set_yscale("log")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = atomic_savefig(fig, path, dpi=100)
+    plt.close(fig)
+    return out
