@@ -1,7 +1,8 @@
 """Environment steps per second of our DQN against Stable-Baselines3's DQN, side by side.
 
     python -m benchmarks.dqn_vs_sb3 --env CartPole-v1 --steps 50000
-    python -m benchmarks.dqn_vs_sb3 --env ALE/Pong-v5 --steps 50000 --buffer-size 50000
+    python -m benchmarks.dqn_vs_sb3 --env ALE/Pong-v5 --steps 50000 --buffer-size 50000 \
+        --learning-starts 10000
 
 Benchmark-only dependencies (not needed by the suite): ``torch`` (CPU build) and
 ``stable-baselines3``; for Atari also ``opencv-python-headless`` (SB3's AtariWrapper resizes with
@@ -155,6 +156,10 @@ def main(argv=None):
     from shared.runs import cpu_model
 
     h = _hyper(args.env, args)
+    if h["learning_starts"] >= args.steps:
+        parser.error(f"learning starts after {h['learning_starts']:,} steps, not before the run's "
+                     f"{args.steps:,}: neither learner would take a gradient step and only acting "
+                     f"would be timed; pass --learning-starts below --steps (e.g. --steps // 5)")
     for r in range(args.rounds):
         ours = run_ours(args.env, h, args.seed)
         print(f"[round {r}] ours: {ours['env_steps_per_sec']:.0f} env steps/s", flush=True)
