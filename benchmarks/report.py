@@ -543,14 +543,20 @@ def summary_row(app: str, spec: dict, runs: list[dict], side: dict[str, list[dic
                    mb(r.get("peak_rss_mb"))]
 
 
+def budget_anchor(spec: dict, budget) -> dict:
+    """The anchor a budget is measured against: the app's, unless ``BENCHMARK["budget_anchors"]``
+    names one for that budget (DQN's Pong run against the random policy, not CartPole's 475)."""
+    return spec.get("budget_anchors", {}).get(budget) or spec.get("anchor", {})
+
+
 def runs_table(app: str, rows: list[dict], spec: dict) -> list[str]:
-    anchor_value = get(spec, "anchor", "value")
     dqn = any(map(is_dqn, rows))
     rows = sorted(rows, key=lambda r: (budget_rank(spec, r.get("budget")), str(r.get("time"))))
     return table(
         ["budget", "metric", "ours", "anchor", "env steps" if dqn else "epochs", "wall s",
          "env steps/s" if dqn else "examples/s", "peak RSS MB", "date", "commit", "command"],
-        [[budget_label(r, spec), r.get("metric", "–"), f"**{num(r.get('value'))}**", anchor_value,
+        [[budget_label(r, spec), r.get("metric", "–"), f"**{num(r.get('value'))}**",
+          budget_anchor(spec, r.get("budget")).get("value"),
           get(r, "metrics", "env_steps") if dqn else r.get("epochs"), r.get("wall_seconds"),
           get(r, "metrics", "env_steps_per_sec") if dqn else r.get("examples_per_sec"),
           r.get("peak_rss_mb"), when(r), commit(r), short_command(r.get("command"))]
@@ -565,6 +571,10 @@ def app_section(app: str, spec: dict, runs: list[dict], side: dict[str, list[dic
     if anchor:
         lines += [f"Anchor: **{num(anchor.get('value'))}** {anchor.get('metric', '')} — "
                   f"{anchor.get('source', '–')}. Target: {anchor.get('target', '–')}.", ""]
+    for budget, other in spec.get("budget_anchors", {}).items():
+        lines += [f"Budget `{budget}` — anchor: **{num(other.get('value'))}** "
+                  f"{other.get('metric', '')} — {other.get('source', '–')}. Target: "
+                  f"{other.get('target', '–')}.", ""]
     if runs:
         lines += ["### Runs (`ksuite bench`)", "", *runs_table(app, runs, spec)]
     else:

@@ -117,3 +117,17 @@ def test_report_cli_help_and_empty_results(tmp_path):
     proc = run_module("benchmarks.report", "--results", tmp_path, "--out", tmp_path / "r.md",
                       check=False, timeout=60)
     assert proc.returncode == 2 and "no benchmark records" in proc.stderr
+
+
+def test_a_budget_can_carry_its_own_anchor():
+    """DQN's Pong budget is measured against the random policy (-20.7), not CartPole's 475."""
+    spec = {"anchor": {"value": 475, "target": ">= 475"},
+            "budget_anchors": {"pong_short": {"value": -20.7, "target": "above -20.7"}}}
+    rows = [{"budget": "default", "metric": "eval_return", "value": 500.0, "metrics": {}},
+            {"budget": "pong_short", "metric": "eval_return", "value": -9.9, "metrics": {}}]
+    assert report.budget_anchor(spec, "pong_short")["value"] == -20.7
+    assert report.budget_anchor(spec, "default")["value"] == 475
+    lines = report.runs_table("dqn", rows, spec)
+    row_of = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ")}
+    assert "| -20.7 |" in next(v for k, v in row_of.items() if "pong" in k)
+    assert "| 475 |" in next(v for k, v in row_of.items() if k.startswith("default"))
