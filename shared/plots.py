@@ -12,6 +12,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 from shared.io import atomic_savefig  # noqa: E402
 
 
+def save_figure(fig, path: str | Path, title: str = "", **savefig_kwargs) -> Path:
+    """Title (if any), tight layout, an atomic write to ``path`` (dpi 100 unless given), and the
+    figure closed: the last lines of every plot the suite writes."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    savefig_kwargs.setdefault("dpi", 100)
+    out = atomic_savefig(fig, path, **savefig_kwargs)
+    plt.close(fig)
+    return out
+
+
 def learning_curves(history, path: str | Path, metrics: tuple[str, ...] = (), title: str = "",
                     best_epoch: int | None = None) -> Path:
     """Loss (train and validation), each named metric, and the learning rate, per epoch.
@@ -41,12 +53,7 @@ def learning_curves(history, path: str | Path, metrics: tuple[str, ...] = (), ti
         ax.set_xlabel("epoch")
         ax.set_title("learning rate")
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = atomic_savefig(fig, path, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, title)
 
 
 def image_grid(images, path: str | Path, labels=None, cols: int = 8, title: str = "") -> Path:
@@ -65,9 +72,4 @@ def image_grid(images, path: str | Path, labels=None, cols: int = 8, title: str 
                       vmin=0, vmax=255 if img.dtype == np.uint8 else 1)
             if labels is not None:
                 ax.set_title(str(labels[i]), fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = atomic_savefig(fig, path, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, title)

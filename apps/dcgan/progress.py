@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from shared.io import atomic_savefig, atomic_write_bytes, atomic_write_text
+from shared.io import atomic_write_bytes, atomic_write_text
 
 
 def to_uint8(images) -> np.ndarray:
@@ -179,10 +179,7 @@ def loss_curves(step_rows: list[dict], path, title: str = "") -> Path:
     """Two panels: D and G loss per step (light) with a moving average (dark); the
     discriminator's mean outputs D(x) and D(G(z)). At the game's equilibrium D = 1/2
     everywhere, d_loss = 2 log 2 ~ 1.386 and g_loss = log 2 ~ 0.693 (dotted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from shared.plots import plt, save_figure
 
     steps = np.array([r["step"] for r in step_rows])
     window = max(1, len(steps) // 50)
@@ -217,12 +214,7 @@ def loss_curves(step_rows: list[dict], path, title: str = "") -> Path:
     ax2.set_title("discriminator outputs")
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = atomic_savefig(fig, path, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, title)
 
 
 def quality_curves(quality_csv, path, title: str = "") -> Path | None:
@@ -234,10 +226,7 @@ def quality_curves(quality_csv, path, title: str = "") -> Path | None:
     rows = list(csv.DictReader(open(quality_csv)))
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from shared.plots import plt, save_figure
 
     epochs = [int(r["epoch"]) for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -253,9 +242,4 @@ def quality_curves(quality_csv, path, title: str = "") -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[1].set_yscale("log")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = atomic_savefig(fig, path, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, title)

@@ -282,8 +282,7 @@ def plot_returns(train_steps, train_returns, eval_steps, eval_returns, path, tit
     """Training-episode returns (and a moving average) and evaluation returns vs env steps."""
     import numpy as np
 
-    from shared.plots import plt
-    from shared.io import atomic_savefig
+    from shared.plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4))
     if train_returns:
@@ -303,10 +302,7 @@ def plot_returns(train_steps, train_returns, eval_steps, eval_returns, path, tit
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = atomic_savefig(fig, path, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def export(agent, export_dir, env_id: str, obs_shape, atari: bool, metrics: dict, gate_margin=None):
