@@ -118,8 +118,7 @@ class QualityMonitor(keras.callbacks.Callback):
             for w, value in zip(weights, saved):
                 w.assign(value)
         print(" - ".join(f"{k}: {v:.4g}" for k, v in row.items()), flush=True)
-        rows = list(csv.DictReader(open(self.path))) if self.path.exists() else []
-        rows = [r for r in rows if int(r["epoch"]) < epoch + 1] + [row]
+        rows = [r for r in read_quality(self.path) if int(r["epoch"]) < epoch + 1] + [row]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(row), restval="")
         writer.writeheader()
@@ -217,13 +216,19 @@ def loss_curves(step_rows: list[dict], path, title: str = "") -> Path:
     return save_figure(fig, path, title)
 
 
+def read_quality(path) -> list[dict]:
+    """The rows of a ``quality.csv`` written by QualityMonitor; [] when there is none."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def quality_curves(quality_csv, path, title: str = "") -> Path | None:
     """Inception Score and Fréchet distance per scored epoch (``--score-every``), last weights
     and, when present, the EMA weights; None when nothing was scored."""
-    quality_csv = Path(quality_csv)
-    if not quality_csv.exists():
-        return None
-    rows = list(csv.DictReader(open(quality_csv)))
+    rows = read_quality(quality_csv)
     if not rows:
         return None
     from shared.plots import plt, save_figure

@@ -39,6 +39,9 @@ BENCHMARK = {
     },
 }
 
+# --score-every: samples scored per check; enough for a stable trend, a few seconds each.
+QUALITY_SAMPLES = 2_000
+
 
 def parse_args(argv=None):
     parser = base_parser(
@@ -88,8 +91,9 @@ def parse_args(argv=None):
     e.add_argument("--eval-samples", type=int, default=10_000,
                    help="generated (and real) images for the Inception Score / Fréchet distance")
     e.add_argument("--score-every", type=int, default=0,
-                   help="every N epochs, score 2,000 samples (IS and FD, last and EMA weights) "
-                        "into quality.csv, to see when the samples stop improving; 0 = off")
+                   help=f"every N epochs, score {QUALITY_SAMPLES:,} samples (IS and FD, last and "
+                        "EMA weights) into quality.csv and quality.png, to see when the samples "
+                        "stop improving; 0 = off")
     e.add_argument("--no-eval", dest="evaluate", action="store_false",
                    help="skip the sample-quality evaluation")
     e.add_argument("--classifier-dir", default=None,
@@ -205,15 +209,17 @@ def main(argv=None):
     fixed_latent = np.random.default_rng(args.seed).standard_normal(
         (64, args.latent_dim)).astype("float32")
     extra = []  # the shared TerminateOnNaN watches d_loss and g_loss
+    classifier = None  # (model, record), loaded once for --score-every and the evaluation
     if run.is_chief:
         extra += [progress.SampleGrid(generator, fixed_latent, run.dir / "samples",
                                       run.dir / "progress.gif"),
                   progress.StepLosses(run.dir / "step_losses.csv")]
         if args.score_every:
-            classifier, _ = load_classifier(args, x_full, y_full, x_test, y_test)
+            classifier = load_classifier(args, x_full, y_full, x_test, y_test)
             extra.append(progress.QualityMonitor(
-                generator, evaluate.Scorer(classifier, x_test, 2000), args.latent_dim,
-                args.score_every, run.dir / "quality.csv", gan.g_optimizer, args.seed))
+                generator, evaluate.Scorer(classifier[0], x_test, QUALITY_SAMPLES),
+                args.latent_dim, args.score_every, run.dir / "quality.csv", gan.g_optimizer,
+                args.seed))
     gan.fit(
         train_ds,
         epochs=args.epochs,
@@ -239,8 +245,8 @@ def main(argv=None):
     if args.ema:
         gan.g_optimizer.finalize_variable_values(generator.trainable_variables)
     if args.evaluate and run.is_chief:
-        classifier, record = load_classifier(args, x_full, y_full, x_test, y_test)
-        scorer = evaluate.Scorer(classifier, x_test, args.eval_samples)
+        model, record = classifier or load_classifier(args, x_full, y_full, x_test, y_test)
+        scorer = evaluate.Scorer(model, x_test, args.eval_samples)
         metrics = evaluate.sample_quality(
             lambda z: progress.to_uint8(generator(z, training=False)), args.latent_dim, scorer,
             x_full, args.seed)
