@@ -48,11 +48,34 @@ def _export_default(tmp: str, seed: int) -> str:
     return str(export(vectorizer, model, tmp, {}, config=config))
 
 
-def _rest_latency(version_dir: str, reviews: dict, repeat: int) -> dict:
-    """Median/p90 ms of one-review REST predict calls to the local server serving the model."""
-    from pathlib import Path
-
+def _latency_ms(call, repeat: int, warmup: int = 5) -> dict:
+    """Median / p90 / mean milliseconds of ``repeat`` calls of ``call()``, after ``warmup``
+    untimed ones (the first calls trace and allocate)."""
     import numpy as np
+
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t) * 1000)
+    return {"median_ms": round(float(np.median(times)), 2),
+            "p90_ms": round(float(np.percentile(times, 90)), 2),
+            "mean_ms": round(float(np.mean(times)), 2)}
+
+
+def _report(q: int, review, stats: dict, repeat: int, rest: bool = False) -> dict:
+    """``{"[rest_]p<q>_length_review": {words, median_ms, p90_ms, mean_ms}}``, printed."""
+    words = len(review.split())
+    print(f"{'REST, ' if rest else ''}review of {words} words (p{q} length): median "
+          f"{stats['median_ms']} ms, p90 {stats['p90_ms']} ms over {repeat} calls")
+    return {f"{'rest_' if rest else ''}p{q}_length_review": {"words": words, **stats}}
+
+
+def _rest_latency(version_dir: str, reviews: dict, repeat: int) -> dict:
+    """One-review REST predict calls to the local server serving the model: ``rest_*`` keys."""
+    from pathlib import Path
 
     from serving.client import RestClient
     from serving.server import ModelServer, ServerOptions
@@ -66,19 +89,8 @@ def _rest_latency(version_dir: str, reviews: dict, repeat: int) -> dict:
         with RestClient(f"127.0.0.1:{server.rest_port}", timeout=30, retries=0) as rest:
             for q, review in reviews.items():
                 text = [review.decode("utf-8", "replace")]
-                times = []
-                for i in range(repeat + 5):  # 5 warm-up calls
-                    t = time.perf_counter()
-                    rest.predict("sentiment_gru", instances=text)
-                    if i >= 5:
-                        times.append((time.perf_counter() - t) * 1000)
-                out[f"rest_p{q}_length_review"] = {
-                    "words": len(review.split()),
-                    "median_ms": round(float(np.median(times)), 2),
-                    "p90_ms": round(float(np.percentile(times, 90)), 2)}
-                print(f"REST, review of {len(review.split())} words (p{q} length): median "
-                      f"{out[f'rest_p{q}_length_review']['median_ms']} ms, p90 "
-                      f"{out[f'rest_p{q}_length_review']['p90_ms']} ms")
+                stats = _latency_ms(lambda: rest.predict("sentiment_gru", instances=text), repeat)
+                out.update(_report(q, review, stats, repeat, rest=True))
     finally:
         server.stop()
     return out
@@ -113,28 +125,15 @@ def main(argv=None):
         x_test, _ = data.read_reviews(data.dataset_dir() / "test", args.seed, shuffle=True)
         x_test = x_test[:2000]
         words = np.array([len(t.split()) for t in x_test])
+        picked = {q: x_test[int(np.argmin(np.abs(words - np.percentile(words, q))))]
+                  for q in (10, 50, 90)}
         results = {}
-        for q in (10, 50, 90):
-            i = int(np.argmin(np.abs(words - np.percentile(words, q))))
-            review = tf.constant([x_test[i]])
-            for _ in range(5):  # warm-up: the first calls trace and allocate
-                serve(reviews=review)
-            times = []
-            for _ in range(args.repeat):
-                t = time.perf_counter()
-                serve(reviews=review)["probability"].numpy()
-                times.append((time.perf_counter() - t) * 1000)
-            results[f"p{q}_length_review"] = {
-                "words": int(words[i]),
-                "median_ms": round(float(np.median(times)), 2),
-                "p90_ms": round(float(np.percentile(times, 90)), 2),
-                "mean_ms": round(float(np.mean(times)), 2),
-            }
-            print(f"review of {words[i]} words (p{q} length): median "
-                  f"{results[f'p{q}_length_review']['median_ms']} ms, p90 "
-                  f"{results[f'p{q}_length_review']['p90_ms']} ms over {args.repeat} calls")
-        results.update(_rest_latency(path, {q: x_test[int(np.argmin(np.abs(
-            words - np.percentile(words, q))))] for q in (10, 50, 90)}, args.repeat))
+        for q, text in picked.items():
+            review = tf.constant([text])
+            stats = _latency_ms(lambda: serve(reviews=review)["probability"].numpy(),
+                                args.repeat)
+            results.update(_report(q, text, stats, args.repeat))
+        results.update(_rest_latency(path, picked, args.repeat))
     record = {
         "app": "sentiment_gru",
         "benchmark": "single_review_latency",
