@@ -523,6 +523,13 @@ def anchor_text(anchor: dict) -> str:
     return f"{value} {metric} — {anchor.get('source', '–')}"
 
 
+def wall_seconds(r: dict):
+    """Wall seconds of a run; for one resumed across sessions, the sum of its epochs' times."""
+    if r.get("resumed") and r.get("epoch_seconds_total"):
+        return r["epoch_seconds_total"]
+    return r.get("wall_seconds")
+
+
 def summary_row(app: str, spec: dict, runs: list[dict], side: dict[str, list[dict]]) -> list:
     anchor = spec.get("anchor", {})
     head = [f"[{app}](#{app})", anchor.get("target", "–"), anchor_text(anchor)]
@@ -540,7 +547,7 @@ def summary_row(app: str, spec: dict, runs: list[dict], side: dict[str, list[dic
     r = best_run(runs, spec)
     ours = f"**{num(r.get('value'))}** {r.get('metric', '')} ({budget_label(r, spec)})"
     return head + [ours, verdict(target_met(r, anchor.get("target", "")), r.get("budget")),
-                   progress(r), minutes(r.get("wall_seconds")), throughput(r),
+                   progress(r), minutes(wall_seconds(r)), throughput(r),
                    mb(r.get("peak_rss_mb"))]
 
 
@@ -558,7 +565,7 @@ def runs_table(app: str, rows: list[dict], spec: dict) -> list[str]:
          "env steps/s" if dqn else "examples/s", "peak RSS MB", "date", "commit", "command"],
         [[budget_label(r, spec), r.get("metric", "–"), f"**{num(r.get('value'))}**",
           budget_anchor(spec, r.get("budget")).get("value"),
-          get(r, "metrics", "env_steps") if dqn else r.get("epochs"), r.get("wall_seconds"),
+          get(r, "metrics", "env_steps") if dqn else r.get("epochs"), wall_seconds(r),
           get(r, "metrics", "env_steps_per_sec") if dqn else r.get("examples_per_sec"),
           r.get("peak_rss_mb"), when(r), commit(r), short_command(r.get("command"))]
          for r in rows])

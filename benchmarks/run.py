@@ -49,6 +49,19 @@ def append_record(name: str, record: dict) -> Path:
     return path
 
 
+def epoch_seconds_total(run_dir: Path) -> float | None:
+    """Sum of the ``epoch_seconds`` column of the run's history.csv (None without one)."""
+    import csv
+
+    try:
+        with open(run_dir / "history.csv", newline="") as f:
+            seconds = [float(row["epoch_seconds"]) for row in csv.DictReader(f)
+                       if row.get("epoch_seconds")]
+    except (OSError, KeyError, ValueError):
+        return None
+    return round(sum(seconds), 1) if seconds else None
+
+
 def run_once(app: str, budget: str, extra: list[str], tag: str, runs_dir: Path | None = None,
              resume: bool = False) -> dict:
     spec = BUDGETS[app]
@@ -81,6 +94,9 @@ def run_once(app: str, budget: str, extra: list[str], tag: str, runs_dir: Path |
         "epochs": metrics.get("epochs_run"),
         "best_epoch": metrics.get("early_stopping", {}).get("best_epoch"),
         "wall_seconds": round(wall, 1),
+        # A resumed run's wall time covers only the last invocation; the epochs' own timings
+        # (history.csv, every session) add up to the whole training.
+        "epoch_seconds_total": epoch_seconds_total(run_dir),
         "train_wall_seconds": metrics.get("wall_seconds"),
         "examples_per_sec": metrics.get("examples_per_sec"),
         "peak_rss_mb": round(max(peak_kb, before) / 1024, 1),

@@ -131,3 +131,18 @@ def test_a_budget_can_carry_its_own_anchor():
     row_of = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ")}
     assert "| -20.7 |" in next(v for k, v in row_of.items() if "pong" in k)
     assert "| 475 |" in next(v for k, v in row_of.items() if k.startswith("default"))
+
+
+def test_a_resumed_run_reports_the_time_of_all_its_epochs(tmp_path):
+    """benchmarks.run sums history.csv's epoch_seconds (every session of a resumed run) and the
+    report shows that sum instead of the last invocation's wall time."""
+    from benchmarks.run import epoch_seconds_total
+
+    (tmp_path / "history.csv").write_text("epoch,accuracy,epoch_seconds\n"
+                                          "0,0.5,100.0\n1,0.6,110.25\n2,0.7,90.0\n")
+    assert epoch_seconds_total(tmp_path) == 300.2
+    assert epoch_seconds_total(tmp_path / "missing") is None
+    resumed = _runner("cifar_cnn", "default", 0.86, None, resumed=True, epoch_seconds_total=300.2)
+    assert report.wall_seconds(resumed) == 300.2
+    fresh = _runner("cifar_cnn", "default", 0.86, None, resumed=False, epoch_seconds_total=300.2)
+    assert report.wall_seconds(fresh) == 80.5
