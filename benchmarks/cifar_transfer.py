@@ -9,6 +9,7 @@ with 500 labelled images per class. Three test accuracies on the 4,000 vehicle t
     python -m benchmarks.cifar_transfer --budget default            # the full comparison
     python -m benchmarks.cifar_transfer --budget tiny               # a smoke run (minutes)
     python -m benchmarks.cifar_transfer --weights PATH              # reuse pretrained weights
+    python -m benchmarks.cifar_transfer --runs-dir DIR --resume     # continue a cut-off run
 
 Every step is the app's own command (printed, run in a child process, ``--no-export``); the
 record (all three accuracies, the commands, wall times) is appended to
@@ -49,17 +50,27 @@ TARGET = ["--classes", "vehicles", "--per-class", "500"]
 
 
 def step(name: str, flags: list[str], run_root: Path) -> dict:
+    """Run one step; a step whose run directory already holds its metrics (a finished step of
+    a resumed comparison) is reused, an unfinished one continues from its last epoch backup."""
+    from benchmarks.run import epoch_seconds_total
+
     run_dir = run_root / name
     cmd = [sys.executable, "-m", "apps.cifar_cnn.train", "--model", "vgg16", *flags,
            "--run-dir", str(run_dir), "--no-export", "--verbose", "2"]
-    print("$ python -m " + " ".join(cmd[2:]), flush=True)
-    t0 = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT)
-    if proc.returncode != 0:
-        raise SystemExit(f"error: step {name} exited with {proc.returncode}")
-    record = json.loads((run_dir / "metrics.json").read_text())
-    record["command"] = "python -m " + " ".join(cmd[2:])
-    record["step_wall_seconds"] = round(time.time() - t0, 1)
+    command = "python -m " + " ".join(cmd[2:])
+    done = run_dir / "metrics.json"
+    if done.exists():
+        print(f"{name}: finished in an earlier invocation, reusing {done}", flush=True)
+    else:
+        print("$ " + command, flush=True)
+        proc = subprocess.run(cmd, cwd=ROOT)
+        if proc.returncode != 0:
+            raise SystemExit(f"error: step {name} exited with {proc.returncode}")
+    record = json.loads(done.read_text())
+    record["command"] = command
+    # Every session's epochs (history.csv: each training stage has its own sub-directory).
+    seconds = [epoch_seconds_total(d) for d in run_dir.iterdir() if d.is_dir()]
+    record["step_wall_seconds"] = round(sum(x for x in seconds if x), 1)
     return record
 
 
@@ -70,13 +81,22 @@ def main(argv=None):
     parser.add_argument("--weights", default=None,
                         help="pretrained base weights to reuse (skips the pretraining step)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "benchmarks" / "runs",
+                        help="where the step run directories go (default benchmarks/runs)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the run directories of an earlier invocation: finished steps "
+                             "are reused, an unfinished one continues from its last epoch")
     args = parser.parse_args(argv)
 
     from benchmarks.run import append_record, git_commit, library_versions
     from shared.runs import cpu_model
 
     budget = BUDGETS[args.budget]
-    run_root = ROOT / "benchmarks" / "runs" / f"cifar_transfer-{args.budget}"
+    run_root = args.runs_dir / f"cifar_transfer-{args.budget}"
+    if run_root.exists() and not args.resume:
+        import shutil
+
+        shutil.rmtree(run_root)
     seed = ["--seed", str(args.seed)]
     t0 = time.time()
     pre = None
@@ -112,7 +132,10 @@ def main(argv=None):
                   for name, r in (("pretrain", pre), ("scratch", scratch),
                                   ("transfer", transfer)) if r},
         "weights": weights,
+        "resumed": args.resume,  # wall_seconds then covers only this invocation
         "wall_seconds": round(time.time() - t0, 1),
+        "epoch_seconds_total": round(sum(r["step_wall_seconds"] for r in (pre, scratch, transfer)
+                                         if r), 1),
         "libraries": library_versions(),
         "cpu": cpu_model(),
         "git_commit": git_commit(),

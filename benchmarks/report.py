@@ -362,7 +362,7 @@ def side_cifar_transfer(rows):
              *table(headers, [[when(r), r.get("budget", "–"), pct(get(r, "accuracy", "scratch")),
                                pct(get(r, "accuracy", "frozen")),
                                pct(get(r, "accuracy", "fine_tuned")), gain(r),
-                               pct(r.get("source_accuracy")), minutes(r.get("wall_seconds")),
+                               pct(r.get("source_accuracy")), minutes(wall_seconds(r)),
                                verdict(r.get("target_met"), None), commit(r)] for r in rows])]
     return lines + [f"Note ({when(r)}): {r['note']}" for r in rows if r.get("note")] + [""]
 
