@@ -335,3 +335,47 @@ def test_mirrored_strategy_on_two_logical_devices(tmp_path):
                       tmp_path / "m", "--verbose", "0", timeout=900)
     assert "2 replica(s) | global batch 64" in proc.stdout
     assert (tmp_path / "m" / "cifar_cnn" / "1" / "saved_model.pb").is_file()
+
+
+def test_transfer_benchmark_resume_reuses_finished_steps(tmp_path, monkeypatch):
+    """benchmarks.cifar_transfer --resume: steps whose run directory holds metrics.json are not
+    run again; the record has all three accuracies and every session's epoch time. Without
+    --resume the old run directories are deleted first."""
+    import json
+    import subprocess
+
+    from benchmarks import cifar_transfer
+    from benchmarks import run as bench_run
+
+    root = tmp_path / "runs" / "cifar_transfer-tiny"
+    steps = {"pretrain": ({"accuracy": 0.8}, {"saved_weights": str(tmp_path / "w.h5")}),
+             "scratch": ({"accuracy": 0.60}, {}),
+             "transfer": ({"accuracy": 0.70, "stage1_accuracy": 0.65}, {})}
+    for name, (metrics, extra) in steps.items():
+        (root / name / "train_all").mkdir(parents=True)
+        (root / name / "metrics.json").write_text(json.dumps({"metrics": metrics, **extra}))
+        (root / name / "train_all" / "history.csv").write_text("epoch,epoch_seconds\n0,10\n1,5\n")
+
+    real_run = subprocess.run
+
+    def no_training(cmd, *args, **kwargs):
+        if "apps.cifar_cnn.train" in cmd:
+            raise AssertionError(f"a finished step was run again: {cmd}")
+        return real_run(cmd, *args, **kwargs)  # git rev-parse for the record
+
+    monkeypatch.setattr(subprocess, "run", no_training)
+    monkeypatch.setattr(bench_run, "RESULTS", tmp_path / "results")
+    record = cifar_transfer.main(["--budget", "tiny", "--runs-dir", str(tmp_path / "runs"),
+                                  "--resume"])
+    assert record["accuracy"] == {"scratch": 0.60, "frozen": 0.65, "fine_tuned": 0.70}
+    assert record["fine_tuned_minus_scratch"] == pytest.approx(0.10)
+    assert record["target_met"] is None  # tiny is a smoke run
+    assert record["epoch_seconds_total"] == 45.0 and record["resumed"] is True
+    assert record["weights"] == str(tmp_path / "w.h5")
+    lines = (tmp_path / "results" / "cifar_transfer.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["accuracy"]["fine_tuned"] == 0.70
+
+    # Without --resume the comparison starts over: the old directories go, the app is run.
+    with pytest.raises(AssertionError, match="run again"):
+        cifar_transfer.main(["--budget", "tiny", "--runs-dir", str(tmp_path / "runs")])
+    assert not (root / "scratch").exists()
