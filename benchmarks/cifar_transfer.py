@@ -147,10 +147,10 @@ def main(argv=None):
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     path = append_record("cifar_transfer", record)
+    verdict = {True: "met", False: "NOT met", None: "not measured at this budget"}
     print(f"vehicles, 500 labels/class: scratch {acc['scratch']:.4f}, frozen {acc['frozen']:.4f}, "
           f"fine-tuned {acc['fine_tuned']:.4f} (target: fine-tuned - scratch >= 0.05: "
-          f"{ {True: 'met', False: 'NOT met', None: 'not measured at this budget'}[record['target_met']]}"
-          f") -> {path}")
+          f"{verdict[record['target_met']]}) -> {path}")
     return record
 
 
