@@ -73,9 +73,7 @@ def step(name: str, flags: list[str], run_root: Path) -> dict:
             raise SystemExit(f"error: step {name} exited with {proc.returncode}")
     record = json.loads(done.read_text())
     record["command"] = command
-    # Every session's epochs (history.csv: each training stage has its own sub-directory).
-    seconds = [epoch_seconds_total(d) for d in run_dir.iterdir() if d.is_dir()]
-    record["step_wall_seconds"] = round(sum(x for x in seconds if x), 1)
+    record["step_wall_seconds"] = epoch_seconds_total(run_dir) or 0.0  # every session's epochs
     return record
 
 
@@ -93,15 +91,11 @@ def main(argv=None):
                              "are reused, an unfinished one continues from its last epoch")
     args = parser.parse_args(argv)
 
-    from benchmarks.run import append_record, git_commit, library_versions
+    from benchmarks.run import append_record, fresh_or_resumed, git_commit, library_versions
     from shared.runs import cpu_model
 
     budget = BUDGETS[args.budget]
-    run_root = args.runs_dir / f"cifar_transfer-{args.budget}"
-    if run_root.exists() and not args.resume:
-        import shutil
-
-        shutil.rmtree(run_root)
+    run_root = fresh_or_resumed(args.runs_dir / f"cifar_transfer-{args.budget}", args.resume)
     seed = ["--seed", str(args.seed)]
     t0 = time.time()
     pre = None

@@ -50,26 +50,35 @@ def append_record(name: str, record: dict) -> Path:
 
 
 def epoch_seconds_total(run_dir: Path) -> float | None:
-    """Sum of the ``epoch_seconds`` column of the run's history.csv (None without one)."""
+    """Sum of the ``epoch_seconds`` column of the run's history.csv files: its own and those of
+    its training stages' sub-directories (VGG16's stage1/stage2, train_all). None without any."""
     import csv
 
-    try:
-        with open(run_dir / "history.csv", newline="") as f:
-            seconds = [float(row["epoch_seconds"]) for row in csv.DictReader(f)
-                       if row.get("epoch_seconds")]
-    except (OSError, KeyError, ValueError):
-        return None
+    seconds = []
+    for history in [run_dir / "history.csv", *sorted(run_dir.glob("*/history.csv"))]:
+        try:
+            with open(history, newline="") as f:
+                seconds += [float(row["epoch_seconds"]) for row in csv.DictReader(f)
+                            if row.get("epoch_seconds")]
+        except (OSError, KeyError, ValueError):
+            continue
     return round(sum(seconds), 1) if seconds else None
+
+
+def fresh_or_resumed(run_dir: Path, resume: bool) -> Path:
+    """``run_dir`` as an earlier invocation left it (``--resume``) or deleted to start over."""
+    if run_dir.exists() and not resume:
+        import shutil
+
+        shutil.rmtree(run_dir)
+    return run_dir
 
 
 def run_once(app: str, budget: str, extra: list[str], tag: str, runs_dir: Path | None = None,
              resume: bool = False) -> dict:
     spec = BUDGETS[app]
-    run_dir = Path(runs_dir or ROOT / "benchmarks" / "runs") / f"{app}-{budget}-{tag}"
-    if run_dir.exists() and not resume:
-        import shutil
-
-        shutil.rmtree(run_dir)
+    run_dir = fresh_or_resumed(
+        Path(runs_dir or ROOT / "benchmarks" / "runs") / f"{app}-{budget}-{tag}", resume)
     cmd = [sys.executable, "-m", f"apps.{app}.train", *spec["budgets"][budget], *extra,
            "--run-dir", str(run_dir), "--no-export"]
     print("$ " + " ".join(cmd[2:]), flush=True)
