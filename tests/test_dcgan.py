@@ -167,6 +167,22 @@ def test_inception_score_of_a_perfectly_confident_uniform_classifier_is_the_clas
         inception_score(np.zeros((0, 10)))
 
 
+def test_inception_score_splits_into_marginal_minus_conditional_entropy():
+    from apps.dcgan.evaluate import entropy_terms, inception_score
+
+    probs = np.random.default_rng(0).dirichlet(np.full(10, 0.3), size=200)
+    terms = entropy_terms(probs)
+    assert np.exp(terms["marginal_entropy"] - terms["conditional_entropy"]) == pytest.approx(
+        inception_score(probs), rel=1e-9)
+    # Confident but all one class: no marginal entropy; even but unsure: all conditional.
+    one = entropy_terms(np.tile(np.eye(10)[3], (50, 1)))
+    assert one["marginal_entropy"] == pytest.approx(0.0, abs=1e-9)
+    assert one["conditional_entropy"] == pytest.approx(0.0, abs=1e-9)
+    unsure = entropy_terms(np.full((50, 10), 0.1))
+    assert unsure["marginal_entropy"] == pytest.approx(np.log(10))
+    assert unsure["conditional_entropy"] == pytest.approx(np.log(10))
+
+
 def test_frechet_distance_of_identical_sets_is_zero_and_of_a_shift_is_its_square():
     from apps.dcgan.evaluate import frechet_distance
 
@@ -296,6 +312,11 @@ def test_run_measures_sample_quality_and_exports(trained):
         assert np.isfinite(m[key]), key
     assert 1.0 <= m["inception_score"] <= 10.0 and m["frechet_distance"] >= 0
     assert m["eval_samples"] == 300
+    # What keeps the score down: the IS's two entropy terms, and the classes of the samples.
+    assert np.exp(m["marginal_entropy"] - m["conditional_entropy"]) == pytest.approx(
+        m["inception_score"], rel=1e-6)
+    assert len(m["class_fractions"]) == 10 and sum(m["class_fractions"]) == pytest.approx(1, 1e-3)
+    assert 0 <= m["real_test_conditional_entropy"] < m["real_test_marginal_entropy"]
     assert (base / "clf" / "classifier.weights.h5").is_file()
     loaded = tf.saved_model.load(record["export"])
     out = loaded.signatures["sample"](count=tf.constant(4), seed=tf.constant(1, tf.int64))

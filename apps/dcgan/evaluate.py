@@ -55,6 +55,18 @@ def inception_score(probs: np.ndarray, eps: float = 1e-12) -> float:
     return float(np.exp(kl.mean()))
 
 
+def entropy_terms(probs: np.ndarray, eps: float = 1e-12) -> dict:
+    """The two halves of the Inception Score, log IS = H(y) - E_x H(y|x) (in nats):
+    ``marginal_entropy`` H(p(y)), at most log(classes) when the samples cover the classes evenly
+    (a low value means missing or over-represented classes), and ``conditional_entropy``
+    E_x H(p(y|x)), 0 when the classifier is sure of every sample (a high value means ambiguous,
+    malformed samples). They tell which of the two keeps a score down."""
+    probs = np.asarray(probs, dtype=np.float64)
+    p_y = probs.mean(axis=0)
+    return {"marginal_entropy": float(-np.sum(p_y * np.log(p_y + eps))),
+            "conditional_entropy": float(-np.sum(probs * np.log(probs + eps), axis=1).mean())}
+
+
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
     values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
     return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
@@ -202,10 +214,17 @@ class Scorer:
             probs.append(np.asarray(p))
         return np.concatenate(feats), np.concatenate(probs)
 
-    def score(self, images_uint8) -> dict:
+    def score(self, images_uint8, class_fractions: bool = False) -> dict:
+        """IS, FD and the IS's two entropy terms; with ``class_fractions``, also the fraction
+        of the images the classifier assigns to each class (argmax)."""
         feats, probs = self.features(images_uint8)
-        return {"inception_score": inception_score(probs),
-                "frechet_distance": frechet_distance(feats, self.test_features)}
+        out = {"inception_score": inception_score(probs),
+               "frechet_distance": frechet_distance(feats, self.test_features),
+               **entropy_terms(probs)}
+        if class_fractions:
+            counts = np.bincount(probs.argmax(axis=1), minlength=probs.shape[1])
+            out["class_fractions"] = (counts / len(probs)).round(4).tolist()
+        return out
 
     def ceiling(self, x_train, seed: int = 0) -> dict:
         """Real training images (a seeded random n of them) against the real test images."""
@@ -213,7 +232,8 @@ class Scorer:
         real = self.score(x_train[np.sort(pick)])
         return {"real_train_inception_score": real["inception_score"],
                 "real_train_frechet_distance": real["frechet_distance"],
-                "real_test_inception_score": inception_score(self.test_probs)}
+                "real_test_inception_score": inception_score(self.test_probs),
+                **{f"real_test_{k}": v for k, v in entropy_terms(self.test_probs).items()}}
 
 
 def generate(generator_fn, n: int, latent_dim: int, seed: int, batch: int = BATCH) -> np.ndarray:
@@ -230,7 +250,7 @@ def generate(generator_fn, n: int, latent_dim: int, seed: int, batch: int = BATC
 def sample_quality(generator_fn, latent_dim, scorer: Scorer, x_train, seed: int = 0) -> dict:
     """IS and FD of n generated images, the ceiling, and the ratios the issue's targets use."""
     images = generate(generator_fn, scorer.n, latent_dim, seed)
-    out = scorer.score(images)
+    out = scorer.score(images, class_fractions=True)
     out.update(scorer.ceiling(x_train, seed))
     out["eval_samples"] = scorer.n
     ceiling_fd = out["real_train_frechet_distance"]

@@ -278,6 +278,11 @@ def main(argv=None):
               f"{metrics['frechet_distance']:.4f} (real train vs test "
               f"{metrics['real_train_frechet_distance']:.4f}, ratio "
               f"{metrics['frechet_ratio'] or float('nan'):.2f})")
+        print(f"log IS = H(y) {metrics['marginal_entropy']:.3f} (real test "
+              f"{metrics['real_test_marginal_entropy']:.3f}) - E H(y|x) "
+              f"{metrics['conditional_entropy']:.3f} (real test "
+              f"{metrics['real_test_conditional_entropy']:.3f}); samples per class "
+              f"{metrics['class_fractions']}")
     print(f"{record.get('epochs_run', '?')} epochs, {record['wall_seconds']:.0f} s, "
           f"{record.get('examples_per_sec') or 0:.0f} real images/s in the train step")
 
