@@ -51,8 +51,7 @@ BUDGETS = {
     "default": {"pretrain": ["--epochs", "30"],
                 "scratch": ["--epochs", "40"],
                 # Stage 2 re-learns blocks 3-5 at 1/10 of the stage-1 rate: the animal-tuned
-                # top blocks do not fit vehicles (see above); the top block alone at 1/100
-                # (Chollet's setting for ImageNet weights) gave 54.4%, blocks 4-5 at 1/10 79.1%.
+                # top blocks do not fit vehicles (the docstring has the measurements).
                 "transfer": ["--epochs", "20", "--finetune-epochs", "20", "--finetune-blocks",
                              "3", "--finetune-lr-factor", "0.1"]},
     "small": {"pretrain": ["--epochs", "3"],

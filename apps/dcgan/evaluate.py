@@ -45,16 +45,6 @@ BATCH = 500
 # ----------------------------------------------------------------------------------------------
 
 
-def inception_score(probs: np.ndarray, eps: float = 1e-12) -> float:
-    """exp(mean_x KL(p(y|x) || p(y))) for class probabilities ``probs`` [n, classes]."""
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2 or len(probs) == 0:
-        raise ValueError(f"probs must be [n, classes] with n > 0, got shape {probs.shape}")
-    p_y = probs.mean(axis=0, keepdims=True)
-    kl = np.sum(probs * (np.log(probs + eps) - np.log(p_y + eps)), axis=1)
-    return float(np.exp(kl.mean()))
-
-
 def entropy_terms(probs: np.ndarray, eps: float = 1e-12) -> dict:
     """The two halves of the Inception Score, log IS = H(y) - E_x H(y|x) (in nats):
     ``marginal_entropy`` H(p(y)), at most log(classes) when the samples cover the classes evenly
@@ -62,9 +52,18 @@ def entropy_terms(probs: np.ndarray, eps: float = 1e-12) -> dict:
     E_x H(p(y|x)), 0 when the classifier is sure of every sample (a high value means ambiguous,
     malformed samples). They tell which of the two keeps a score down."""
     probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or len(probs) == 0:
+        raise ValueError(f"probs must be [n, classes] with n > 0, got shape {probs.shape}")
     p_y = probs.mean(axis=0)
     return {"marginal_entropy": float(-np.sum(p_y * np.log(p_y + eps))),
             "conditional_entropy": float(-np.sum(probs * np.log(probs + eps), axis=1).mean())}
+
+
+def inception_score(probs: np.ndarray, eps: float = 1e-12) -> float:
+    """exp(mean_x KL(p(y|x) || p(y))) for class probabilities ``probs`` [n, classes]: since p(y)
+    is the mean of p(y|x), the mean KL is H(y) - E_x H(y|x) (``entropy_terms``)."""
+    terms = entropy_terms(probs, eps)
+    return float(np.exp(terms["marginal_entropy"] - terms["conditional_entropy"]))
 
 
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
