@@ -183,6 +183,34 @@ def test_inception_score_splits_into_marginal_minus_conditional_entropy():
     assert unsure["conditional_entropy"] == pytest.approx(np.log(10))
 
 
+def test_per_sample_entropies_and_the_unsure_fraction():
+    from apps.dcgan.evaluate import UNSURE_BELOW, sample_entropies, unsure_fraction
+
+    sure, even = np.eye(10)[2], np.full(10, 0.1)
+    below = np.full(10, (1 - (UNSURE_BELOW - 0.01)) / 9)
+    below[0] = UNSURE_BELOW - 0.01
+    probs = np.stack([sure, even, below, sure])
+    h = sample_entropies(probs)
+    assert h[0] == pytest.approx(0, abs=1e-9) and h[1] == pytest.approx(np.log(10))
+    assert 0 < h[2] < h[1]
+    assert unsure_fraction(probs) == 0.5  # the even one and the one just below the line
+    with pytest.raises(ValueError):
+        sample_entropies(np.ones(10) / 10)
+
+
+def test_confidence_grid_shows_the_least_sure_samples(tmp_path):
+    from apps.dcgan.progress import confidence_grid
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 28, 28, 1), dtype=np.uint8)
+    probs = rng.dirichlet(np.full(10, 0.5), size=40)
+    path = confidence_grid(images, probs, tmp_path / "c.png", n=8)
+    assert path.is_file() and Image.open(path).size[0] > 100
+    # Fewer images than a panel holds still draws.
+    assert confidence_grid(images[:3], probs[:3], tmp_path / "d.png", n=8).is_file()
+
+
 def test_frechet_distance_of_identical_sets_is_zero_and_of_a_shift_is_its_square():
     from apps.dcgan.evaluate import frechet_distance
 
@@ -268,7 +296,7 @@ def test_run_writes_samples_animation_and_loss_curves(trained):
     run = base / "run"
     for name in ("config.json", "history.csv", "metrics.json", "gan_losses.png",
                  "progress.gif", "step_losses.csv", "quality.csv", "quality.png",
-                 "samples/epoch_001.png",
+                 "samples_by_confidence.png", "samples/epoch_001.png",
                  "samples/epoch_002.png"):
         assert (run / name).is_file(), name
     import imageio.v3 as iio
@@ -317,6 +345,7 @@ def test_run_measures_sample_quality_and_exports(trained):
         m["inception_score"], rel=1e-6)
     assert len(m["class_fractions"]) == 10 and sum(m["class_fractions"]) == pytest.approx(1, 1e-3)
     assert 0 <= m["real_test_conditional_entropy"] < m["real_test_marginal_entropy"]
+    assert 0 <= m["unsure_fraction"] <= 1 and 0 <= m["real_test_unsure_fraction"] <= 1
     assert (base / "clf" / "classifier.weights.h5").is_file()
     loaded = tf.saved_model.load(record["export"])
     out = loaded.signatures["sample"](count=tf.constant(4), seed=tf.constant(1, tf.int64))

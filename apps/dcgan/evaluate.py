@@ -51,12 +51,29 @@ def entropy_terms(probs: np.ndarray, eps: float = 1e-12) -> dict:
     (a low value means missing or over-represented classes), and ``conditional_entropy``
     E_x H(p(y|x)), 0 when the classifier is sure of every sample (a high value means ambiguous,
     malformed samples). They tell which of the two keeps a score down."""
+    per_sample = sample_entropies(probs, eps)  # checks the shape
+    p_y = np.asarray(probs, dtype=np.float64).mean(axis=0)
+    return {"marginal_entropy": float(-np.sum(p_y * np.log(p_y + eps))),
+            "conditional_entropy": float(per_sample.mean())}
+
+
+def sample_entropies(probs: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """H(p(y|x)) of each sample [n] (nats): 0 for a sample the classifier is sure of, log(10)
+    for one it cannot tell apart from any class."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or len(probs) == 0:
         raise ValueError(f"probs must be [n, classes] with n > 0, got shape {probs.shape}")
-    p_y = probs.mean(axis=0)
-    return {"marginal_entropy": float(-np.sum(p_y * np.log(p_y + eps))),
-            "conditional_entropy": float(-np.sum(probs * np.log(probs + eps), axis=1).mean())}
+    return -np.sum(probs * np.log(probs + eps), axis=1)
+
+
+# A sample is "unsure" when the classifier gives its most likely class less than this
+# probability: the share of such samples is the plain-words reading of E H(y|x).
+UNSURE_BELOW = 0.9
+
+
+def unsure_fraction(probs: np.ndarray) -> float:
+    """The fraction of samples whose most likely class has probability < ``UNSURE_BELOW``."""
+    return float((np.asarray(probs).max(axis=1) < UNSURE_BELOW).mean())
 
 
 def inception_score(probs: np.ndarray, eps: float = 1e-12) -> float:
@@ -195,15 +212,17 @@ def load_or_train_classifier(x_train, y_train, x_test, y_test, folder, epochs: i
 
 class Scorer:
     """The classifier's probabilities and penultimate features for uint8 images, with the
-    real test images' features computed once."""
+    real test images' features computed once: all of them, or a seeded random ``n`` -- not the
+    first ``n``, since MNIST's first 5,000 test digits are the cleaner half (LeCun et al.)."""
 
-    def __init__(self, classifier, x_test, n: int = EVAL_SAMPLES):
+    def __init__(self, classifier, x_test, n: int = EVAL_SAMPLES, seed: int = 0):
         import keras
 
         self.model = keras.Model(classifier.input,
                                  [classifier.get_layer("features").output, classifier.output])
         self.n = min(n, len(x_test))
-        self.test_features, self.test_probs = self.features(x_test[: self.n])
+        pick = np.sort(np.random.default_rng(seed).permutation(len(x_test))[: self.n])
+        self.test_features, self.test_probs = self.features(x_test[pick])
 
     def features(self, images_uint8):
         feats, probs = [], []
@@ -215,14 +234,18 @@ class Scorer:
 
     def score(self, images_uint8, class_fractions: bool = False) -> dict:
         """IS, FD and the IS's two entropy terms; with ``class_fractions``, also the fraction
-        of the images the classifier assigns to each class (argmax)."""
-        feats, probs = self.features(images_uint8)
+        of the images the classifier assigns to each class (argmax) and ``unsure_fraction``."""
+        return self.score_outputs(*self.features(images_uint8), class_fractions)
+
+    def score_outputs(self, feats, probs, class_fractions: bool = False) -> dict:
+        """``score`` from the classifier's outputs for the images (``features``)."""
         out = {"inception_score": inception_score(probs),
                "frechet_distance": frechet_distance(feats, self.test_features),
                **entropy_terms(probs)}
         if class_fractions:
             counts = np.bincount(probs.argmax(axis=1), minlength=probs.shape[1])
             out["class_fractions"] = (counts / len(probs)).round(4).tolist()
+            out["unsure_fraction"] = unsure_fraction(probs)
         return out
 
     def ceiling(self, x_train, seed: int = 0) -> dict:
@@ -232,6 +255,7 @@ class Scorer:
         return {"real_train_inception_score": real["inception_score"],
                 "real_train_frechet_distance": real["frechet_distance"],
                 "real_test_inception_score": inception_score(self.test_probs),
+                "real_test_unsure_fraction": unsure_fraction(self.test_probs),
                 **{f"real_test_{k}": v for k, v in entropy_terms(self.test_probs).items()}}
 
 
@@ -246,10 +270,18 @@ def generate(generator_fn, n: int, latent_dim: int, seed: int, batch: int = BATC
     return np.concatenate(out)
 
 
-def sample_quality(generator_fn, latent_dim, scorer: Scorer, x_train, seed: int = 0) -> dict:
-    """IS and FD of n generated images, the ceiling, and the ratios the issue's targets use."""
+def sample_quality(generator_fn, latent_dim, scorer: Scorer, x_train, seed: int = 0,
+                   figure=None) -> dict:
+    """IS and FD of n generated images, the ceiling, and the ratios the issue's targets use.
+    ``figure``: a PNG path for the samples the classifier is least sure of, beside random ones
+    (``progress.confidence_grid``) -- what a low E H(y|x) is made of."""
     images = generate(generator_fn, scorer.n, latent_dim, seed)
-    out = scorer.score(images, class_fractions=True)
+    feats, probs = scorer.features(images)
+    out = scorer.score_outputs(feats, probs, class_fractions=True)
+    if figure:
+        from apps.dcgan.progress import confidence_grid
+
+        confidence_grid(images, probs, figure, seed=seed)
     out.update(scorer.ceiling(x_train, seed))
     out["eval_samples"] = scorer.n
     ceiling_fd = out["real_train_frechet_distance"]
@@ -281,7 +313,12 @@ def main(argv=None):
                         help="train the classifier on the first N training images only")
     parser.add_argument("--eval-samples", type=int, default=EVAL_SAMPLES)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--figure", default=None,
+                        help="with --model: a PNG of the samples the classifier is least sure "
+                             "of, beside random ones")
     args = parser.parse_args(argv)
+    if args.figure and not args.model:
+        parser.error("--figure needs --model (it shows generated samples)")
     if args.eval_samples < 2:
         parser.error("--eval-samples must be at least 2")
     if args.model and not (Path(args.model) / "saved_model.pb").exists():
@@ -303,7 +340,7 @@ def main(argv=None):
         serve = tf.saved_model.load(args.model).signatures["serving_default"]
         latent_dim = serve.structured_input_signature[1]["latent"].shape[-1]
         quality = sample_quality(lambda z: serve(latent=tf.constant(z))["images"].numpy(),
-                                 latent_dim, scorer, x_train, args.seed)
+                                 latent_dim, scorer, x_train, args.seed, figure=args.figure)
         result.update(quality)
     print(json.dumps(result, indent=2))
     return result

@@ -248,3 +248,33 @@ def quality_curves(quality_csv, path, title: str = "") -> Path | None:
         ax.legend(fontsize=8)
     axes[1].set_yscale("log")
     return save_figure(fig, path, title)
+
+
+def confidence_grid(images: np.ndarray, probs: np.ndarray, path, n: int = 32, seed: int = 0,
+                    title: str = "") -> Path:
+    """Two panels of ``n`` uint8 images each, titled with the classifier's most likely class and
+    its probability: the ``n`` it is least sure of (highest H(y|x)) and ``n`` drawn at random
+    (seeded). Where an Inception Score below the real data's comes from, in one picture."""
+    from apps.dcgan.evaluate import sample_entropies
+    from shared.plots import plt, save_figure
+
+    n = min(n, len(images))
+    unsure = np.argsort(sample_entropies(probs))[::-1][:n]
+    random = np.random.default_rng(seed).choice(len(images), n, replace=False)
+    cols = 8
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(cols * 0.8, 2 * rows * 0.95 + 0.7),
+                             squeeze=False)
+    for block, picks in enumerate((unsure, random)):
+        for k, ax in enumerate(axes[block * rows:(block + 1) * rows].ravel()):
+            ax.axis("off")
+            if k >= len(picks):
+                continue
+            i = picks[k]
+            img = images[i]
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
+            ax.set_title(f"{probs[i].argmax()}: {probs[i].max():.2f}", fontsize=7, pad=2,
+                         color="C3" if block == 0 else "black")
+    return save_figure(fig, path, title or (
+        f"red: the {n} of {len(images):,} samples the classifier is least sure of;\n"
+        f"black: {n} at random (class: probability)"), dpi=110)

@@ -8,7 +8,9 @@
 Reads top to bottom: data -> model -> train -> evaluate -> export. The run directory gets, besides
 the shared records (config, history.csv with d_loss / g_loss per epoch, TensorBoard, metrics.json):
 ``samples/epoch_NNN.png`` (one fixed latent batch after every epoch), ``progress.gif`` (those
-grids as an animation), ``step_losses.csv`` and ``gan_losses.png`` (losses per generator step).
+grids as an animation), ``step_losses.csv`` and ``gan_losses.png`` (losses per generator step),
+with ``--score-every N`` ``quality.csv`` / ``quality.png``, and after the evaluation
+``samples_by_confidence.png`` (the samples the classifier is least sure of, beside random ones).
 """
 
 from __future__ import annotations
@@ -253,7 +255,7 @@ def main(argv=None):
         scorer = evaluate.Scorer(model, x_test, args.eval_samples)
         metrics = evaluate.sample_quality(
             lambda z: progress.to_uint8(generator(z, training=False)), args.latent_dim, scorer,
-            x_full, args.seed)
+            x_full, args.seed, figure=run.dir / "samples_by_confidence.png")
         metrics["classifier_test_accuracy"] = record["test_accuracy"]
         if last_weights is not None:
             averaged = generator.get_weights()
@@ -283,6 +285,10 @@ def main(argv=None):
               f"{metrics['conditional_entropy']:.3f} (real test "
               f"{metrics['real_test_conditional_entropy']:.3f}); samples per class "
               f"{metrics['class_fractions']}")
+        print(f"classifier less than {evaluate.UNSURE_BELOW:.0%} sure of "
+              f"{metrics['unsure_fraction']:.1%} of the samples (real test images: "
+              f"{metrics['real_test_unsure_fraction']:.1%}); the least sure are in "
+              f"{run.dir / 'samples_by_confidence.png'}")
     print(f"{record.get('epochs_run', '?')} epochs, {record['wall_seconds']:.0f} s, "
           f"{record.get('examples_per_sec') or 0:.0f} real images/s in the train step")
 
