@@ -249,7 +249,8 @@ def test_export_round_trip_and_same_seed_same_images(tmp_path):
 
     serve = loaded.signatures["serving_default"]
     (spec,) = serve.structured_input_signature[1].values()
-    assert spec.name == "latent" and spec.dtype == tf.float32 and spec.shape.as_list() == [None, 100]
+    assert spec.name == "latent" and spec.dtype == tf.float32
+    assert spec.shape.as_list() == [None, 100]
     z = np.random.default_rng(1).standard_normal((5, 100)).astype("float32")
     images = serve(latent=tf.constant(z))["images"]
     assert images.dtype == tf.uint8 and images.shape == (5, 28, 28, 1)
