@@ -49,6 +49,7 @@ def test_generator_and_discriminator_shapes(shape):
     assert not any(isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D))
                    for layer in d.layers)
 
+
 def test_generator_layouts_refine_and_kernel():
     """Default: TensorFlow's DCGAN-tutorial layout at 28x28 (7x7x4w -> 7x7x2w -> 14x14xw -> 28x28)
     with 5x5 kernels; --no-refine / kernel 4: dcgan.torch's (7x7x2w -> 14x14xw -> 28x28)."""
@@ -66,11 +67,33 @@ def test_generator_layouts_refine_and_kernel():
     assert "refine" not in [layer.name for layer in plain.layers]
     assert plain.get_layer("images").kernel_size == (4, 4)
     assert build_discriminator((28, 28, 1), 16, kernel=4).get_layer("conv_1").kernel_size == (4, 4)
+
     # CIFAR: 4x4x8w -> 4x4x4w -> 8x8x2w -> 16x16xw -> 32x32x3
     c = build_generator((32, 32, 3), 100, 8)
     assert c.get_layer("reshape").output.shape[1:] == (4, 4, 64)
     assert c.get_layer("deconv_2").output.shape[1:] == (16, 16, 8)
 
+
+def test_discriminator_depth():
+    """Default: mirror the generator (28x28 ends at 7x7); layers=3 ends at 4x4; out of range is
+    an error, and the train script says so before building anything."""
+    from apps.dcgan import train
+    from apps.dcgan.model import build_discriminator
+
+    names = lambda d: [layer.name for layer in d.layers if layer.name.startswith("conv_")
+                       and not layer.name.endswith(("_bn", "_lrelu"))]
+    assert names(build_discriminator((28, 28, 1), 16)) == ["conv_1", "conv_2"]
+    deep = build_discriminator((28, 28, 1), 16, layers=3)
+    assert names(deep) == ["conv_1", "conv_2", "conv_3"]
+    assert deep.get_layer("conv_3").output.shape[1:] == (4, 4, 64)
+    assert "conv_3_bn" in [layer.name for layer in deep.layers]  # [R2]
+    assert deep(np.zeros((2, 28, 28, 1), "float32")).shape == (2, 1)
+    assert names(build_discriminator((32, 32, 3), 16)) == ["conv_1", "conv_2", "conv_3"]
+    with pytest.raises(ValueError, match="1 to 5"):
+        build_discriminator((28, 28, 1), 16, layers=6)
+    assert train.parse_args(["--disc-layers", "3"]).disc_layers == 3
+    with pytest.raises(SystemExit):
+        train.parse_args(["--disc-layers", "0"])
 
 
 def test_unsupported_image_size_is_an_error():

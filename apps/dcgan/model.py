@@ -28,7 +28,8 @@ real targets 1 - s, fake targets stay 0.
 Layer sizes: the generator projects z to a (base x base) map and doubles the resolution n times
 while halving the channels (dcgan.torch, Radford's Torch code: ngf = ndf = 64, channels halve as
 the resolution doubles); the discriminator mirrors it. 28x28 images use base 7 and n = 2
-(7 -> 14 -> 28); 32x32 images base 4 and n = 3 (4 -> 8 -> 16 -> 32).
+(7 -> 14 -> 28); 32x32 images base 4 and n = 3 (4 -> 8 -> 16 -> 32). ``--disc-layers 3`` gives
+the 28x28 discriminator a third strided convolution (7 -> 4), ending at 4x4 as at 32x32.
 
 Two choices differ from dcgan.torch, because at 28x28 its generator has only two up-sampling
 layers; side by side on MNIST (5,000 samples scored after each of 4 epochs, same seed) the
@@ -118,13 +119,23 @@ def build_generator(image_shape=(28, 28, 1), latent_dim: int = LATENT_DIM,
 
 
 def build_discriminator(image_shape=(28, 28, 1), width: int = WIDTH,
-                        kernel: int = KERNEL) -> keras.Model:
+                        kernel: int = KERNEL, layers: int | None = None) -> keras.Model:
     """images [batch, H, W, C] in [-1, 1] -> one logit per image (log-odds of "real").
+
+    ``layers`` strided convolutions, channels doubling from ``width``; None mirrors the
+    generator (n: 28x28 -> 14 -> 7, 32x32 -> 16 -> 8 -> 4). One more at 28x28 (``layers=3``,
+    7 -> 4 with "same" padding) ends at 4x4 like Radford's 64x64 discriminator.
 
     The logit is the sigmoid output's pre-activation [R3]; the losses apply the sigmoid inside
     the cross-entropy (``sigmoid_cross_entropy_with_logits``), which is the same function,
     computed without overflow."""
     n, _ = resolution_steps(image_shape)
+    if layers is not None:
+        most = max(1, (image_shape[0] - 1).bit_length())  # halvings until 1x1
+        if not 1 <= layers <= most:
+            raise ValueError(f"a {image_shape[0]}x{image_shape[1]} discriminator takes 1 to "
+                             f"{most} strided convolutions, got {layers}")
+        n = layers
     images = keras.Input(image_shape, name="images")
     # [R1] strided convolutions instead of pooling; [R2] no batch normalization on the input
     # layer; [R5] LeakyReLU 0.2.

@@ -91,6 +91,10 @@ def parse_args(argv=None):
     a.add_argument("--no-refine", dest="refine", action="store_false",
                    help="drop the generator's stride-1 layer at the base resolution (TensorFlow's "
                         "DCGAN tutorial has it; dcgan.torch does not)")
+    a.add_argument("--disc-layers", type=int, default=None,
+                   help="strided convolutions in the discriminator (default: mirror the "
+                        "generator, 2 at 28x28 and 3 at 32x32; 3 at 28x28 ends at 4x4 as "
+                        "Radford's 64x64 discriminator does)")
     a.add_argument("--steps-per-epoch", type=int, default=None,
                    help="cap the generator steps of each epoch (for quick checks)")
     e = parser.add_argument_group("sample quality")
@@ -129,6 +133,8 @@ def parse_args(argv=None):
         value = getattr(args, flag)
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} must be a positive integer")
+    if args.disc_layers is not None and not 1 <= args.disc_layers <= 5:
+        parser.error("--disc-layers must be 1 to 5 (5 halvings take 28x28 or 32x32 to 1x1)")
     if args.evaluate and args.eval_samples < 2:
         parser.error("--eval-samples must be at least 2 (or use --no-eval)")
     return args
@@ -200,7 +206,8 @@ def main(argv=None):
     with run.strategy.scope():
         generator = build_generator(x_train.shape[1:], args.latent_dim, args.width,
                                     args.kernel_size, args.refine)
-        discriminator = build_discriminator(x_train.shape[1:], args.width, args.kernel_size)
+        discriminator = build_discriminator(x_train.shape[1:], args.width, args.kernel_size,
+                                            args.disc_layers)
         gan = DCGAN(generator, discriminator, seed=args.seed)
         gan.compile(make_optimizer(args, steps), make_optimizer(args, steps, args.ema), k=args.k,
                     label_smoothing=args.label_smoothing)
