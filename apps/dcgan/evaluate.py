@@ -79,8 +79,17 @@ def unsure_fraction(probs: np.ndarray) -> float:
 def inception_score(probs: np.ndarray, eps: float = 1e-12) -> float:
     """exp(mean_x KL(p(y|x) || p(y))) for class probabilities ``probs`` [n, classes]: since p(y)
     is the mean of p(y|x), the mean KL is H(y) - E_x H(y|x) (``entropy_terms``)."""
-    terms = entropy_terms(probs, eps)
+    return _score_of(entropy_terms(probs, eps))
+
+
+def _score_of(terms: dict) -> float:
     return float(np.exp(terms["marginal_entropy"] - terms["conditional_entropy"]))
+
+
+def _class_stats(probs) -> dict:
+    """The Inception Score and its two entropy terms, the terms computed once."""
+    terms = entropy_terms(probs)
+    return {"inception_score": _score_of(terms), **terms}
 
 
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
@@ -239,9 +248,8 @@ class Scorer:
 
     def score_outputs(self, feats, probs, class_fractions: bool = False) -> dict:
         """``score`` from the classifier's outputs for the images (``features``)."""
-        out = {"inception_score": inception_score(probs),
-               "frechet_distance": frechet_distance(feats, self.test_features),
-               **entropy_terms(probs)}
+        out = {**_class_stats(probs),
+               "frechet_distance": frechet_distance(feats, self.test_features)}
         if class_fractions:
             counts = np.bincount(probs.argmax(axis=1), minlength=probs.shape[1])
             out["class_fractions"] = (counts / len(probs)).round(4).tolist()
@@ -254,9 +262,8 @@ class Scorer:
         real = self.score(x_train[np.sort(pick)])
         return {"real_train_inception_score": real["inception_score"],
                 "real_train_frechet_distance": real["frechet_distance"],
-                "real_test_inception_score": inception_score(self.test_probs),
                 "real_test_unsure_fraction": unsure_fraction(self.test_probs),
-                **{f"real_test_{k}": v for k, v in entropy_terms(self.test_probs).items()}}
+                **{f"real_test_{k}": v for k, v in _class_stats(self.test_probs).items()}}
 
 
 def generate(generator_fn, n: int, latent_dim: int, seed: int, batch: int = BATCH) -> np.ndarray:

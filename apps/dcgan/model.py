@@ -118,6 +118,11 @@ def build_generator(image_shape=(28, 28, 1), latent_dim: int = LATENT_DIM,
     return keras.Model(z, images, name="generator")
 
 
+def max_disc_layers(image_shape) -> int:
+    """Stride-2 "same" convolutions until the map is 1x1 (28 or 32 -> 5)."""
+    return max(1, (image_shape[0] - 1).bit_length())
+
+
 def build_discriminator(image_shape=(28, 28, 1), width: int = WIDTH,
                         kernel: int = KERNEL, layers: int | None = None) -> keras.Model:
     """images [batch, H, W, C] in [-1, 1] -> one logit per image (log-odds of "real").
@@ -131,7 +136,7 @@ def build_discriminator(image_shape=(28, 28, 1), width: int = WIDTH,
     computed without overflow."""
     n, _ = resolution_steps(image_shape)
     if layers is not None:
-        most = max(1, (image_shape[0] - 1).bit_length())  # halvings until 1x1
+        most = max_disc_layers(image_shape)
         if not 1 <= layers <= most:
             raise ValueError(f"a {image_shape[0]}x{image_shape[1]} discriminator takes 1 to "
                              f"{most} strided convolutions, got {layers}")

@@ -128,13 +128,19 @@ def parse_args(argv=None):
         parser.error("--ema must be in [0, 1) (0 = off)")
     if args.score_every < 0:
         parser.error("--score-every must be >= 0")
-    for flag in ("latent_dim", "width", "kernel_size", "steps_per_epoch", "classifier_epochs",
-                 "classifier_limit"):
+    for flag in ("latent_dim", "width", "kernel_size", "disc_layers", "steps_per_epoch",
+                 "classifier_epochs", "classifier_limit"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} must be a positive integer")
-    if args.disc_layers is not None and not 1 <= args.disc_layers <= 5:
-        parser.error("--disc-layers must be 1 to 5 (5 halvings take 28x28 or 32x32 to 1x1)")
+    if args.disc_layers is not None:
+        from apps.dcgan.data import DATASETS
+        from apps.dcgan.model import max_disc_layers
+
+        most = max_disc_layers(DATASETS[args.dataset])
+        if args.disc_layers > most:
+            parser.error(f"--disc-layers must be at most {most} for {args.dataset} (its images "
+                         "are 1x1 after that many halvings)")
     if args.evaluate and args.eval_samples < 2:
         parser.error("--eval-samples must be at least 2 (or use --no-eval)")
     return args
