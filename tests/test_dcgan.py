@@ -75,15 +75,16 @@ def test_generator_layouts_refine_and_kernel():
 
 
 def test_discriminator_depth():
-    """Default: mirror the generator (28x28 ends at 7x7); layers=3 ends at 4x4; out of range is
-    an error, and the train script says so before building anything."""
+    """Default: halve until the map is 4x4 (three at 28x28 and 32x32); layers=2 mirrors the
+    28x28 generator (ends at 7x7); out of range is an error, and the train script says so
+    before building anything."""
     from apps.dcgan import train
     from apps.dcgan.model import build_discriminator
 
     names = lambda d: [layer.name for layer in d.layers if layer.name.startswith("conv_")
                        and not layer.name.endswith(("_bn", "_lrelu"))]
-    assert names(build_discriminator((28, 28, 1), 16)) == ["conv_1", "conv_2"]
-    deep = build_discriminator((28, 28, 1), 16, layers=3)
+    assert names(build_discriminator((28, 28, 1), 16, layers=2)) == ["conv_1", "conv_2"]
+    deep = build_discriminator((28, 28, 1), 16)
     assert names(deep) == ["conv_1", "conv_2", "conv_3"]
     assert deep.get_layer("conv_3").output.shape[1:] == (4, 4, 64)
     assert "conv_3_bn" in [layer.name for layer in deep.layers]  # [R2]
@@ -377,19 +378,29 @@ def test_run_measures_sample_quality_and_exports(trained):
 
 
 def test_cached_classifier_is_reused(trained):
-    from apps.dcgan.evaluate import load_or_train_classifier
+    from apps.dcgan.evaluate import classifier_dir, load_or_train_classifier
     from shared.data import load_image_dataset
+    from shared.errors import UserError
 
     base, _ = trained
-    x = np.zeros((4, 28, 28, 1), np.uint8)
-    y = np.arange(4) % 10
-    model, record = load_or_train_classifier(x, y, x, y, base / "clf")  # loads, trains nothing
+    x = np.zeros((2000, 28, 28, 1), np.uint8)  # the fixture's --classifier-limit 2000
+    y = np.arange(2000) % 10
+    model, record = load_or_train_classifier(x, y, x, y, base / "clf", 1)  # loads, trains nothing
     assert record["train_images"] < 2000 and model.output_shape == (None, 10)
     _, (x_test, y_test) = load_image_dataset("mnist")
     predicted = model.predict(x_test[:500, ..., None].astype("float32"), verbose=0).argmax(1)
     assert np.mean(predicted == y_test[:500]) == pytest.approx(record["test_accuracy"], abs=0.08)
     with pytest.raises(Exception, match="shape"):
-        load_or_train_classifier(np.zeros((4, 32, 32, 3), np.uint8), y, x, y, base / "clf")
+        load_or_train_classifier(np.zeros((4, 32, 32, 3), np.uint8), y, x, y, base / "clf", 1)
+    # A cache trained with other settings is another instrument: refused, never used in silence.
+    with pytest.raises(UserError, match=r"epochs 1 \(asked for 12\)"):
+        load_or_train_classifier(x, y, x, y, base / "clf")
+    with pytest.raises(UserError, match=r"train_images 1800 \(asked for 900\)"):
+        load_or_train_classifier(x[:1000], y[:1000], x, y, base / "clf", 1)
+    # ... and the default caches are named by their settings, so each has its own.
+    names = [classifier_dir("mnist", limit, epochs, "r").name
+             for limit, epochs in ((None, 12), (2000, 12), (None, 6), (2000, 1))]
+    assert names == ["mnist", "mnist-limit2000", "mnist-epochs6", "mnist-limit2000-epochs1"]
 
 
 def test_mirrored_on_two_logical_devices(tmp_path, mirror):

@@ -20,7 +20,9 @@ accuracy) and cached, with its test accuracy, in ``--classifier-dir`` (default
 ``runs/dcgan_classifier/<dataset>``, relative to the working directory; independent of
 ``saved_models/``). It trains on the whole training set whatever the GAN's ``--limit``, unless
 ``--classifier-limit N`` asks for the first N images (cached under ``<dataset>-limit<N>``; for
-quick checks). Delete the folder to retrain it.
+quick checks); ``--classifier-epochs E`` other than 12 is cached under ``<dataset>-epochs<E>``. A
+cache trained with other settings than those asked for is refused with an error rather than
+used: it would be another instrument. Delete the folder to retrain it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ CLASSIFIER_DIR = Path("runs") / "dcgan_classifier"
 WEIGHTS = "classifier.weights.h5"
 RECORD = "classifier.json"
 EVAL_SAMPLES = 10_000  # the issue: 10,000 generated vs 10,000 real test images
+CLASSIFIER_EPOCHS = 12  # keras examples/mnist_cnn.py: epochs = 12
 BATCH = 500
 
 
@@ -140,10 +143,18 @@ def build_classifier(image_shape=(28, 28, 1), num_classes: int = 10):
     return keras.Model(inputs, outputs, name="dcgan_classifier")
 
 
-def classifier_dir(dataset: str, limit: int | None = None, root=None) -> Path:
-    """``<root>/<dataset>``, or ``<root>/<dataset>-limit<N>`` for one trained on N images."""
+def classifier_dir(dataset: str, limit: int | None = None, epochs: int = CLASSIFIER_EPOCHS,
+                   root=None) -> Path:
+    """``<root>/<dataset>``; ``-limit<N>`` appended for one trained on the first N images and
+    ``-epochs<E>`` for one trained for other than the default number of epochs, so that each
+    setting has its own cache."""
     root = Path(root) if root else CLASSIFIER_DIR
-    return root / (dataset if limit is None else f"{dataset}-limit{limit}")
+    name = dataset + ("" if limit is None else f"-limit{limit}")
+    return root / (name + ("" if epochs == CLASSIFIER_EPOCHS else f"-epochs{epochs}"))
+
+
+def _validation_size(n: int) -> int:
+    return min(5000, max(10, n // 10))  # the usual 55,000 / 5,000 split
 
 
 def _pixels_dataset(x, y=None, batch=128, shuffle=False, seed=0):
@@ -157,7 +168,7 @@ def _pixels_dataset(x, y=None, batch=128, shuffle=False, seed=0):
     return ds.batch(batch).map(cast).prefetch(tf.data.AUTOTUNE)
 
 
-def train_classifier(x_train, y_train, x_test, y_test, folder, epochs: int = 12,
+def train_classifier(x_train, y_train, x_test, y_test, folder, epochs: int = CLASSIFIER_EPOCHS,
                      seed: int = 42, verbose: int = 2):
     """Train the classifier with the shared callbacks and cache it in ``folder`` (weights and a
     record with its test accuracy, each written atomically). Returns (model, record)."""
@@ -168,7 +179,7 @@ def train_classifier(x_train, y_train, x_test, y_test, folder, epochs: int = 12,
     from shared.io import atomic_write_json
 
     keras.utils.set_random_seed(seed)  # the same classifier whatever ran before in the process
-    val = min(5000, max(10, len(x_train) // 10))  # the usual 55,000 / 5,000 split
+    val = _validation_size(len(x_train))
     (x_tr, y_tr), (x_val, y_val) = train_val_split(x_train, y_train, val, seed)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     model = build_classifier(x_train.shape[1:], num_classes)
@@ -196,10 +207,12 @@ def train_classifier(x_train, y_train, x_test, y_test, folder, epochs: int = 12,
     return model, record
 
 
-def load_or_train_classifier(x_train, y_train, x_test, y_test, folder, epochs: int = 12,
-                             seed: int = 42, verbose: int = 2):
-    """The cached classifier in ``folder`` if there is one for these image shapes, else a newly
-    trained one. Returns (model, record)."""
+def load_or_train_classifier(x_train, y_train, x_test, y_test, folder,
+                             epochs: int = CLASSIFIER_EPOCHS, seed: int = 42, verbose: int = 2):
+    """The cached classifier in ``folder`` if there is one, else a newly trained one. Returns
+    (model, record). A cached classifier trained with other settings (image shape, epochs, seed
+    or number of training images) is an error, not silently used: it is a different
+    instrument, and every score it gives would be read as this one's."""
     folder = Path(folder)
     weights, record_path = folder / WEIGHTS, folder / RECORD
     if weights.exists() and record_path.exists():
@@ -208,6 +221,13 @@ def load_or_train_classifier(x_train, y_train, x_test, y_test, folder, epochs: i
             raise UserError(f"the classifier cached in {folder} is for images of shape "
                             f"{record.get('image_shape')}, not {tuple(x_train.shape[1:])}; "
                             "point --classifier-dir elsewhere or delete it")
+        wanted = {"epochs": epochs, "seed": seed,
+                  "train_images": len(x_train) - _validation_size(len(x_train))}
+        differ = [f"{key} {record.get(key)} (asked for {value})"
+                  for key, value in wanted.items() if record.get(key) != value]
+        if differ:
+            raise UserError(f"the classifier cached in {folder} was trained with "
+                            f"{', '.join(differ)}; point --classifier-dir elsewhere or delete it")
         model = build_classifier(x_train.shape[1:], int(record.get("num_classes", 10)))
         try:
             model.load_weights(str(weights))
@@ -314,8 +334,9 @@ def main(argv=None):
                         help="an exported generator SavedModel folder (saved_models/dcgan/N)")
     parser.add_argument("--classifier-dir", default=None,
                         help=f"classifier cache (default {CLASSIFIER_DIR}/<dataset>)")
-    parser.add_argument("--classifier-epochs", type=int, default=12,
-                        help="maximum epochs (keras mnist_cnn.py: 12)")
+    parser.add_argument("--classifier-epochs", type=int, default=CLASSIFIER_EPOCHS,
+                        help=f"maximum epochs (keras mnist_cnn.py: {CLASSIFIER_EPOCHS}; other "
+                             "values are cached apart, in <dataset>-epochs<E>)")
     parser.add_argument("--classifier-limit", type=int, default=None,
                         help="train the classifier on the first N training images only")
     parser.add_argument("--eval-samples", type=int, default=EVAL_SAMPLES)
@@ -334,7 +355,8 @@ def main(argv=None):
     from apps.dcgan import data
 
     (x_train, y_train), (x_test, y_test) = data.load(args.dataset)
-    folder = args.classifier_dir or classifier_dir(args.dataset, args.classifier_limit)
+    folder = args.classifier_dir or classifier_dir(args.dataset, args.classifier_limit,
+                                                   args.classifier_epochs)
     n = args.classifier_limit or len(x_train)
     classifier, record = load_or_train_classifier(x_train[:n], y_train[:n], x_test, y_test, folder,
                                                   args.classifier_epochs, args.seed)

@@ -19,6 +19,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from apps.dcgan.evaluate import CLASSIFIER_EPOCHS  # noqa: E402  (NumPy only: light)
 from shared.errors import exit_on_user_error  # noqa: E402
 from shared.flags import base_parser  # noqa: E402
 
@@ -92,9 +93,9 @@ def parse_args(argv=None):
                    help="drop the generator's stride-1 layer at the base resolution (TensorFlow's "
                         "DCGAN tutorial has it; dcgan.torch does not)")
     a.add_argument("--disc-layers", type=int, default=None,
-                   help="strided convolutions in the discriminator (default: mirror the "
-                        "generator, 2 at 28x28 and 3 at 32x32; 3 at 28x28 ends at 4x4 as "
-                        "Radford's 64x64 discriminator does)")
+                   help="strided convolutions in the discriminator (default: until the map "
+                        "is 4x4, where Radford's 64x64 discriminator ends: 3 at 28x28 and "
+                        "32x32; 2 mirrors the 28x28 generator, as dcgan.torch; see model.py [D4])")
     a.add_argument("--steps-per-epoch", type=int, default=None,
                    help="cap the generator steps of each epoch (for quick checks)")
     e = parser.add_argument_group("sample quality")
@@ -108,12 +109,13 @@ def parse_args(argv=None):
                    help="skip the sample-quality evaluation")
     e.add_argument("--classifier-dir", default=None,
                    help="where the evaluation classifier is cached (default "
-                        "runs/dcgan_classifier/<dataset>[-limit<N>])")
+                        "runs/dcgan_classifier/<dataset>[-limit<N>][-epochs<E>])")
     e.add_argument("--classifier-limit", type=int, default=None,
                    help="train the classifier on the first N training images only (quick "
                         "checks; by default it uses the whole training set, whatever --limit)")
-    e.add_argument("--classifier-epochs", type=int, default=12,
-                   help="maximum epochs to train the classifier (keras mnist_cnn.py: 12)")
+    e.add_argument("--classifier-epochs", type=int, default=CLASSIFIER_EPOCHS,
+                   help="maximum epochs to train the classifier (keras mnist_cnn.py: "
+                        f"{CLASSIFIER_EPOCHS})")
     args = parser.parse_args(argv)
     if args.patience is not None:
         parser.error("--patience: early stopping is off for the GAN: its discriminator and "
@@ -170,7 +172,8 @@ def load_classifier(args, x_full, y_full, x_test, y_test):
     """The dataset's evaluation classifier, trained once and cached."""
     from apps.dcgan import evaluate
 
-    folder = args.classifier_dir or evaluate.classifier_dir(args.dataset, args.classifier_limit)
+    folder = args.classifier_dir or evaluate.classifier_dir(args.dataset, args.classifier_limit,
+                                                            args.classifier_epochs)
     n = args.classifier_limit or len(x_full)
     return evaluate.load_or_train_classifier(x_full[:n], y_full[:n], x_test, y_test, folder,
                                              args.classifier_epochs, args.seed,
