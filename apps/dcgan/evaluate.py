@@ -157,6 +157,17 @@ def _validation_size(n: int) -> int:
     return min(5000, max(10, n // 10))  # the usual 55,000 / 5,000 split
 
 
+def classifier_for(args, x_train, y_train, x_test, y_test, verbose: int = 2):
+    """The classifier the command-line flags ask for (``--classifier-dir`` or its default
+    folder, ``--classifier-limit``, ``--classifier-epochs``, ``--seed``): loaded from its cache
+    or trained once. Returns (model, record)."""
+    folder = args.classifier_dir or classifier_dir(args.dataset, args.classifier_limit,
+                                                   args.classifier_epochs)
+    n = args.classifier_limit or len(x_train)
+    return load_or_train_classifier(x_train[:n], y_train[:n], x_test, y_test, folder,
+                                    args.classifier_epochs, args.seed, verbose)
+
+
 def _pixels_dataset(x, y=None, batch=128, shuffle=False, seed=0):
     import tensorflow as tf
 
@@ -217,11 +228,7 @@ def load_or_train_classifier(x_train, y_train, x_test, y_test, folder,
     weights, record_path = folder / WEIGHTS, folder / RECORD
     if weights.exists() and record_path.exists():
         record = json.loads(record_path.read_text())
-        if tuple(record.get("image_shape", ())) != tuple(x_train.shape[1:]):
-            raise UserError(f"the classifier cached in {folder} is for images of shape "
-                            f"{record.get('image_shape')}, not {tuple(x_train.shape[1:])}; "
-                            "point --classifier-dir elsewhere or delete it")
-        wanted = {"epochs": epochs, "seed": seed,
+        wanted = {"image_shape": list(x_train.shape[1:]), "epochs": epochs, "seed": seed,
                   "train_images": len(x_train) - _validation_size(len(x_train))}
         differ = [f"{key} {record.get(key)} (asked for {value})"
                   for key, value in wanted.items() if record.get(key) != value]
@@ -355,11 +362,7 @@ def main(argv=None):
     from apps.dcgan import data
 
     (x_train, y_train), (x_test, y_test) = data.load(args.dataset)
-    folder = args.classifier_dir or classifier_dir(args.dataset, args.classifier_limit,
-                                                   args.classifier_epochs)
-    n = args.classifier_limit or len(x_train)
-    classifier, record = load_or_train_classifier(x_train[:n], y_train[:n], x_test, y_test, folder,
-                                                  args.classifier_epochs, args.seed)
+    classifier, record = classifier_for(args, x_train, y_train, x_test, y_test)
     scorer = Scorer(classifier, x_test, args.eval_samples)
     result = {"classifier_test_accuracy": record["test_accuracy"],
               **scorer.ceiling(x_train, args.seed)}

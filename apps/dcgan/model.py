@@ -130,17 +130,23 @@ def build_generator(image_shape=(28, 28, 1), latent_dim: int = LATENT_DIM,
     return keras.Model(z, images, name="generator")
 
 
+def _halvings(size: int, until: int) -> int:
+    """Stride-2 "same" convolutions (each ceil(size / 2)) until the map is ``until`` or smaller;
+    at least one."""
+    n = 0
+    while size > until:
+        n, size = n + 1, -(-size // 2)
+    return max(1, n)
+
+
 def max_disc_layers(image_shape) -> int:
     """Stride-2 "same" convolutions until the map is 1x1 (28 or 32 -> 5)."""
-    return max(1, (image_shape[0] - 1).bit_length())
+    return _halvings(image_shape[0], 1)
 
 
 def default_disc_layers(image_shape) -> int:
     """[D4] Stride-2 "same" convolutions until the map is 4x4 or smaller (28 or 32 -> 3)."""
-    n, size = 0, image_shape[0]
-    while size > 4:
-        n, size = n + 1, -(-size // 2)  # "same" padding: ceil(size / 2)
-    return max(1, n)
+    return _halvings(image_shape[0], 4)
 
 
 def build_discriminator(image_shape=(28, 28, 1), width: int = WIDTH,

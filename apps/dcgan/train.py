@@ -170,18 +170,6 @@ def make_optimizer(args, steps_per_epoch: int, ema: float = 0.0):
     return keras.optimizers.Adam(lr, beta_1=args.beta1, **clip, **averaging)
 
 
-def load_classifier(args, x_full, y_full, x_test, y_test):
-    """The dataset's evaluation classifier, trained once and cached."""
-    from apps.dcgan import evaluate
-
-    folder = args.classifier_dir or evaluate.classifier_dir(args.dataset, args.classifier_limit,
-                                                            args.classifier_epochs)
-    n = args.classifier_limit or len(x_full)
-    return evaluate.load_or_train_classifier(x_full[:n], y_full[:n], x_test, y_test, folder,
-                                             args.classifier_epochs, args.seed,
-                                             verbose=args.verbose)
-
-
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
@@ -239,7 +227,8 @@ def main(argv=None):
                                       run.dir / "progress.gif"),
                   progress.StepLosses(run.dir / "step_losses.csv")]
         if args.score_every:
-            classifier = load_classifier(args, x_full, y_full, x_test, y_test)
+            classifier = evaluate.classifier_for(args, x_full, y_full, x_test, y_test,
+                                                 args.verbose)
             extra.append(progress.QualityMonitor(
                 generator, evaluate.Scorer(classifier[0], x_test, QUALITY_SAMPLES),
                 args.latent_dim, args.score_every, run.dir / "quality.csv", gan.g_optimizer,
@@ -269,7 +258,8 @@ def main(argv=None):
     if args.ema:
         gan.g_optimizer.finalize_variable_values(generator.trainable_variables)
     if args.evaluate and run.is_chief:
-        model, record = classifier or load_classifier(args, x_full, y_full, x_test, y_test)
+        model, record = classifier or evaluate.classifier_for(
+            args, x_full, y_full, x_test, y_test, args.verbose)
         scorer = evaluate.Scorer(model, x_test, args.eval_samples)
         metrics = evaluate.sample_quality(
             lambda z: progress.to_uint8(generator(z, training=False)), args.latent_dim, scorer,
