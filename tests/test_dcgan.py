@@ -104,6 +104,81 @@ def test_unsupported_image_size_is_an_error():
         build_generator((28, 32, 1))
 
 
+def test_standing_statistics_are_the_inference_inputs_exact_statistics():
+    """After recalibration every batch-norm layer, in inference mode, normalizes its inputs over
+    the calibration latents to mean beta and standard deviation gamma (up to epsilon), layer by
+    layer with the earlier ones already recalibrated; the moving averages from training do not."""
+    import keras
+
+    from apps.dcgan.model import latent_batches, standing_statistics
+
+    g = _gan(width=8).generator
+    rng = np.random.default_rng(3)
+    for w in g.trainable_variables:  # weights far from the initialization's statistics
+        w.assign(w.numpy() + rng.normal(0, 0.05, w.shape).astype("float32"))
+    layers = [layer for layer in g.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.gamma.assign(rng.uniform(0.5, 2.0, layer.gamma.shape).astype("float32"))
+        layer.beta.assign(rng.normal(0, 0.5, layer.beta.shape).astype("float32"))
+    probe = keras.Model(g.inputs[0], [layer.output for layer in layers])
+    latents = latent_batches(100, n=600, batch=256, seed=5)
+    assert [len(z) for z in latents] == [256, 256, 88]
+
+    def output_stats():
+        outs = [np.concatenate([np.asarray(probe(z, training=False)[i]) for z in latents])
+                for i in range(len(layers))]
+        return [(o.reshape(-1, o.shape[-1]).mean(0), o.reshape(-1, o.shape[-1]).std(0))
+                for o in outs]
+
+    before = output_stats()
+    assert standing_statistics(g, latents) == len(layers) == 3
+    for (mean, std), layer in zip(output_stats(), layers):
+        gamma, beta = layer.gamma.numpy(), layer.beta.numpy()
+        var = layer.moving_variance.numpy()
+        np.testing.assert_allclose(mean, beta, atol=1e-3)
+        np.testing.assert_allclose(std, np.abs(gamma) * np.sqrt(var / (var + layer.epsilon)),
+                                   rtol=1e-3)
+    assert not np.allclose(before[-1][0], layers[-1].beta.numpy(), atol=1e-3)
+    with pytest.raises(ValueError, match="at least one"):
+        standing_statistics(g, [])
+    assert standing_statistics(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]),
+                               latents) == 0
+
+
+def test_quality_monitor_scores_averaged_weights_and_puts_everything_back(tmp_path):
+    """--ema: the monitor scores the averaged weights with their own standing statistics, then
+    restores the last weights *and* the batch-norm moving averages that belong to them."""
+    import keras
+    import tensorflow as tf
+
+    from apps.dcgan.model import DCGAN, build_discriminator, build_generator
+    from apps.dcgan.progress import QualityMonitor
+
+    g, d = build_generator((28, 28, 1), 100, 8), build_discriminator((28, 28, 1), 8)
+    gan = DCGAN(g, d, seed=0)
+    gan.compile(_adam(), keras.optimizers.Adam(2e-4, beta_1=0.5, use_ema=True,
+                                               ema_momentum=0.9), k=1)
+    for i in range(3):
+        gan.train_step(tf.random.uniform((16, 28, 28, 1), -1, 1, seed=i))
+
+    class MeanPixel:  # a stand-in scorer: the statistic only has to see the weights
+        n = 64
+
+        def score(self, images):
+            return {"inception_score": float(images.mean())}
+
+    monitor = QualityMonitor(g, MeanPixel(), 100, 1, tmp_path / "quality.csv", gan.g_optimizer)
+    before = [w.copy() for w in g.get_weights()]
+    scores = monitor.variants()
+    assert set(scores) == {"last", "ema"}
+    assert scores["ema"]["inception_score"] != scores["last"]["inception_score"]
+    for a, b in zip(before, g.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    monitor.on_epoch_end(0)
+    row = (tmp_path / "quality.csv").read_text().splitlines()
+    assert row[0] == "epoch,last_inception_score,ema_inception_score"
+
+
 # ------------------------------------------------------------------------------ training step
 
 

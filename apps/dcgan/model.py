@@ -298,3 +298,57 @@ class DCGAN(keras.Model):
         g_loss = self.generator_step(tf.shape(minibatches)[1])
         self.g_loss_tracker.update_state(g_loss)
         return {m.name: m.result() for m in self.metrics}
+
+
+STANDING_SAMPLES = 10_000  # latent vectors for standing statistics (BigGAN's "standing stats")
+
+
+def latent_batches(latent_dim: int, n: int = STANDING_SAMPLES, batch: int = 500, seed: int = 0):
+    """n latent vectors from N(0, I) in float32 batches, drawn by a seeded NumPy generator."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((min(batch, n - i), latent_dim)).astype("float32")
+            for i in range(0, n, batch)]
+
+
+def standing_statistics(generator: keras.Model, latents) -> int:
+    """Set every BatchNormalization layer's moving mean and variance of ``generator`` to the
+    exact statistics its inputs have at inference, for the generator's *current* weights, over
+    the latent batches ``latents`` (an iterable of float32 [batch, latent_dim]). Returns the
+    number of layers recalibrated.
+
+    Why: the moving averages are accumulated during training, under weights that kept changing.
+    Weights averaged after the fact (``--ema``) never produced those statistics at all: Izmailov
+    et al. (2018), "Averaging Weights Leads to Wider Optima and Better Generalization" (SWA),
+    recompute them with one pass over the data for exactly this reason, and Brock et al. (2019,
+    BigGAN, §3.1 / appendix) sample from "standing statistics" computed the same way.
+
+    The layers are done in order, each with the ones before it already recalibrated and the
+    network in inference mode, so every layer's statistics are those of the inputs it will see
+    when serving (not those of a training-mode pass)."""
+    import numpy as np
+
+    layers = [layer for layer in generator.layers
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers:
+        return 0
+    latents = [np.asarray(z, dtype=np.float32) for z in latents]
+    if not latents:
+        raise ValueError("standing_statistics needs at least one latent batch")
+    inputs = generator.inputs[0] if len(generator.inputs) == 1 else generator.inputs
+    probe = keras.Model(inputs, [layer.input for layer in layers])
+    for i, layer in enumerate(layers):
+        total = total_sq = 0.0
+        count = 0
+        for z in latents:
+            x = np.asarray(probe(z, training=False)[i], dtype=np.float64)
+            x = x.reshape(-1, x.shape[-1])  # channels last: statistics per channel
+            total = total + x.sum(axis=0)
+            total_sq = total_sq + np.square(x).sum(axis=0)
+            count += len(x)
+        mean = total / count
+        variance = np.maximum(total_sq / count - np.square(mean), 0.0)
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(variance.astype(np.float32))
+    return len(layers)

@@ -88,7 +88,9 @@ class QualityMonitor(keras.callbacks.Callback):
     """Every ``every`` epochs, the Inception Score and Fréchet distance of ``n`` samples (the
     Scorer's size; a few thousand: comparable from epoch to epoch, not with the final 10,000-image
     figures, since FD is biased upward for small n) -> printed and appended to ``<csv>``. With
-    an EMA optimizer the averaged weights are scored too, swapped in and back out."""
+    an EMA optimizer the averaged weights are scored too: swapped in with their own standing
+    batch-norm statistics (``model.standing_statistics``: the moving averages belong to the last
+    weights), then every weight and statistic is put back."""
 
     def __init__(self, generator, scorer, latent_dim: int, every: int, path, optimizer=None,
                  seed: int = 0):
@@ -105,18 +107,27 @@ class QualityMonitor(keras.callbacks.Callback):
                           self.scorer.n, self.latent_dim, self.seed)
         return self.scorer.score(images)
 
+    def variants(self) -> dict:
+        """{column prefix: score} of the generator as it is after this epoch."""
+        out = {"last": self._score()}
+        if self.averages:
+            from apps.dcgan.model import latent_batches, standing_statistics
+
+            saved = self.generator.get_weights()  # trainable weights and the BN statistics
+            for w, a in zip(self.generator.trainable_variables, self.averages):
+                w.assign(a)
+            standing_statistics(self.generator, latent_batches(self.latent_dim,
+                                                               seed=self.seed + 1))
+            out["ema"] = self._score()
+            self.generator.set_weights(saved)
+        return out
+
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        row = {"epoch": epoch + 1, **{f"last_{k}": v for k, v in self._score().items()}}
-        if self.averages:
-            weights = self.generator.trainable_variables
-            saved = [w.numpy() for w in weights]
-            for w, a in zip(weights, self.averages):
-                w.assign(a)
-            row.update({f"ema_{k}": v for k, v in self._score().items()})
-            for w, value in zip(weights, saved):
-                w.assign(value)
+        row = {"epoch": epoch + 1}
+        for prefix, scores in self.variants().items():
+            row.update({f"{prefix}_{k}": v for k, v in scores.items()})
         print(" - ".join(f"{k}: {v:.4g}" for k, v in row.items()), flush=True)
         rows = [r for r in read_quality(self.path) if int(r["epoch"]) < epoch + 1] + [row]
         buf = io.StringIO()

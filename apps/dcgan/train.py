@@ -256,7 +256,11 @@ def main(argv=None):
     metrics: dict = {}
     last_weights = generator.get_weights() if args.ema else None
     if args.ema:
+        from apps.dcgan.model import latent_batches, standing_statistics
+
         gan.g_optimizer.finalize_variable_values(generator.trainable_variables)
+        # The batch-norm moving averages were gathered under the last weights, not these.
+        standing_statistics(generator, latent_batches(args.latent_dim, seed=args.seed + 1))
     if args.evaluate and run.is_chief:
         model, record = classifier or evaluate.classifier_for(
             args, x_full, y_full, x_test, y_test, args.verbose)
