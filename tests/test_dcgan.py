@@ -93,6 +93,13 @@ def test_discriminator_depth():
     with pytest.raises(ValueError, match="1 to 5"):
         build_discriminator((28, 28, 1), 16, layers=6)
     assert train.parse_args(["--disc-layers", "3"]).disc_layers == 3
+    # --disc-width sets the discriminator's channels apart from the generator's --width.
+    g, d = train.build_players(train.parse_args(["--width", "16", "--disc-width", "8"]),
+                               (28, 28, 1))
+    assert d.get_layer("conv_1").filters == 8 and d.get_layer("conv_3").filters == 32
+    assert g.get_layer("deconv_1").filters == 16
+    g, d = train.build_players(train.parse_args(["--width", "16"]), (28, 28, 1))
+    assert d.get_layer("conv_1").filters == 16
     with pytest.raises(SystemExit):
         train.parse_args(["--disc-layers", "0"])
 
@@ -382,7 +389,7 @@ def trained(tmp_path_factory, mirror):
 
     base = tmp_path_factory.mktemp("dcgan")
     record = train.main(["--epochs", "2", "--limit", "384", "--batch-size", "32", "--width", "16",
-                         "--k", "2", "--eval-samples", "300", "--classifier-epochs", "1",
+                         "--disc-width", "8", "--k", "2", "--eval-samples", "300", "--classifier-epochs", "1",
                          "--classifier-limit", "2000", "--classifier-dir", str(base / "clf"),
                          "--run-dir", str(base / "run"), "--export-dir", str(base / "models"),
                          "--score-every", "1", "--ema", "0.999", "--verbose", "0"])
@@ -510,6 +517,7 @@ def test_help_lists_the_shared_and_gan_flags():
     (["--patience", "3"], "early stopping is off"),
     (["--dataset", "svhn"], "invalid choice"),
     (["--eval-samples", "1"], "--eval-samples must be at least 2"),
+    (["--disc-width", "0"], "--disc-width must be a positive integer"),
 ])
 def test_bad_flags_give_one_clear_error(args, message, capsys):
     from apps.dcgan import train
