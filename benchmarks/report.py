@@ -591,10 +591,13 @@ def app_section(app: str, spec: dict, runs: list[dict], side: dict[str, list[dic
         if SIDE.get(kind, (None,))[0] == app:
             lines += SIDE[kind][1](rows)
 
-    # Images: per budget, from the latest record whose run directory still holds its run.
+    # Images: per budget, from the latest record whose run directory still holds its run --
+    # among the budget's plain runs when it has any: a probe with extra flags (`default +
+    # --batch-size 64`) must not replace the pictures of the configuration the budget names.
     groups: dict[str, tuple[list[dict], object]] = {}
     for budget in sorted({r.get("budget", "?") for r in runs}, key=lambda b: budget_rank(spec, b)):
-        groups[budget] = ([r for r in runs if r.get("budget", "?") == budget],
+        same = [r for r in runs if r.get("budget", "?") == budget]
+        groups[budget] = ([r for r in same if not extra_flags(r, spec)] or same,
                           lambda r: r.get("metrics"))
     if app == "word2vec" and side.get("word2vec_vs_gensim"):
         groups["vs_gensim"] = (side["word2vec_vs_gensim"], lambda r: r.get("word2vec"))

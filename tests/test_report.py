@@ -112,6 +112,27 @@ def test_report_skips_a_reused_run_dir(bench):
     assert "report_img/mnist_mlp_default" not in out.read_text()
 
 
+def test_a_probe_with_extra_flags_keeps_the_budgets_own_pictures(bench, tmp_path):
+    """A later record of the same budget trained with extra flags is listed with them, but the
+    budget's images stay those of its plain run."""
+    results, out, run_dir = bench
+    probe_dir = tmp_path / "runs" / "probe"
+    probe_dir.mkdir()
+    probe_png = PNG + b"probe"
+    (probe_dir / "learning_curves.png").write_bytes(probe_png)
+    (probe_dir / "metrics.json").write_text(json.dumps({"metrics": {"accuracy": 0.97,
+                                                                    "loss": 0.1}}))
+    probe = _runner("mnist_mlp", "default", 0.97, probe_dir, time="2026-11-23T10:00:00+0000",
+                    command=f"python -m apps.mnist_mlp.train --batch-size 64 --run-dir "
+                            f"{probe_dir} --no-export")
+    with open(results / "mnist_mlp.jsonl", "a") as f:
+        f.write(json.dumps(probe) + "\n")
+    assert report.main(["--results", str(results), "--out", str(out)]) == 0
+    assert "default + `--batch-size 64`" in _section(out.read_text(), "mnist_mlp")
+    img = out.parent / "report_img" / "mnist_mlp_default_learning_curves.png"
+    assert img.read_bytes() == PNG
+
+
 def test_report_cli_help_and_empty_results(tmp_path):
     assert "--results" in run_module("benchmarks.report", "--help", timeout=60).stdout
     proc = run_module("benchmarks.report", "--results", tmp_path, "--out", tmp_path / "r.md",
