@@ -389,8 +389,9 @@ def trained(tmp_path_factory, mirror):
 
     base = tmp_path_factory.mktemp("dcgan")
     record = train.main(["--epochs", "2", "--limit", "384", "--batch-size", "32", "--width", "16",
-                         "--disc-width", "8", "--k", "2", "--eval-samples", "300", "--classifier-epochs", "1",
-                         "--classifier-limit", "2000", "--classifier-dir", str(base / "clf"),
+                         "--disc-width", "8", "--k", "2", "--eval-samples", "300",
+                         "--classifier-epochs", "1", "--classifier-limit", "2000",
+                         "--classifier-dir", str(base / "clf"),
                          "--run-dir", str(base / "run"), "--export-dir", str(base / "models"),
                          "--score-every", "1", "--ema", "0.999", "--verbose", "0"])
     return base, record

@@ -143,8 +143,8 @@ def parse_args(argv=None):
         parser.error("--ema must be in [0, 1) (0 = off)")
     if args.score_every < 0:
         parser.error("--score-every must be >= 0")
-    for flag in ("latent_dim", "width", "disc_width", "kernel_size", "disc_layers", "steps_per_epoch",
-                 "classifier_epochs", "classifier_limit"):
+    for flag in ("latent_dim", "width", "disc_width", "kernel_size", "disc_layers",
+                 "steps_per_epoch", "classifier_epochs", "classifier_limit"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} must be a positive integer")
