@@ -186,6 +186,32 @@ def test_quality_monitor_scores_averaged_weights_and_puts_everything_back(tmp_pa
     assert row[0] == "epoch,last_inception_score,ema_inception_score"
 
 
+def test_quality_csv_of_a_resumed_run_keeps_the_columns_of_earlier_epochs(tmp_path):
+    """A run resumed with other flags (here: without --ema) appends its row; the earlier rows
+    keep their columns and the new one leaves them empty."""
+    import csv
+
+    from apps.dcgan.model import build_generator
+    from apps.dcgan.progress import QualityMonitor
+
+    path = tmp_path / "quality.csv"
+    path.write_text("epoch,last_inception_score,ema_inception_score\n1,5.0,4.0\n2,6.0,5.5\n")
+
+    class Constant:
+        n = 8
+
+        def score(self, images):
+            return {"inception_score": 7.0}
+
+    monitor = QualityMonitor(build_generator((28, 28, 1), 100, 8), Constant(), 100, 1, path)
+    monitor.on_epoch_end(2)  # epoch 3
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert rows[1]["ema_inception_score"] == "5.5"
+    assert rows[2] == {"epoch": "3", "last_inception_score": "7.0", "ema_inception_score": ""}
+
+
 # ------------------------------------------------------------------------------ training step
 
 

@@ -130,8 +130,11 @@ class QualityMonitor(keras.callbacks.Callback):
             row.update({f"{prefix}_{k}": v for k, v in scores.items()})
         print(" - ".join(f"{k}: {v:.4g}" for k, v in row.items()), flush=True)
         rows = [r for r in read_quality(self.path) if int(r["epoch"]) < epoch + 1] + [row]
+        # Every column any row has, in first-seen order: a run resumed with other flags (say
+        # without --ema) keeps the columns its earlier epochs wrote.
+        fields = list(dict.fromkeys(k for r in rows for k in r))
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(row), restval="")
+        writer = csv.DictWriter(buf, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.path, buf.getvalue())
