@@ -17,11 +17,11 @@ def _adam():
     return keras.optimizers.Adam(2e-4, beta_1=0.5)
 
 
-def _gan(shape=(28, 28, 1), width=8, k=1, label_smoothing=0.0, seed=0):
+def _gan(shape=(28, 28, 1), width=8, k=1, label_smoothing=0.0, seed=0, r1_gamma=0.0):
     from apps.dcgan.model import DCGAN, build_discriminator, build_generator
 
     gan = DCGAN(build_generator(shape, 100, width), build_discriminator(shape, width), seed=seed)
-    gan.compile(_adam(), _adam(), k=k, label_smoothing=label_smoothing)
+    gan.compile(_adam(), _adam(), k=k, label_smoothing=label_smoothing, r1_gamma=r1_gamma)
     return gan
 
 
@@ -283,6 +283,46 @@ def test_discriminator_learns_to_tell_real_from_fake():
         assert float(logs["d_loss"]) < first, (smoothing, first, logs)
 
 
+def test_r1_penalty_of_a_linear_discriminator_is_half_gamma_times_its_squared_weights():
+    """D(x) = w . x + b has gradient w at every x: the penalty is gamma / 2 * ||w||^2 for each
+    image, and its logits are D's own."""
+    import keras
+    import tensorflow as tf
+
+    from apps.dcgan.model import r1_penalty
+
+    d = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                          keras.layers.Dense(1, kernel_initializer="random_normal")])
+    w = keras.ops.convert_to_numpy(d.layers[-1].kernel)
+    real = tf.random.uniform((5, 4, 4, 1), -1, 1, seed=0)
+    logits, penalty = r1_penalty(d, real, 0.3)
+    np.testing.assert_allclose(penalty.numpy(), np.full(5, 0.15 * np.sum(w ** 2)), rtol=1e-5)
+    np.testing.assert_allclose(logits.numpy(), d(real).numpy(), rtol=1e-6)
+
+
+def test_r1_penalty_smooths_the_discriminator_on_real_images():
+    """The same steps with and without the penalty: with it, D's input gradient on the real
+    images ends smaller, the penalty is part of d_loss, and a bad gamma is refused."""
+    import keras
+    import tensorflow as tf
+
+    from apps.dcgan.model import r1_penalty
+
+    real = tf.random.uniform((16, 28, 28, 1), -1, 1, seed=4)
+    norms, losses = {}, {}
+    for gamma in (0.0, 10.0):
+        keras.utils.set_random_seed(5)
+        gan = _gan(seed=5, r1_gamma=gamma)
+        for _ in range(8):
+            logs = gan.train_step(real)
+        losses[gamma] = float(logs["d_loss"])
+        norms[gamma] = float(tf.reduce_mean(r1_penalty(gan.discriminator, real, 2.0)[1]))
+    assert np.isfinite(losses[10.0])
+    assert norms[10.0] < 0.5 * norms[0.0], norms
+    with pytest.raises(ValueError, match="r1_gamma"):
+        _gan(r1_gamma=-1.0)
+
+
 # ------------------------------------------------------------------------------ metrics
 
 
@@ -533,7 +573,7 @@ def test_mirrored_on_two_logical_devices(tmp_path, mirror):
 def test_help_lists_the_shared_and_gan_flags():
     proc = run_module("apps.dcgan.train", "--help", timeout=60)
     for flag in ("--epochs", "--limit", "--seed", "--run-dir", "--export-dir", "--strategy",
-                 "--devices", "--batch-size", "--k", "--label-smoothing", "--dataset",
+                 "--devices", "--batch-size", "--k", "--label-smoothing", "--r1-gamma", "--dataset",
                  "--eval-samples"):
         assert flag in proc.stdout, flag
 
@@ -545,6 +585,7 @@ def test_help_lists_the_shared_and_gan_flags():
     (["--dataset", "svhn"], "invalid choice"),
     (["--eval-samples", "1"], "--eval-samples must be at least 2"),
     (["--disc-width", "0"], "--disc-width must be a positive integer"),
+    (["--r1-gamma", "-0.5"], "--r1-gamma must be >= 0"),
 ])
 def test_bad_flags_give_one_clear_error(args, message, capsys):
     from apps.dcgan import train

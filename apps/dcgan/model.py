@@ -184,6 +184,21 @@ def build_discriminator(image_shape=(28, 28, 1), width: int = WIDTH,
     return keras.Model(images, logit, name="discriminator")
 
 
+def r1_penalty(discriminator: keras.Model, real, gamma: float):
+    """(logits of ``real``, per-example R1 penalty gamma / 2 * ||grad_x D(x)||^2): Mescheder,
+    Geiger & Nowozin (2018), "Which Training Methods for GANs do actually Converge?", §4.1 --
+    the gradient penalty on real data only, with D the logit (pre-sigmoid), which makes the
+    game locally convergent where the unregularized one circles. Call it inside the tape of
+    the discriminator's update: the penalty's own gradient is second order."""
+    with tf.GradientTape() as tape:
+        tape.watch(real)
+        logits = discriminator(real, training=True)
+        total = tf.reduce_sum(logits)  # each image's logit depends on its own pixels only
+    grads = tape.gradient(total, real)
+    squared = tf.reduce_sum(tf.square(grads), axis=list(range(1, len(real.shape))))
+    return logits, 0.5 * gamma * squared
+
+
 def _bce(labels, logits):
     """Per-example binary cross-entropy of sigmoid(logits) against ``labels``: shape [batch]."""
     logits = tf.reshape(logits, [-1])
@@ -199,7 +214,7 @@ class DCGAN(keras.Model):
     per minibatch, then one generator update on m fresh noise samples (the structure of
     keras-io's "DCGAN overriding train_step" example, extended to k steps). Logs ``d_loss``,
     ``g_loss`` and the discriminator's mean outputs ``d_real`` = D(x) and ``d_fake`` = D(G(z))
-    (as dcgan.torch prints them).
+    (as dcgan.torch prints them); with ``r1_gamma`` > 0, ``d_loss`` includes the penalty.
 
     Losses are per-example cross-entropies averaged over the *global* batch with
     ``tf.nn.compute_average_loss`` (sum over the local batch / (local batch x replicas)), because
@@ -223,23 +238,29 @@ class DCGAN(keras.Model):
         self.d_fake_tracker = keras.metrics.Mean(name="d_fake")
         self.k = 1
         self.label_smoothing = 0.0
+        self.r1_gamma = 0.0
         self.built = True  # both halves are built functional models
 
     def compile(self, d_optimizer, g_optimizer, k: int = 1, label_smoothing: float = 0.0,
-                **kwargs):
+                r1_gamma: float = 0.0, **kwargs):
         """``k``: discriminator steps per generator step (Goodfellow et al. Algorithm 1; they
         used k = 1 "the least expensive option"). ``label_smoothing``: s in [0, 1), real
-        targets become 1 - s (one-sided: fakes stay 0; Salimans et al. 2016 use s = 0.1)."""
+        targets become 1 - s (one-sided: fakes stay 0; Salimans et al. 2016 use s = 0.1).
+        ``r1_gamma``: weight of the R1 gradient penalty on real images (``r1_penalty``;
+        0 = off, as Radford et al.)."""
         if int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer, got {k}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if not r1_gamma >= 0.0:
+            raise ValueError(f"r1_gamma must be >= 0, got {r1_gamma}")
         super().compile(**kwargs)
         # The two players have their own optimizers; Keras' single `optimizer` slot stays empty
         # so that no third optimizer builds state for every variable.
         self.optimizer = None
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
         self.k, self.label_smoothing = int(k), float(label_smoothing)
+        self.r1_gamma = float(r1_gamma)
         # Built now (inside the strategy scope) so that a run resumed by BackupAndRestore finds
         # their slots to restore into.
         self.d_optimizer.build(self.discriminator.trainable_variables)
@@ -261,10 +282,13 @@ class DCGAN(keras.Model):
         m = tf.shape(real)[0]
         fake = self.generator(self.sample_latent(m), training=True)
         with tf.GradientTape() as tape:
-            real_logits = self.discriminator(real, training=True)
+            if self.r1_gamma:
+                real_logits, penalty = r1_penalty(self.discriminator, real, self.r1_gamma)
+            else:
+                real_logits, penalty = self.discriminator(real, training=True), 0.0
             fake_logits = self.discriminator(fake, training=True)
             per_example = (_bce(1.0 - self.label_smoothing, real_logits)  # one-sided smoothing
-                           + _bce(0.0, fake_logits))
+                           + _bce(0.0, fake_logits) + penalty)
             loss = tf.nn.compute_average_loss(per_example)
         weights = self.discriminator.trainable_weights
         self.d_optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
