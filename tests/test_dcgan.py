@@ -302,7 +302,7 @@ def test_r1_penalty_of_a_linear_discriminator_is_half_gamma_times_its_squared_we
 
 def test_r1_penalty_smooths_the_discriminator_on_real_images():
     """The same steps with and without the penalty: with it, D's input gradient on the real
-    images ends smaller, the penalty is part of d_loss, and a bad gamma is refused."""
+    images ends smaller, the regularized d_loss stays finite, and a bad gamma is refused."""
     import keras
     import tensorflow as tf
 

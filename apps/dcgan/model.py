@@ -193,7 +193,9 @@ def r1_penalty(discriminator: keras.Model, real, gamma: float):
     with tf.GradientTape() as tape:
         tape.watch(real)
         logits = discriminator(real, training=True)
-        total = tf.reduce_sum(logits)  # each image's logit depends on its own pixels only
+        # The gradient of the sum gives each image's own gradient, up to the coupling through
+        # the batch statistics of the discriminator's batch normalization in training mode.
+        total = tf.reduce_sum(logits)
     grads = tape.gradient(total, real)
     squared = tf.reduce_sum(tf.square(grads), axis=list(range(1, len(real.shape))))
     return logits, 0.5 * gamma * squared
