@@ -17,10 +17,13 @@ def _adam():
     return keras.optimizers.Adam(2e-4, beta_1=0.5)
 
 
-def _gan(shape=(28, 28, 1), width=8, k=1, label_smoothing=0.0, seed=0, r1_gamma=0.0):
-    from apps.dcgan.model import DCGAN, build_discriminator, build_generator
+def _gan(shape=(28, 28, 1), width=8, k=1, label_smoothing=0.0, seed=0, r1_gamma=0.0,
+         categories=0):
+    from apps.dcgan.model import DCGAN, build_code_head, build_discriminator, build_generator
 
-    gan = DCGAN(build_generator(shape, 100, width), build_discriminator(shape, width), seed=seed)
+    d = build_discriminator(shape, width)
+    gan = DCGAN(build_generator(shape, 100, width, categories=categories), d, seed=seed,
+                code_head=build_code_head(d, categories) if categories else None)
     gan.compile(_adam(), _adam(), k=k, label_smoothing=label_smoothing, r1_gamma=r1_gamma)
     return gan
 
@@ -94,12 +97,12 @@ def test_discriminator_depth():
         build_discriminator((28, 28, 1), 16, layers=6)
     assert train.parse_args(["--disc-layers", "3"]).disc_layers == 3
     # --disc-width sets the discriminator's channels apart from the generator's --width.
-    g, d = train.build_players(train.parse_args(["--width", "16", "--disc-width", "8"]),
-                               (28, 28, 1))
+    gan = train.build_gan(train.parse_args(["--width", "16", "--disc-width", "8"]), (28, 28, 1))
+    g, d = gan.generator, gan.discriminator
     assert d.get_layer("conv_1").filters == 8 and d.get_layer("conv_3").filters == 32
     assert g.get_layer("deconv_1").filters == 16
-    g, d = train.build_players(train.parse_args(["--width", "16"]), (28, 28, 1))
-    assert d.get_layer("conv_1").filters == 16
+    gan = train.build_gan(train.parse_args(["--width", "16"]), (28, 28, 1))
+    assert gan.discriminator.get_layer("conv_1").filters == 16 and gan.code_head is None
     with pytest.raises(SystemExit):
         train.parse_args(["--disc-layers", "0"])
 
@@ -323,6 +326,129 @@ def test_r1_penalty_smooths_the_discriminator_on_real_images():
         _gan(r1_gamma=-1.0)
 
 
+# ------------------------------------------------------------------------------ InfoGAN code
+
+
+def test_categorical_code_is_the_one_hot_argmax_of_the_first_coordinates_and_uniform():
+    """[IG] The generator's input: z's first K coordinates become one_hot(argmax); the rest pass
+    through. For z ~ N(0, I) the code is uniform over the K categories, and moving z_1..z_K
+    without changing their argmax does not change the image (the cells are separate)."""
+    from apps.dcgan.model import CategoricalCode, build_generator, code_of
+
+    z = np.random.default_rng(0).standard_normal((20_000, 12)).astype("float32")
+    out = CategoricalCode(4)(z).numpy()
+    np.testing.assert_array_equal(out[:, :4], np.eye(4, dtype="float32")[z[:, :4].argmax(1)])
+    np.testing.assert_array_equal(out[:, 4:], z[:, 4:])
+    np.testing.assert_array_equal(code_of(z, 4).numpy(), z[:, :4].argmax(1))
+    share = np.bincount(z[:, :4].argmax(1), minlength=4) / len(z)
+    np.testing.assert_allclose(share, 0.25, atol=0.015)
+    g = build_generator((28, 28, 1), 100, 8, categories=10)
+    a = np.random.default_rng(1).standard_normal((3, 100)).astype("float32")
+    b = a.copy()
+    b[:, :10] *= 0.5  # halving keeps the argmax
+    np.testing.assert_allclose(g(a, training=False), g(b, training=False), atol=1e-6)
+    c = a.copy()
+    c[:, :10] = 0.0
+    c[:, (a[:, :10].argmax(1) + 1) % 10] = 1.0  # another code, the same noise
+    assert not np.allclose(g(a, training=False), g(c, training=False))
+    with pytest.raises(ValueError, match="categories"):
+        build_generator((28, 28, 1), 100, 8, categories=100)
+
+
+def test_info_gan_step_trains_the_code_head_and_logs_the_info_loss():
+    import tensorflow as tf
+
+    from apps.dcgan.model import DCGAN, build_code_head, build_discriminator, build_generator
+
+    gan = _gan(categories=10)
+    assert gan.categories == 10 and gan.code_head.output_shape == (None, 10)
+    before = [w.numpy().copy() for w in gan.code_head.trainable_weights]
+    logs = gan.train_step(tf.random.uniform((16, 28, 28, 1), -1, 1, seed=1))
+    assert {"d_loss", "g_loss", "info_loss"} <= set(logs)
+    # At the start Q knows nothing: the cross-entropy of a 10-way code is about log 10.
+    assert 0.5 * np.log(10) < float(logs["info_loss"]) < 2 * np.log(10)
+    assert all(not np.allclose(a, w.numpy()) for a, w in
+               zip(before, gan.code_head.trainable_weights))
+    # The discriminator's optimizer owns the head's weights (built now, for a resumed run).
+    assert len(gan.d_optimizer.variables) > len(_gan().d_optimizer.variables)
+    d = build_discriminator((28, 28, 1), 8)
+    with pytest.raises(ValueError, match="categories=10"):
+        DCGAN(build_generator((28, 28, 1), 100, 8), d, code_head=build_code_head(d, 10))
+    with pytest.raises(ValueError, match="at least 2"):
+        build_code_head(d, 1)
+    assert "info_loss" not in _gan().train_step(tf.zeros((16, 28, 28, 1)))
+
+
+def test_info_loss_reaches_the_generator_and_a_step_on_it_lowers_it():
+    """Both players minimize L_I: its gradient reaches every generator weight, and steps of
+    the code head and the generator on L_I alone lower it on the same latent batch."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(2)
+    gan = _gan(categories=10, seed=2)
+    latent = tf.random.normal((64, 100), seed=2)
+    weights = gan.generator.trainable_weights + gan.code_head.trainable_weights
+    opt = keras.optimizers.SGD(0.05)
+
+    def info_loss():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(gan.judge(gan.generator(latent, training=True), latent)[1])
+        return loss, tape.gradient(loss, weights)
+
+    first, grads = info_loss()
+    generator_grads = grads[: len(gan.generator.trainable_weights)]
+    assert all(float(tf.norm(g)) > 0 for g in generator_grads)
+    for _ in range(5):
+        opt.apply_gradients(zip(grads, weights))
+        loss, grads = info_loss()
+    assert float(loss) < float(first), (float(first), float(loss))
+
+
+def test_code_head_weights_survive_a_save_and_load(tmp_path):
+    """What a resumed run relies on: the code head and both optimizers' slots are in the
+    weights file (BackupAndRestore saves the model's weights)."""
+    import tensorflow as tf
+
+    gan = _gan(categories=10, seed=3)
+    gan.train_step(tf.random.uniform((16, 28, 28, 1), -1, 1, seed=3))
+    gan.save_weights(tmp_path / "gan.weights.h5")
+    other = _gan(categories=10, seed=4)
+    other.load_weights(tmp_path / "gan.weights.h5")
+    for a, b in zip(gan.code_head.weights, other.code_head.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(gan.d_optimizer.variables, other.d_optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_code_agreement_matches_each_code_to_its_majority_class():
+    from apps.dcgan.evaluate import code_agreement
+
+    probs = np.eye(3)[[0, 0, 1, 2, 2, 2, 1, 1]]
+    codes = np.array([0, 0, 0, 1, 1, 1, 2, 2])  # code 0: 2 of 3 class 0; 1: class 2; 2: class 1
+    out = code_agreement(codes, probs, 3)
+    assert out["code_accuracy"] == pytest.approx(7 / 8)
+    assert out["code_classes"] == [0, 2, 1] and out["code_classes_covered"] == 3
+    out = code_agreement(np.array([0, 1, 1]), np.eye(3)[[2, 2, 2]], 4)  # codes 2, 3 unused
+    assert out["code_accuracy"] == 1.0 and out["code_classes_covered"] == 1
+
+
+def test_code_grid_has_one_row_per_code(tmp_path):
+    import imageio.v3 as iio
+
+    from apps.dcgan.model import build_generator
+    from apps.dcgan.progress import code_grid, code_latents
+
+    z = code_latents(10, 100, cols=4, seed=0)
+    assert z.shape == (40, 100)
+    np.testing.assert_array_equal(z[:, :10].argmax(1), np.repeat(np.arange(10), 4))
+    np.testing.assert_array_equal(z[:4, 10:], z[36:, 10:])  # the same noise in every row
+    path = code_grid(build_generator((28, 28, 1), 100, 8, categories=10), 10, 100,
+                     tmp_path / "codes.png", cols=4)
+    image = iio.imread(path)
+    assert image.shape == (2 * (10 * 30 + 2), 2 * (4 * 30 + 2))
+
+
 # ------------------------------------------------------------------------------ metrics
 
 
@@ -442,6 +568,26 @@ def test_export_round_trip_and_same_seed_same_images(tmp_path):
         sample(count=tf.constant(-1), seed=tf.constant(0, tf.int64))
     meta = json.loads((path / "assets.extra" / "ksuite.json").read_text())
     assert meta["metrics"]["inception_score"] == 1.5 and meta["latent_dim"] == 100
+    assert meta["categories"] == 0
+
+
+def test_export_of_an_info_gan_generator_takes_the_same_latent_vectors(tmp_path):
+    """[IG] Same signatures; the code is read from the latent vectors inside the SavedModel."""
+    import tensorflow as tf
+
+    from apps.dcgan.export import export_generator
+    from apps.dcgan.model import build_generator
+    from apps.dcgan.progress import to_uint8
+
+    generator = build_generator((28, 28, 1), 100, 8, categories=10)
+    path = export_generator(generator, "dcgan", tmp_path, {}, "mnist")
+    loaded = tf.saved_model.load(str(path))
+    z = np.random.default_rng(2).standard_normal((4, 100)).astype("float32")
+    images = loaded.signatures["serving_default"](latent=tf.constant(z))["images"].numpy()
+    np.testing.assert_array_equal(images, to_uint8(generator(z, training=False)))
+    a = loaded.signatures["sample"](count=tf.constant(3), seed=tf.constant(5, tf.int64))
+    assert a["images"].shape == (3, 28, 28, 1)
+    assert json.loads((path / "assets.extra" / "ksuite.json").read_text())["categories"] == 10
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -450,7 +596,8 @@ def test_export_round_trip_and_same_seed_same_images(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, mirror):
     """Two short epochs on 384 real MNIST images, evaluated with a classifier trained on 2,000
-    images for one epoch (the metrics pipeline, not their values), exported."""
+    images for one epoch (the metrics pipeline, not their values), exported; with InfoGAN's
+    code (the plain DCGAN runs end to end in the mirrored test)."""
     from apps.dcgan import train
 
     base = tmp_path_factory.mktemp("dcgan")
@@ -459,7 +606,8 @@ def trained(tmp_path_factory, mirror):
                          "--classifier-epochs", "1", "--classifier-limit", "2000",
                          "--classifier-dir", str(base / "clf"),
                          "--run-dir", str(base / "run"), "--export-dir", str(base / "models"),
-                         "--score-every", "1", "--ema", "0.999", "--verbose", "0"])
+                         "--score-every", "1", "--ema", "0.999", "--categories", "10",
+                         "--verbose", "0"])
     return base, record
 
 
@@ -470,7 +618,7 @@ def test_run_writes_samples_animation_and_loss_curves(trained):
     run = base / "run"
     for name in ("config.json", "history.csv", "metrics.json", "gan_losses.png",
                  "progress.gif", "step_losses.csv", "quality.csv", "quality.png",
-                 "samples_by_confidence.png", "samples/epoch_001.png",
+                 "samples_by_confidence.png", "codes.png", "samples/epoch_001.png",
                  "samples/epoch_002.png"):
         assert (run / name).is_file(), name
     import imageio.v3 as iio
@@ -481,6 +629,7 @@ def test_run_writes_samples_animation_and_loss_curves(trained):
     assert {"d_loss", "g_loss", "examples_per_sec"} <= set(hist.columns) and len(hist) == 2
     steps = pd.read_csv(run / "step_losses.csv")
     assert len(steps) == 2 * (384 // 64) and steps["d_loss"].notna().all()
+    assert steps["info_loss"].notna().all() and "info_loss" in hist.columns
     # The per-step values average back to the epoch's logged mean.
     assert steps[steps.epoch == 1]["g_loss"].mean() == pytest.approx(hist["g_loss"][0], rel=1e-4)
     assert not (run / "checkpoints" / "backup").exists()
@@ -520,6 +669,7 @@ def test_run_measures_sample_quality_and_exports(trained):
     assert len(m["class_fractions"]) == 10 and sum(m["class_fractions"]) == pytest.approx(1, 1e-3)
     assert 0 <= m["real_test_conditional_entropy"] < m["real_test_marginal_entropy"]
     assert 0 <= m["unsure_fraction"] <= 1 and 0 <= m["real_test_unsure_fraction"] <= 1
+    assert 0.1 <= m["code_accuracy"] <= 1 and len(m["code_classes"]) == 10
     assert (base / "clf" / "classifier.weights.h5").is_file()
     loaded = tf.saved_model.load(record["export"])
     out = loaded.signatures["sample"](count=tf.constant(4), seed=tf.constant(1, tf.int64))
@@ -574,6 +724,7 @@ def test_help_lists_the_shared_and_gan_flags():
     proc = run_module("apps.dcgan.train", "--help", timeout=60)
     for flag in ("--epochs", "--limit", "--seed", "--run-dir", "--export-dir", "--strategy",
                  "--devices", "--batch-size", "--k", "--label-smoothing", "--r1-gamma", "--dataset",
+                 "--categories", "--info-weight",
                  "--eval-samples"):
         assert flag in proc.stdout, flag
 
@@ -586,6 +737,9 @@ def test_help_lists_the_shared_and_gan_flags():
     (["--eval-samples", "1"], "--eval-samples must be at least 2"),
     (["--disc-width", "0"], "--disc-width must be a positive integer"),
     (["--r1-gamma", "-0.5"], "--r1-gamma must be >= 0"),
+    (["--categories", "1"], "--categories must be 0 (off) or at least 2"),
+    (["--categories", "100"], "--categories must be below --latent-dim (100)"),
+    (["--info-weight", "0"], "--info-weight must be > 0"),
 ])
 def test_bad_flags_give_one_clear_error(args, message, capsys):
     from apps.dcgan import train

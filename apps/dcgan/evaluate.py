@@ -293,25 +293,45 @@ class Scorer:
                 **{f"real_test_{k}": v for k, v in _class_stats(self.test_probs).items()}}
 
 
-def generate(generator_fn, n: int, latent_dim: int, seed: int, batch: int = BATCH) -> np.ndarray:
-    """n uint8 images from ``generator_fn(latent float32) -> uint8 images``, the latent vectors
-    drawn from N(0, I) by a seeded NumPy generator (the same samples for the same seed)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(0, n, batch):
-        z = rng.standard_normal((min(batch, n - i), latent_dim)).astype("float32")
-        out.append(np.asarray(generator_fn(z)))
-    return np.concatenate(out)
+def latents(n: int, latent_dim: int, seed: int) -> np.ndarray:
+    """n latent vectors from N(0, I), float32, drawn by a seeded NumPy generator."""
+    return np.random.default_rng(seed).standard_normal((n, latent_dim)).astype("float32")
+
+
+def generate(generator_fn, z: np.ndarray, batch: int = BATCH) -> np.ndarray:
+    """uint8 images ``generator_fn(latent float32) -> uint8 images`` of the latent vectors z,
+    in batches."""
+    return np.concatenate([np.asarray(generator_fn(z[i: i + batch]))
+                           for i in range(0, len(z), batch)])
+
+
+def code_agreement(codes: np.ndarray, probs: np.ndarray, categories: int) -> dict:
+    """How well InfoGAN's categorical code [IG] picks the class, without labels: each code is
+    matched to the class the classifier gives most of its samples, and ``code_accuracy`` is the
+    fraction of samples in their code's class (Chen et al. 2016, §7.1, read MNIST's code this
+    way: 5% error). ``code_classes[c]`` is code c's class, ``code_classes_covered`` how many
+    distinct classes the codes reach."""
+    predicted = np.asarray(probs).argmax(axis=1)
+    counts = np.zeros((categories, np.asarray(probs).shape[1]), dtype=np.int64)
+    np.add.at(counts, (np.asarray(codes), predicted), 1)
+    classes = counts.argmax(axis=1)
+    return {"code_accuracy": float(counts.max(axis=1).sum() / max(1, counts.sum())),
+            "code_classes": [int(c) for c in classes],
+            "code_classes_covered": int(len(set(classes[counts.sum(axis=1) > 0].tolist())))}
 
 
 def sample_quality(generator_fn, latent_dim, scorer: Scorer, x_train, seed: int = 0,
-                   figure=None) -> dict:
+                   figure=None, categories: int = 0) -> dict:
     """IS and FD of n generated images, the ceiling, and the ratios the issue's targets use.
     ``figure``: a PNG path for the samples the classifier is least sure of, beside random ones
-    (``progress.confidence_grid``) -- what a low E H(y|x) is made of."""
-    images = generate(generator_fn, scorer.n, latent_dim, seed)
+    (``progress.confidence_grid``) -- what a low E H(y|x) is made of. ``categories`` > 0: also
+    how well InfoGAN's code picks the class (``code_agreement``)."""
+    z = latents(scorer.n, latent_dim, seed)
+    images = generate(generator_fn, z)
     feats, probs = scorer.features(images)
     out = scorer.score_outputs(feats, probs, class_fractions=True)
+    if categories:
+        out.update(code_agreement(z[:, :categories].argmax(axis=1), probs, categories))
     if figure:
         from apps.dcgan.progress import confidence_grid
 
@@ -371,8 +391,11 @@ def main(argv=None):
 
         serve = tf.saved_model.load(args.model).signatures["serving_default"]
         latent_dim = serve.structured_input_signature[1]["latent"].shape[-1]
+        meta = Path(args.model) / "assets.extra" / "ksuite.json"
+        categories = json.loads(meta.read_text()).get("categories", 0) if meta.exists() else 0
         quality = sample_quality(lambda z: serve(latent=tf.constant(z))["images"].numpy(),
-                                 latent_dim, scorer, x_train, args.seed, figure=args.figure)
+                                 latent_dim, scorer, x_train, args.seed, figure=args.figure,
+                                 categories=categories)
         result.update(quality)
     print(json.dumps(result, indent=2))
     return result

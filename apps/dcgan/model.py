@@ -56,6 +56,21 @@ and 15.10 for dcgan.torch's layout (benchmarks/results/dcgan.jsonl):
        by one stride-1 transposed convolution at the base resolution before the up-sampling ones
        -- the layout of TensorFlow's DCGAN tutorial for MNIST (7x7x256 -> 7x7x128 -> 14x14x64 ->
        28x28x1). ``--no-refine`` gives dcgan.torch's layout.
+
+An option beyond DCGAN, for the samples a classifier cannot place (``--categories``):
+
+  [IG] InfoGAN (Chen, Duan, Houthooft, Schulman, Sutskever & Abbeel 2016, "InfoGAN:
+       Interpretable Representation Learning by Information Maximizing GANs"): a categorical
+       code c beside the noise, and an auxiliary head Q(c | x) on the discriminator's features;
+       both players also maximize a lower bound of the mutual information I(c; G(z, c)). On
+       MNIST a 10-way code learns the digit classes without labels (§7.1). Here c is read from
+       the latent vector itself (``CategoricalCode``), so z stays one N(0, I) vector of 100.
+       Why it is offered: without it, the samples the evaluation classifier is least sure of
+       are blends of two digits (8/9/0, 3/5, 7/9). A generator maps a connected latent space
+       continuously, so between two digits it must pass through such in-between images
+       (Khayatkhoei et al. 2018, "Disconnected Manifold Learning for GANs"; Tanielian et al.
+       2020, "Learning disconnected manifolds: a no GAN's land"); with the code, the latent
+       space falls into separate cells.
 """
 
 from __future__ import annotations
@@ -94,17 +109,54 @@ def resolution_steps(image_shape) -> tuple[int, int]:
     return n, base
 
 
+@keras.saving.register_keras_serializable("ksuite")
+class CategoricalCode(keras.layers.Layer):
+    """[IG] Replace the first ``categories`` coordinates of z by the one-hot code of their
+    argmax: c = one_hot(argmax(z_1..z_K)). For z ~ N(0, I) the argmax of K i.i.d. coordinates is
+    uniform over the K categories, so c is exactly InfoGAN's categorical code Cat(K = 10, p =
+    0.1) (Chen et al. 2016, §5 / Appendix C.1) and the rest of z is the incompressible noise;
+    the generator still takes one N(0, I) vector of ``latent_dim`` (the export's contract).
+    The map is piecewise constant in z_1..z_K: the latent space falls into K separate cells,
+    one per code, so the generator need not pass through blends of two digits between them."""
+
+    def __init__(self, categories: int, **kwargs):
+        super().__init__(**kwargs)
+        self.categories = int(categories)
+
+    def call(self, z):
+        code = tf.one_hot(tf.argmax(z[:, : self.categories], axis=-1), self.categories,
+                          dtype=z.dtype)
+        return tf.concat([code, z[:, self.categories:]], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "categories": self.categories}
+
+
+def code_of(latent, categories: int):
+    """The category [IG] the generator reads from each latent vector: argmax of its first
+    ``categories`` coordinates (int64 [batch])."""
+    return tf.argmax(latent[:, :categories], axis=-1)
+
+
 def build_generator(image_shape=(28, 28, 1), latent_dim: int = LATENT_DIM,
-                    width: int = WIDTH, kernel: int = KERNEL, refine: bool = True) -> keras.Model:
-    """z [batch, latent_dim] -> images [batch, H, W, C] in [-1, 1]."""
+                    width: int = WIDTH, kernel: int = KERNEL, refine: bool = True,
+                    categories: int = 0) -> keras.Model:
+    """z [batch, latent_dim] -> images [batch, H, W, C] in [-1, 1]. ``categories`` > 0: the
+    first that many coordinates of z become a one-hot categorical code [IG]."""
     n, base = resolution_steps(image_shape)
     channels = image_shape[-1]
     filters = width * 2 ** (n if refine else n - 1)
+    if not 0 <= categories < latent_dim:
+        raise ValueError(f"categories must be in [0, latent_dim={latent_dim}), got {categories}")
     z = keras.Input((latent_dim,), name="latent")
+    x = CategoricalCode(categories, name="categorical_code")(z) if categories else z
     # [R3] first layer: a matrix multiplication (project), reshaped into a 4-d tensor. No bias:
     # the batch normalization that follows has its own offset.
     x = keras.layers.Dense(base * base * filters, use_bias=False, kernel_initializer=_init(),
-                           name="project")(z)
+                           name="project")(x)
     x = keras.layers.Reshape((base, base, filters), name="reshape")(x)
     x = _bn("project_bn")(x)  # [R2]
     x = keras.layers.ReLU(name="project_relu")(x)  # [R4]
@@ -184,6 +236,25 @@ def build_discriminator(image_shape=(28, 28, 1), width: int = WIDTH,
     return keras.Model(images, logit, name="discriminator")
 
 
+CODE_HIDDEN = 128  # [IG] Chen et al. 2016, Appendix C.1 (MNIST): Q is "FC.128-BN-lReLU-FC"
+INFO_WEIGHT = 1.0  # [IG] Chen et al. 2016, §7: "lambda = 1" for discrete latent codes
+
+
+def build_code_head(discriminator: keras.Model, categories: int) -> keras.Model:
+    """[IG] InfoGAN's auxiliary distribution Q(c | x): the discriminator's flattened last
+    convolution -> FC 128 - BN - LeakyReLU - FC ``categories`` logits (Chen et al. 2016,
+    Appendix C.1: Q shares all convolutional layers with D)."""
+    if categories < 2:
+        raise ValueError(f"a categorical code needs at least 2 categories, got {categories}")
+    features = keras.Input(discriminator.get_layer("flatten").output.shape[1:], name="features")
+    x = keras.layers.Dense(CODE_HIDDEN, use_bias=False, kernel_initializer=_init(),
+                           name="code_hidden")(features)
+    x = _bn("code_hidden_bn")(x)
+    x = keras.layers.LeakyReLU(LEAKY_SLOPE, name="code_hidden_lrelu")(x)
+    logits = keras.layers.Dense(categories, kernel_initializer=_init(), name="code_logits")(x)
+    return keras.Model(features, logits, name="code_head")
+
+
 def r1_penalty(discriminator: keras.Model, real, gamma: float):
     """(logits of ``real``, per-example R1 penalty gamma / 2 * ||grad_x D(x)||^2): Mescheder,
     Geiger & Nowozin (2018), "Which Training Methods for GANs do actually Converge?", §4.1 --
@@ -218,6 +289,14 @@ class DCGAN(keras.Model):
     ``g_loss`` and the discriminator's mean outputs ``d_real`` = D(x) and ``d_fake`` = D(G(z))
     (as dcgan.torch prints them); with ``r1_gamma`` > 0, ``d_loss`` includes the penalty.
 
+    With a ``code_head`` [IG] (InfoGAN, Chen et al. 2016): the generator reads a categorical
+    code from its latent vector (``build_generator(categories=K)``) and both players also
+    minimize lambda * L_I, the cross-entropy of ``code_head``'s prediction of that code from the
+    discriminator's features of G(z) -- the variational lower bound of the mutual information
+    I(c; G(z, c)) (§5). ``info_loss`` logs L_I; ``d_loss`` and ``g_loss`` stay the adversarial
+    losses alone, so their equilibrium values still read as without the code. The head's
+    weights are updated by the discriminator's optimizer.
+
     Losses are per-example cross-entropies averaged over the *global* batch with
     ``tf.nn.compute_average_loss`` (sum over the local batch / (local batch x replicas)), because
     the optimizers *sum* the replicas' gradients under a ``tf.distribute`` strategy. With one
@@ -228,11 +307,28 @@ class DCGAN(keras.Model):
     """
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model, seed: int = 0,
+                 code_head: keras.Model | None = None, info_weight: float = INFO_WEIGHT,
                  **kwargs):
         super().__init__(name=kwargs.pop("name", "dcgan"), **kwargs)
         self.generator = generator
         self.discriminator = discriminator
         self.latent_dim = int(generator.inputs[0].shape[-1])
+        self.code_head = code_head
+        self.categories = 0
+        if code_head is not None:
+            self.categories = int(code_head.output_shape[-1])
+            layer = next((la for la in generator.layers if isinstance(la, CategoricalCode)), None)
+            if layer is None or layer.categories != self.categories:
+                raise ValueError(f"a code head of {self.categories} categories needs a generator "
+                                 f"built with categories={self.categories}")
+            if not info_weight > 0:
+                raise ValueError(f"info_weight must be > 0, got {info_weight}")
+            # One pass of the discriminator gives both its logit and the features Q reads.
+            self._critic = keras.Model(discriminator.inputs,
+                                       [discriminator.output,
+                                        discriminator.get_layer("flatten").output])
+        self.info_weight = float(info_weight)
+        self.info_loss_tracker = keras.metrics.Mean(name="info_loss")
         self.noise = tf.random.Generator.from_seed(seed)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
@@ -265,13 +361,31 @@ class DCGAN(keras.Model):
         self.r1_gamma = float(r1_gamma)
         # Built now (inside the strategy scope) so that a run resumed by BackupAndRestore finds
         # their slots to restore into.
-        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.d_optimizer.build(self.d_weights)
         self.g_optimizer.build(self.generator.trainable_variables)
 
     @property
     def metrics(self):
-        return [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker,
-                self.d_fake_tracker]
+        trackers = [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker,
+                    self.d_fake_tracker]
+        return trackers + ([self.info_loss_tracker] if self.code_head is not None else [])
+
+    @property
+    def d_weights(self):
+        """What the discriminator's optimizer updates: D, and Q's head [IG] if any."""
+        head = self.code_head.trainable_weights if self.code_head is not None else []
+        return self.discriminator.trainable_weights + head
+
+    def judge(self, images, latent=None):
+        """(D's logits of ``images``, per-example info loss L_I or 0): with a code head [IG],
+        the cross-entropy of Q's prediction of the code ``latent`` carries."""
+        if self.code_head is None or latent is None:
+            return self.discriminator(images, training=True), 0.0
+        logits, features = self._critic(images, training=True)
+        code_logits = self.code_head(features, training=True)
+        info = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=code_of(latent, self.categories), logits=code_logits)
+        return logits, info
 
     def call(self, latent, training=False):
         return self.generator(latent, training=training)
@@ -282,31 +396,32 @@ class DCGAN(keras.Model):
     def discriminator_step(self, real):
         """One ascent step of the discriminator on m real images and m samples of G."""
         m = tf.shape(real)[0]
-        fake = self.generator(self.sample_latent(m), training=True)
+        latent = self.sample_latent(m)
+        fake = self.generator(latent, training=True)
         with tf.GradientTape() as tape:
             if self.r1_gamma:
                 real_logits, penalty = r1_penalty(self.discriminator, real, self.r1_gamma)
             else:
                 real_logits, penalty = self.discriminator(real, training=True), 0.0
-            fake_logits = self.discriminator(fake, training=True)
+            fake_logits, info = self.judge(fake, latent)
             per_example = (_bce(1.0 - self.label_smoothing, real_logits)  # one-sided smoothing
                            + _bce(0.0, fake_logits) + penalty)
-            loss = tf.nn.compute_average_loss(per_example)
-        weights = self.discriminator.trainable_weights
+            loss = tf.nn.compute_average_loss(per_example + self.info_weight * info)
+        weights = self.d_weights
         self.d_optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
         return (tf.reduce_mean(per_example), tf.reduce_mean(tf.sigmoid(real_logits)),
                 tf.reduce_mean(tf.sigmoid(fake_logits)))
 
     def generator_step(self, m):
         """One descent step of the generator on the non-saturating loss -log D(G(z))."""
+        latent = self.sample_latent(m)
         with tf.GradientTape() as tape:
-            fake_logits = self.discriminator(self.generator(self.sample_latent(m), training=True),
-                                             training=True)
+            fake_logits, info = self.judge(self.generator(latent, training=True), latent)
             per_example = _bce(1.0, fake_logits)  # -log D(G(z)), Goodfellow et al. 2014 §3
-            loss = tf.nn.compute_average_loss(per_example)
+            loss = tf.nn.compute_average_loss(per_example + self.info_weight * info)
         weights = self.generator.trainable_weights
         self.g_optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
-        return tf.reduce_mean(per_example)
+        return tf.reduce_mean(per_example), tf.reduce_mean(info)
 
     def train_step(self, data):
         real = data[0] if isinstance(data, (tuple, list)) else data
@@ -321,8 +436,10 @@ class DCGAN(keras.Model):
             self.d_loss_tracker.update_state(d_loss)
             self.d_real_tracker.update_state(d_real)
             self.d_fake_tracker.update_state(d_fake)
-        g_loss = self.generator_step(tf.shape(minibatches)[1])
+        g_loss, info = self.generator_step(tf.shape(minibatches)[1])
         self.g_loss_tracker.update_state(g_loss)
+        if self.code_head is not None:
+            self.info_loss_tracker.update_state(info)
         return {m.name: m.result() for m in self.metrics}
 
 

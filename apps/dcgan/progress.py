@@ -61,6 +61,24 @@ def write_gif(frame_paths, path, seconds_per_frame: float = 0.4) -> Path | None:
     return atomic_write_bytes(path, data)
 
 
+def code_latents(categories: int, latent_dim: int, cols: int = 10, seed: int = 0) -> np.ndarray:
+    """[categories * cols, latent_dim]: row c holds code c [IG] (z_c = 1 and the other code
+    coordinates 0, so the argmax is c), with the same ``cols`` noise vectors in every row."""
+    noise = np.random.default_rng(seed).standard_normal((cols, latent_dim)).astype("float32")
+    z = np.tile(noise, (categories, 1))
+    z[:, :categories] = 0.0
+    z[np.arange(len(z)), np.repeat(np.arange(categories), cols)] = 1.0
+    return z
+
+
+def code_grid(generator, categories: int, latent_dim: int, path, cols: int = 10,
+              seed: int = 0) -> Path:
+    """InfoGAN's figure (Chen et al. 2016, Fig. 2a): one row per categorical code, the same
+    noise down each column -- whether each code has become one digit, and which."""
+    z = code_latents(categories, latent_dim, cols, seed)
+    return write_png(tile(to_uint8(generator(z, training=False)), cols), path)
+
+
 class SampleGrid(keras.callbacks.Callback):
     """After each epoch, G(z_fixed) for one fixed latent batch -> ``<dir>/epoch_NNN.png``, and
     ``<gif>`` rebuilt from every frame so far (so the progress animation always exists)."""
@@ -101,10 +119,10 @@ class QualityMonitor(keras.callbacks.Callback):
             if getattr(optimizer, "use_ema", False) else None
 
     def _score(self) -> dict:
-        from apps.dcgan.evaluate import generate
+        from apps.dcgan.evaluate import generate, latents
 
         images = generate(lambda z: to_uint8(self.generator(z, training=False)),
-                          self.scorer.n, self.latent_dim, self.seed)
+                          latents(self.scorer.n, self.latent_dim, self.seed))
         return self.scorer.score(images)
 
     def variants(self) -> dict:
@@ -145,7 +163,7 @@ class StepLosses(keras.callbacks.Callback):
     of the epochs it restored). Keras' batch logs hold the running *mean* of each tracker over
     the epoch so far; the step's own value is recovered as (b+1) mean_b - b mean_{b-1}."""
 
-    KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
+    KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "info_loss")  # info_loss: --categories
 
     def __init__(self, path):
         super().__init__()
@@ -189,8 +207,8 @@ def read_step_losses(path) -> list[dict]:
 
 
 def loss_curves(step_rows: list[dict], path, title: str = "") -> Path:
-    """Two panels: D and G loss per step (light) with a moving average (dark); the
-    discriminator's mean outputs D(x) and D(G(z)). At the game's equilibrium D = 1/2
+    """Two panels: D and G loss per step (light) with a moving average (dark), and InfoGAN's
+    info loss if logged; the discriminator's mean outputs D(x) and D(G(z)). At the game's equilibrium D = 1/2
     everywhere, d_loss = 2 log 2 ~ 1.386 and g_loss = log 2 ~ 0.693 (dotted)."""
     from shared.plots import plt, save_figure
 
@@ -212,6 +230,9 @@ def loss_curves(step_rows: list[dict], path, title: str = "") -> Path:
             ax1.plot(steps, v, color=color, alpha=0.25, lw=0.8)
             ax1.plot(steps, smooth(v), color=color, label=key.replace("_", " "))
             ax1.axhline(eq, color=color, ls=":", lw=1)
+    info = np.array([r.get("info_loss", np.nan) for r in step_rows], dtype=float)
+    if len(info) and np.isfinite(info).any():  # --categories: InfoGAN's L_I (0 = code read)
+        ax1.plot(steps, smooth(info), color="tab:purple", label="info loss (code)")
     ax1.set_xlabel("generator step")
     ax1.set_title("losses (dotted: equilibrium values)")
     ax1.grid(alpha=0.3)

@@ -9,7 +9,8 @@ Reads top to bottom: data -> model -> train -> evaluate -> export. The run direc
 the shared records (config, history.csv with d_loss / g_loss per epoch, TensorBoard, metrics.json):
 ``samples/epoch_NNN.png`` (one fixed latent batch after every epoch), ``progress.gif`` (those
 grids as an animation), ``step_losses.csv`` and ``gan_losses.png`` (losses per generator step),
-with ``--score-every N`` ``quality.csv`` / ``quality.png``, and after the evaluation
+with ``--score-every N`` ``quality.csv`` / ``quality.png``, with ``--categories`` ``codes.png``
+(one row of samples per InfoGAN code), and after the evaluation
 ``samples_by_confidence.png`` (the samples the classifier is least sure of, beside random ones).
 """
 
@@ -100,6 +101,15 @@ def parse_args(argv=None):
                         "(2,000 samples, same seed), 0.01 scored IS 6.94 / 7.73 after epochs "
                         "2 / 4 against 6.96 / 7.80 without, at 1.35x the time per step")
     a.add_argument("--latent-dim", type=int, default=100, help="size of z (Radford et al.: 100)")
+    a.add_argument("--categories", type=int, default=0,
+                   help="InfoGAN's categorical code (Chen et al. 2016: 10 for MNIST): the "
+                        "generator reads a one-hot code from the argmax of z's first N "
+                        "coordinates and an auxiliary head on the discriminator learns to "
+                        "recover it (model.py [IG]); z stays N(0, I) of --latent-dim. "
+                        "0 = off, plain DCGAN")
+    a.add_argument("--info-weight", type=float, default=1.0,
+                   help="lambda, the weight of InfoGAN's mutual-information term (Chen et al. "
+                        "2016 §7: 1 for discrete codes); used with --categories")
     a.add_argument("--width", type=int, default=64,
                    help="filters of the first discriminator / last generator conv "
                         "(dcgan.torch ndf = ngf = 64); measured on MNIST (2,000 samples, same "
@@ -149,6 +159,13 @@ def parse_args(argv=None):
         parser.error("--label-smoothing must be in [0, 1)")
     if not args.r1_gamma >= 0:
         parser.error("--r1-gamma must be >= 0")
+    if args.categories < 0 or args.categories == 1:
+        parser.error("--categories must be 0 (off) or at least 2")
+    if args.categories >= args.latent_dim:
+        parser.error(f"--categories must be below --latent-dim ({args.latent_dim}): the rest "
+                     "of z is the noise")
+    if not args.info_weight > 0:
+        parser.error("--info-weight must be > 0")
     if not 0 <= args.beta1 < 1:
         parser.error("--beta1 must be in [0, 1)")
     if not 0 <= args.ema < 1:
@@ -173,15 +190,18 @@ def parse_args(argv=None):
     return args
 
 
-def build_players(args, image_shape):
-    """The generator and the discriminator the flags ask for (call inside the strategy scope)."""
-    from apps.dcgan.model import build_discriminator, build_generator
+def build_gan(args, image_shape):
+    """The DCGAN the flags ask for: generator, discriminator and, with --categories, InfoGAN's
+    code head (call inside the strategy scope)."""
+    from apps.dcgan.model import DCGAN, build_code_head, build_discriminator, build_generator
 
     generator = build_generator(image_shape, args.latent_dim, args.width, args.kernel_size,
-                                args.refine)
+                                args.refine, args.categories)
     discriminator = build_discriminator(image_shape, args.disc_width or args.width,
                                         args.kernel_size, args.disc_layers)
-    return generator, discriminator
+    head = build_code_head(discriminator, args.categories) if args.categories else None
+    return DCGAN(generator, discriminator, seed=args.seed, code_head=head,
+                 info_weight=args.info_weight)
 
 
 def make_optimizer(args, steps_per_epoch: int, ema: float = 0.0):
@@ -220,7 +240,6 @@ def main(argv=None):
     import numpy as np
 
     from apps.dcgan import data, evaluate, progress
-    from apps.dcgan.model import DCGAN
 
     # 1. Data: every training image trains the GAN (there is no validation set); the test set is
     #    the real reference the samples are measured against. Each step takes k minibatches of
@@ -237,8 +256,8 @@ def main(argv=None):
     # 2. Generator, discriminator and their optimizers, inside the strategy's scope (mirrored
     #    variables; the noise generator gives each replica its own stream).
     with run.strategy.scope():
-        generator, discriminator = build_players(args, x_train.shape[1:])
-        gan = DCGAN(generator, discriminator, seed=args.seed)
+        gan = build_gan(args, x_train.shape[1:])
+        generator, discriminator = gan.generator, gan.discriminator
         gan.compile(make_optimizer(args, steps), make_optimizer(args, steps, args.ema), k=args.k,
                     label_smoothing=args.label_smoothing, r1_gamma=args.r1_gamma)
     if args.verbose:
@@ -278,6 +297,9 @@ def main(argv=None):
                              run.dir / "gan_losses.png", title=f"DCGAN on {args.dataset}")
         progress.quality_curves(run.dir / "quality.csv", run.dir / "quality.png",
                                 title=f"DCGAN on {args.dataset}: samples scored during training")
+        if args.categories:  # one row per code, the same noise down each column
+            progress.code_grid(generator, args.categories, args.latent_dim,
+                               run.dir / "codes.png", seed=args.seed)
 
     # 4. Evaluate the samples with a classifier trained on the same dataset (cached): Inception
     #    Score and Fréchet distance of 10,000 generated vs 10,000 real test images, and the same
@@ -298,7 +320,8 @@ def main(argv=None):
         scorer = evaluate.Scorer(model, x_test, args.eval_samples)
         metrics = evaluate.sample_quality(
             lambda z: progress.to_uint8(generator(z, training=False)), args.latent_dim, scorer,
-            x_full, args.seed, figure=run.dir / "samples_by_confidence.png")
+            x_full, args.seed, figure=run.dir / "samples_by_confidence.png",
+            categories=args.categories)
         metrics["classifier_test_accuracy"] = record["test_accuracy"]
         if last_weights is not None:
             averaged = generator.get_weights()
@@ -328,6 +351,11 @@ def main(argv=None):
               f"{metrics['conditional_entropy']:.3f} (real test "
               f"{metrics['real_test_conditional_entropy']:.3f}); samples per class "
               f"{metrics['class_fractions']}")
+        if args.categories:
+            print(f"categorical code: {metrics['code_accuracy']:.1%} of the samples are in "
+                  f"their code's class (codes -> classes {metrics['code_classes']}, "
+                  f"{metrics['code_classes_covered']} of 10 classes); see "
+                  f"{run.dir / 'codes.png'}")
         print(f"classifier less than {evaluate.UNSURE_BELOW:.0%} sure of "
               f"{metrics['unsure_fraction']:.1%} of the samples (real test images: "
               f"{metrics['real_test_unsure_fraction']:.1%}); the least sure are in "
