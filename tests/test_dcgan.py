@@ -336,9 +336,12 @@ def test_categorical_code_is_the_one_hot_argmax_of_the_first_coordinates_and_uni
     from apps.dcgan.model import CategoricalCode, build_generator, code_of
 
     z = np.random.default_rng(0).standard_normal((20_000, 12)).astype("float32")
-    out = CategoricalCode(4)(z).numpy()
+    out = CategoricalCode(4, noise_scale=1.0)(z).numpy()
     np.testing.assert_array_equal(out[:, :4], np.eye(4, dtype="float32")[z[:, :4].argmax(1)])
     np.testing.assert_array_equal(out[:, 4:], z[:, 4:])
+    scaled = CategoricalCode(4)(z).numpy()  # ClusterGAN's sigma = 0.1 on the noise
+    np.testing.assert_array_equal(scaled[:, :4], out[:, :4])
+    np.testing.assert_allclose(scaled[:, 4:], 0.1 * z[:, 4:], rtol=1e-6)
     np.testing.assert_array_equal(code_of(z, 4).numpy(), z[:, :4].argmax(1))
     share = np.bincount(z[:, :4].argmax(1), minlength=4) / len(z)
     np.testing.assert_allclose(share, 0.25, atol=0.015)
@@ -724,7 +727,7 @@ def test_help_lists_the_shared_and_gan_flags():
     proc = run_module("apps.dcgan.train", "--help", timeout=60)
     for flag in ("--epochs", "--limit", "--seed", "--run-dir", "--export-dir", "--strategy",
                  "--devices", "--batch-size", "--k", "--label-smoothing", "--r1-gamma", "--dataset",
-                 "--categories", "--info-weight",
+                 "--categories", "--info-weight", "--noise-scale",
                  "--eval-samples"):
         assert flag in proc.stdout, flag
 
@@ -740,6 +743,7 @@ def test_help_lists_the_shared_and_gan_flags():
     (["--categories", "1"], "--categories must be 0 (off) or at least 2"),
     (["--categories", "100"], "--categories must be below --latent-dim (100)"),
     (["--info-weight", "0"], "--info-weight must be > 0"),
+    (["--noise-scale", "0"], "--noise-scale must be > 0"),
 ])
 def test_bad_flags_give_one_clear_error(args, message, capsys):
     from apps.dcgan import train

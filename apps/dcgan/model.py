@@ -109,6 +109,9 @@ def resolution_steps(image_shape) -> tuple[int, int]:
     return n, base
 
 
+NOISE_SCALE = 0.1  # [IG] ClusterGAN (Mukherjee et al. 2019) §3.1: sigma = 0.1 beside the code
+
+
 @keras.saving.register_keras_serializable("ksuite")
 class CategoricalCode(keras.layers.Layer):
     """[IG] Replace the first ``categories`` coordinates of z by the one-hot code of their
@@ -117,22 +120,31 @@ class CategoricalCode(keras.layers.Layer):
     0.1) (Chen et al. 2016, §5 / Appendix C.1) and the rest of z is the incompressible noise;
     the generator still takes one N(0, I) vector of ``latent_dim`` (the export's contract).
     The map is piecewise constant in z_1..z_K: the latent space falls into K separate cells,
-    one per code, so the generator need not pass through blends of two digits between them."""
+    one per code, so the generator need not pass through blends of two digits between them.
 
-    def __init__(self, categories: int, **kwargs):
+    The noise is multiplied by ``noise_scale`` (ClusterGAN, Mukherjee et al. 2019, §3.1: the
+    noise part of the latent is N(0, sigma^2 I) with sigma = 0.1 beside the one-hot code). At
+    unit scale the 90 noise coordinates carry 90x the variance of the one code coordinate into
+    the first layer, the generator's digit is decided by the noise and the code is left to
+    steer what Q reads most easily: measured on MNIST, it learned stroke style (code accuracy
+    21% after 2 epochs, the same digit down each column of ``codes.png``)."""
+
+    def __init__(self, categories: int, noise_scale: float = NOISE_SCALE, **kwargs):
         super().__init__(**kwargs)
         self.categories = int(categories)
+        self.noise_scale = float(noise_scale)
 
     def call(self, z):
         code = tf.one_hot(tf.argmax(z[:, : self.categories], axis=-1), self.categories,
                           dtype=z.dtype)
-        return tf.concat([code, z[:, self.categories:]], axis=-1)
+        return tf.concat([code, self.noise_scale * z[:, self.categories:]], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "categories": self.categories}
+        return {**super().get_config(), "categories": self.categories,
+                "noise_scale": self.noise_scale}
 
 
 def code_of(latent, categories: int):
@@ -143,16 +155,17 @@ def code_of(latent, categories: int):
 
 def build_generator(image_shape=(28, 28, 1), latent_dim: int = LATENT_DIM,
                     width: int = WIDTH, kernel: int = KERNEL, refine: bool = True,
-                    categories: int = 0) -> keras.Model:
+                    categories: int = 0, noise_scale: float = NOISE_SCALE) -> keras.Model:
     """z [batch, latent_dim] -> images [batch, H, W, C] in [-1, 1]. ``categories`` > 0: the
-    first that many coordinates of z become a one-hot categorical code [IG]."""
+    first that many coordinates of z become a one-hot categorical code [IG] and the rest is
+    scaled by ``noise_scale``."""
     n, base = resolution_steps(image_shape)
     channels = image_shape[-1]
     filters = width * 2 ** (n if refine else n - 1)
     if not 0 <= categories < latent_dim:
         raise ValueError(f"categories must be in [0, latent_dim={latent_dim}), got {categories}")
     z = keras.Input((latent_dim,), name="latent")
-    x = CategoricalCode(categories, name="categorical_code")(z) if categories else z
+    x = CategoricalCode(categories, noise_scale, name="categorical_code")(z) if categories else z
     # [R3] first layer: a matrix multiplication (project), reshaped into a 4-d tensor. No bias:
     # the batch normalization that follows has its own offset.
     x = keras.layers.Dense(base * base * filters, use_bias=False, kernel_initializer=_init(),

@@ -107,6 +107,10 @@ def parse_args(argv=None):
                         "coordinates and an auxiliary head on the discriminator learns to "
                         "recover it (model.py [IG]); z stays N(0, I) of --latent-dim. "
                         "0 = off, plain DCGAN")
+    a.add_argument("--noise-scale", type=float, default=0.1,
+                   help="with --categories, the rest of z is multiplied by this inside the "
+                        "generator (ClusterGAN, Mukherjee et al. 2019: sigma = 0.1), so that the "
+                        "code, not the noise, decides the digit (model.py [IG])")
     a.add_argument("--info-weight", type=float, default=1.0,
                    help="lambda, the weight of InfoGAN's mutual-information term (Chen et al. "
                         "2016 §7: 1 for discrete codes); used with --categories")
@@ -164,6 +168,8 @@ def parse_args(argv=None):
     if args.categories >= args.latent_dim:
         parser.error(f"--categories must be below --latent-dim ({args.latent_dim}): the rest "
                      "of z is the noise")
+    if not args.noise_scale > 0:
+        parser.error("--noise-scale must be > 0")
     if not args.info_weight > 0:
         parser.error("--info-weight must be > 0")
     if not 0 <= args.beta1 < 1:
@@ -196,7 +202,7 @@ def build_gan(args, image_shape):
     from apps.dcgan.model import DCGAN, build_code_head, build_discriminator, build_generator
 
     generator = build_generator(image_shape, args.latent_dim, args.width, args.kernel_size,
-                                args.refine, args.categories)
+                                args.refine, args.categories, args.noise_scale)
     discriminator = build_discriminator(image_shape, args.disc_width or args.width,
                                         args.kernel_size, args.disc_layers)
     head = build_code_head(discriminator, args.categories) if args.categories else None
