@@ -408,6 +408,29 @@ def test_info_loss_reaches_the_generator_and_a_step_on_it_lowers_it():
     assert float(loss) < float(first), (float(first), float(loss))
 
 
+def test_noise_weight_adds_the_head_s_squared_error_on_the_noise():
+    """ClusterGAN's l2 term: with noise_weight w the head also estimates z's 90 noise
+    coordinates, and L_I = CE(code) + w * mean squared error of those estimates."""
+    import tensorflow as tf
+
+    from apps.dcgan import train
+
+    gan = train.build_gan(train.parse_args(["--width", "8", "--categories", "10",
+                                            "--noise-weight", "2"]), (28, 28, 1))
+    assert gan.code_head.output_shape == (None, 100) and gan.categories == 10
+    latent = tf.random.normal((8, 100), seed=6)
+    fake = gan.generator(latent, training=False)
+    _, info = gan.judge(fake, latent)
+    out = gan.code_head(gan._critic(fake, training=True)[1], training=True)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.argmax(latent[:, :10], axis=-1), logits=out[:, :10])
+    mse = tf.reduce_mean(tf.square(out[:, 10:] - latent[:, 10:]), axis=-1)
+    np.testing.assert_allclose(info.numpy(), (ce + 2.0 * mse).numpy(), rtol=1e-5)
+    plain = train.build_gan(train.parse_args(["--width", "8", "--categories", "10"]),
+                            (28, 28, 1))
+    assert plain.code_head.output_shape == (None, 10)
+
+
 def test_code_head_weights_survive_a_save_and_load(tmp_path):
     """What a resumed run relies on: the code head and both optimizers' slots are in the
     weights file (BackupAndRestore saves the model's weights)."""
@@ -728,6 +751,7 @@ def test_help_lists_the_shared_and_gan_flags():
     for flag in ("--epochs", "--limit", "--seed", "--run-dir", "--export-dir", "--strategy",
                  "--devices", "--batch-size", "--k", "--label-smoothing", "--r1-gamma", "--dataset",
                  "--categories", "--info-weight", "--noise-scale",
+                 "--noise-weight",
                  "--eval-samples"):
         assert flag in proc.stdout, flag
 
@@ -744,6 +768,7 @@ def test_help_lists_the_shared_and_gan_flags():
     (["--categories", "100"], "--categories must be below --latent-dim (100)"),
     (["--info-weight", "0"], "--info-weight must be > 0"),
     (["--noise-scale", "0"], "--noise-scale must be > 0"),
+    (["--noise-weight", "-1"], "--noise-weight must be >= 0"),
 ])
 def test_bad_flags_give_one_clear_error(args, message, capsys):
     from apps.dcgan import train

@@ -70,7 +70,10 @@ An option beyond DCGAN, for the samples a classifier cannot place (``--categorie
        continuously, so between two digits it must pass through such in-between images
        (Khayatkhoei et al. 2018, "Disconnected Manifold Learning for GANs"; Tanielian et al.
        2020, "Learning disconnected manifolds: a no GAN's land"); with the code, the latent
-       space falls into separate cells.
+       space falls into separate cells. Beside the code the noise is scaled down (ClusterGAN,
+       Mukherjee et al. 2019, sigma = 0.1) so that the code, not the noise, decides the digit,
+       and ClusterGAN's l2 term (``noise_weight``) can make the head also recover the noise,
+       so that the generator does not drop it.
 """
 
 from __future__ import annotations
@@ -253,10 +256,12 @@ CODE_HIDDEN = 128  # [IG] Chen et al. 2016, Appendix C.1 (MNIST): Q is "FC.128-B
 INFO_WEIGHT = 1.0  # [IG] Chen et al. 2016, §7: "lambda = 1" for discrete latent codes
 
 
-def build_code_head(discriminator: keras.Model, categories: int) -> keras.Model:
+def build_code_head(discriminator: keras.Model, categories: int,
+                    noise_dims: int = 0) -> keras.Model:
     """[IG] InfoGAN's auxiliary distribution Q(c | x): the discriminator's flattened last
     convolution -> FC 128 - BN - LeakyReLU - FC ``categories`` logits (Chen et al. 2016,
-    Appendix C.1: Q shares all convolutional layers with D)."""
+    Appendix C.1: Q shares all convolutional layers with D), followed by ``noise_dims``
+    estimates of the noise coordinates of z if asked (``DCGAN(noise_weight=...)``)."""
     if categories < 2:
         raise ValueError(f"a categorical code needs at least 2 categories, got {categories}")
     features = keras.Input(discriminator.get_layer("flatten").output.shape[1:], name="features")
@@ -264,7 +269,8 @@ def build_code_head(discriminator: keras.Model, categories: int) -> keras.Model:
                            name="code_hidden")(features)
     x = _bn("code_hidden_bn")(x)
     x = keras.layers.LeakyReLU(LEAKY_SLOPE, name="code_hidden_lrelu")(x)
-    logits = keras.layers.Dense(categories, kernel_initializer=_init(), name="code_logits")(x)
+    logits = keras.layers.Dense(categories + noise_dims, kernel_initializer=_init(),
+                                name="code_logits")(x)
     return keras.Model(features, logits, name="code_head")
 
 
@@ -321,16 +327,19 @@ class DCGAN(keras.Model):
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model, seed: int = 0,
                  code_head: keras.Model | None = None, info_weight: float = INFO_WEIGHT,
-                 **kwargs):
+                 noise_weight: float = 0.0, **kwargs):
         super().__init__(name=kwargs.pop("name", "dcgan"), **kwargs)
         self.generator = generator
         self.discriminator = discriminator
         self.latent_dim = int(generator.inputs[0].shape[-1])
         self.code_head = code_head
         self.categories = 0
+        self.noise_weight = float(noise_weight)
         if code_head is not None:
-            self.categories = int(code_head.output_shape[-1])
+            outputs = int(code_head.output_shape[-1])
             layer = next((la for la in generator.layers if isinstance(la, CategoricalCode)), None)
+            noise_dims = self.latent_dim - layer.categories if layer is not None else 0
+            self.categories = outputs - noise_dims if self.noise_weight else outputs
             if layer is None or layer.categories != self.categories:
                 raise ValueError(f"a code head of {self.categories} categories needs a generator "
                                  f"built with categories={self.categories}")
@@ -395,9 +404,13 @@ class DCGAN(keras.Model):
         if self.code_head is None or latent is None:
             return self.discriminator(images, training=True), 0.0
         logits, features = self._critic(images, training=True)
-        code_logits = self.code_head(features, training=True)
+        outputs = self.code_head(features, training=True)
+        k = self.categories
         info = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=code_of(latent, self.categories), logits=code_logits)
+            labels=code_of(latent, k), logits=outputs[:, :k])
+        if self.noise_weight:  # ClusterGAN's l2 term: the samples must carry their noise too
+            info += self.noise_weight * tf.reduce_mean(
+                tf.square(outputs[:, k:] - latent[:, k:]), axis=-1)
         return logits, info
 
     def call(self, latent, training=False):
