@@ -311,8 +311,9 @@ def code_agreement(codes: np.ndarray, probs: np.ndarray, categories: int) -> dic
     fraction of samples in their code's class (Chen et al. 2016, §7.1, read MNIST's code this
     way: 5% error). ``code_classes[c]`` is code c's class, ``code_classes_covered`` how many
     distinct classes the codes reach."""
-    predicted = np.asarray(probs).argmax(axis=1)
-    counts = np.zeros((categories, np.asarray(probs).shape[1]), dtype=np.int64)
+    probs = np.asarray(probs)
+    predicted = probs.argmax(axis=1)
+    counts = np.zeros((categories, probs.shape[1]), dtype=np.int64)
     np.add.at(counts, (np.asarray(codes), predicted), 1)
     classes = counts.argmax(axis=1)
     return {"code_accuracy": float(counts.max(axis=1).sum() / max(1, counts.sum())),

@@ -26,11 +26,9 @@ def export_generator(generator, name: str, export_dir, metrics: dict, dataset: s
 
     from shared.export import Gate, export_keras
 
-    from apps.dcgan.model import CategoricalCode
+    from apps.dcgan.model import categories_of
 
     latent_dim = int(generator.inputs[0].shape[-1])
-    categories = next((layer.categories for layer in generator.layers
-                       if isinstance(layer, CategoricalCode)), 0)
 
     def to_uint8(images):  # generator output in [-1, 1] -> 0..255
         return tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
@@ -56,7 +54,7 @@ def export_generator(generator, name: str, export_dir, metrics: dict, dataset: s
     gate = Gate("inception_score", gate_margin) if gate_margin is not None else None
     return export_keras(name, endpoints, [generator], export_dir,
                         metadata={"app": "dcgan", "dataset": dataset, "latent_dim": latent_dim,
-                                  "categories": categories,
+                                  "categories": categories_of(generator),
                                   "image_shape": list(generator.output_shape[1:]),
                                   "metrics": metrics},
                         gate=gate)

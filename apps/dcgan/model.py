@@ -150,6 +150,12 @@ class CategoricalCode(keras.layers.Layer):
                 "noise_scale": self.noise_scale}
 
 
+def categories_of(generator: keras.Model) -> int:
+    """K of the generator's ``CategoricalCode`` [IG], or 0 if it has none."""
+    return next((layer.categories for layer in generator.layers
+                 if isinstance(layer, CategoricalCode)), 0)
+
+
 def code_of(latent, categories: int):
     """The category [IG] the generator reads from each latent vector: argmax of its first
     ``categories`` coordinates (int64 [batch])."""
@@ -333,16 +339,18 @@ class DCGAN(keras.Model):
         self.discriminator = discriminator
         self.latent_dim = int(generator.inputs[0].shape[-1])
         self.code_head = code_head
-        self.categories = 0
         self.noise_weight = float(noise_weight)
+        # The generator's code layer says K; the head must give K logits, and with
+        # noise_weight also one estimate per noise coordinate.
+        self.categories = categories_of(generator) if code_head is not None else 0
         if code_head is not None:
             outputs = int(code_head.output_shape[-1])
-            layer = next((la for la in generator.layers if isinstance(la, CategoricalCode)), None)
-            noise_dims = self.latent_dim - layer.categories if layer is not None else 0
-            self.categories = outputs - noise_dims if self.noise_weight else outputs
-            if layer is None or layer.categories != self.categories:
-                raise ValueError(f"a code head of {self.categories} categories needs a generator "
-                                 f"built with categories={self.categories}")
+            wanted = self.categories + (self.latent_dim - self.categories) * bool(noise_weight)
+            if not self.categories or outputs != wanted:
+                k = outputs - (self.latent_dim - self.categories) * bool(noise_weight)
+                raise ValueError(f"a code head of {outputs} outputs needs a generator built with "
+                                 f"categories={k}" + (" (and noise estimates for the other "
+                                 "latent coordinates)" if noise_weight else ""))
             if not info_weight > 0:
                 raise ValueError(f"info_weight must be > 0, got {info_weight}")
             # One pass of the discriminator gives both its logit and the features Q reads.
@@ -399,8 +407,9 @@ class DCGAN(keras.Model):
         return self.discriminator.trainable_weights + head
 
     def judge(self, images, latent=None):
-        """(D's logits of ``images``, per-example info loss L_I or 0): with a code head [IG],
-        the cross-entropy of Q's prediction of the code ``latent`` carries."""
+        """(D's logits of ``images``, per-example info loss L_I or 0). With a code head [IG],
+        L_I is the cross-entropy of Q's prediction of the code that ``latent`` carries (plus
+        ``noise_weight`` times the squared error of its estimate of the noise)."""
         if self.code_head is None or latent is None:
             return self.discriminator(images, training=True), 0.0
         logits, features = self._critic(images, training=True)

@@ -375,7 +375,8 @@ def main(argv=None):
         if args.categories:
             print(f"categorical code: {metrics['code_accuracy']:.1%} of the samples are in "
                   f"their code's class (codes -> classes {metrics['code_classes']}, "
-                  f"{metrics['code_classes_covered']} of 10 classes); see "
+                  f"{metrics['code_classes_covered']} of {len(metrics['class_fractions'])} "
+                  "classes); see "
                   f"{run.dir / 'codes.png'}")
         print(f"classifier less than {evaluate.UNSURE_BELOW:.0%} sure of "
               f"{metrics['unsure_fraction']:.1%} of the samples (real test images: "
