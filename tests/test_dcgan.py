@@ -431,6 +431,108 @@ def test_noise_weight_adds_the_head_s_squared_error_on_the_noise():
     assert plain.code_head.output_shape == (None, 10)
 
 
+def test_labelled_batches_keep_each_image_with_its_label():
+    """[AC] make_dataset(y=...) gives (images in [-1, 1], int32 labels) batches, shuffled
+    together: each label still belongs to its image."""
+    from apps.dcgan.data import make_dataset
+
+    x = np.repeat(np.arange(40, dtype=np.uint8)[:, None, None, None], 4, axis=1)
+    x = np.repeat(x, 4, axis=2) * 6  # image i is filled with 6 i
+    ds = make_dataset(x, 8, seed=1, y=np.arange(40) % 10)
+    images, labels = next(iter(ds))
+    assert images.shape == (8, 4, 4, 1) and labels.dtype == "int32" and labels.shape == (8,)
+    index = np.round((images.numpy()[:, 0, 0, 0] + 1) * 127.5 / 6).astype(int)
+    assert sorted(index.tolist()) != list(range(8))  # shuffled
+    np.testing.assert_array_equal(labels.numpy(), index % 10)
+    with pytest.raises(ValueError, match="40 images but 39 labels"):
+        make_dataset(x, 8, y=np.arange(39))
+
+
+def _ac_gan(seed=0):
+    """An AC-GAN (--labels) of width 8 whose weights and noise stream depend on ``seed`` only."""
+    import keras
+
+    from apps.dcgan import train
+
+    keras.utils.set_random_seed(seed)
+
+    gan = train.build_gan(train.parse_args(["--width", "8", "--labels", "--seed", str(seed)]),
+                          (28, 28, 1))
+    gan.compile(_adam(), _adam())
+    return gan
+
+
+def test_ac_gan_flags_and_the_classifying_head():
+    """--labels: one code per class (categories 10), unit noise beside it (keras-io's
+    conditional GAN), and a DCGAN whose discriminator's head is trained on real labels."""
+    from apps.dcgan import train
+    from apps.dcgan.model import DCGAN, build_discriminator, build_generator
+
+    args = train.parse_args(["--labels"])
+    assert (args.categories, args.noise_scale) == (10, 1.0)
+    assert train.parse_args(["--categories", "10"]).noise_scale == 0.1
+    assert train.parse_args(["--labels", "--noise-scale", "0.5"]).noise_scale == 0.5
+    gan = _ac_gan()
+    assert gan.label_weight == 1.0 and gan.categories == 10
+    assert "label_loss" in [m.name for m in gan.metrics]
+    assert "label_loss" not in [m.name for m in _gan(categories=10).metrics]
+    d = build_discriminator((28, 28, 1), 8)
+    with pytest.raises(ValueError, match="needs a code head"):
+        DCGAN(build_generator((28, 28, 1), 100, 8), d, label_weight=1.0)
+
+
+def test_ac_gan_discriminator_learns_the_real_labels_and_not_the_sample_codes():
+    """[AC] The discriminator's step: its head's loss is the cross-entropy of the real images'
+    labels (logged as label_loss), and the samples' codes do not enter it (keras'
+    mnist_acgan.py); the generator's step still minimizes L_I of its samples."""
+    import tensorflow as tf
+
+    real = tf.random.uniform((16, 28, 28, 1), -1, 1, seed=7)
+    labels = tf.constant(np.arange(16) % 10, tf.int32)
+    gan = _ac_gan(seed=5)
+    _, expected = gan.classify(real, labels)
+    out = gan.code_head(gan._critic(real, training=True)[1], training=True)
+    np.testing.assert_allclose(expected.numpy(), tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int64), logits=out).numpy(), rtol=1e-5)
+    # The head's update depends on the real labels ...
+    heads = []
+    for shift in (0, 3):
+        gan = _ac_gan(seed=5)
+        gan.discriminator_step(real, (labels + shift) % 10)
+        heads.append([w.numpy() for w in gan.code_head.trainable_weights])
+    assert any(not np.allclose(a, b) for a, b in zip(*heads))
+    # ... and on nothing else: with the same labels, another noise stream (other samples,
+    # other codes) moves the head's output layer identically (only real images reach it).
+    gan_a, gan_b = _ac_gan(seed=5), _ac_gan(seed=5)
+    gan_b.noise.reset_from_seed(99)
+    gan_a.discriminator_step(real, labels)
+    gan_b.discriminator_step(real, labels)
+    np.testing.assert_allclose(gan_a.code_head.get_layer("code_logits").kernel.numpy(),
+                               gan_b.code_head.get_layer("code_logits").kernel.numpy(),
+                               rtol=1e-5, atol=1e-7)
+    logs = _ac_gan(seed=5).train_step((real, labels))
+    assert {"label_loss", "info_loss", "d_loss", "g_loss"} <= set(logs)
+    assert 0.5 * np.log(10) < float(logs["label_loss"]) < 2 * np.log(10)
+    with pytest.raises(ValueError, match="images only"):
+        _ac_gan().train_step(real)
+
+
+def test_ac_gan_head_learns_to_classify_labelled_images():
+    """A few discriminator steps on two labelled image kinds lower the head's label loss."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(8)
+    gan = _ac_gan(seed=8)
+    rng = np.random.default_rng(8)
+    labels = np.arange(32) % 2
+    real = np.where(labels[:, None, None, None] == 1, 0.8, -0.8) + rng.normal(
+        0, 0.1, (32, 28, 28, 1))
+    real, labels = tf.constant(real, tf.float32), tf.constant(labels, tf.int32)
+    losses = [float(gan.discriminator_step(real, labels)[3]) for _ in range(15)]
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
 def test_code_head_weights_survive_a_save_and_load(tmp_path):
     """What a resumed run relies on: the code head and both optimizers' slots are in the
     weights file (BackupAndRestore saves the model's weights)."""
@@ -455,6 +557,7 @@ def test_code_agreement_matches_each_code_to_its_majority_class():
     out = code_agreement(codes, probs, 3)
     assert out["code_accuracy"] == pytest.approx(7 / 8)
     assert out["code_classes"] == [0, 2, 1] and out["code_classes_covered"] == 3
+    assert out["code_label_accuracy"] == pytest.approx(2 / 8)  # classified as their own code
     out = code_agreement(np.array([0, 1, 1]), np.eye(3)[[2, 2, 2]], 4)  # codes 2, 3 unused
     assert out["code_accuracy"] == 1.0 and out["code_classes_covered"] == 1
 
@@ -613,7 +716,10 @@ def test_export_of_an_info_gan_generator_takes_the_same_latent_vectors(tmp_path)
     np.testing.assert_array_equal(images, to_uint8(generator(z, training=False)))
     a = loaded.signatures["sample"](count=tf.constant(3), seed=tf.constant(5, tf.int64))
     assert a["images"].shape == (3, 28, 28, 1)
-    assert json.loads((path / "assets.extra" / "ksuite.json").read_text())["categories"] == 10
+    meta = json.loads((path / "assets.extra" / "ksuite.json").read_text())
+    assert meta["categories"] == 10 and meta["conditional"] is False
+    path = export_generator(generator, "dcgan", tmp_path / "ac", {}, "mnist", conditional=True)
+    assert json.loads((path / "assets.extra" / "ksuite.json").read_text())["conditional"] is True
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -622,8 +728,9 @@ def test_export_of_an_info_gan_generator_takes_the_same_latent_vectors(tmp_path)
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, mirror):
     """Two short epochs on 384 real MNIST images, evaluated with a classifier trained on 2,000
-    images for one epoch (the metrics pipeline, not their values), exported; with InfoGAN's
-    code (the plain DCGAN runs end to end in the mirrored test)."""
+    images for one epoch (the metrics pipeline, not their values), exported; as AC-GAN
+    (--labels: InfoGAN's code and head, trained on the labels; the plain DCGAN runs end to end
+    in the mirrored test)."""
     from apps.dcgan import train
 
     base = tmp_path_factory.mktemp("dcgan")
@@ -632,7 +739,7 @@ def trained(tmp_path_factory, mirror):
                          "--classifier-epochs", "1", "--classifier-limit", "2000",
                          "--classifier-dir", str(base / "clf"),
                          "--run-dir", str(base / "run"), "--export-dir", str(base / "models"),
-                         "--score-every", "1", "--ema", "0.999", "--categories", "10",
+                         "--score-every", "1", "--ema", "0.999", "--labels",
                          "--verbose", "0"])
     return base, record
 
@@ -656,6 +763,7 @@ def test_run_writes_samples_animation_and_loss_curves(trained):
     steps = pd.read_csv(run / "step_losses.csv")
     assert len(steps) == 2 * (384 // 64) and steps["d_loss"].notna().all()
     assert steps["info_loss"].notna().all() and "info_loss" in hist.columns
+    assert steps["label_loss"].notna().all() and "label_loss" in hist.columns
     # The per-step values average back to the epoch's logged mean.
     assert steps[steps.epoch == 1]["g_loss"].mean() == pytest.approx(hist["g_loss"][0], rel=1e-4)
     assert not (run / "checkpoints" / "backup").exists()
@@ -696,6 +804,7 @@ def test_run_measures_sample_quality_and_exports(trained):
     assert 0 <= m["real_test_conditional_entropy"] < m["real_test_marginal_entropy"]
     assert 0 <= m["unsure_fraction"] <= 1 and 0 <= m["real_test_unsure_fraction"] <= 1
     assert 0.1 <= m["code_accuracy"] <= 1 and len(m["code_classes"]) == 10
+    assert 0 <= m["code_label_accuracy"] <= m["code_accuracy"]
     assert (base / "clf" / "classifier.weights.h5").is_file()
     loaded = tf.saved_model.load(record["export"])
     out = loaded.signatures["sample"](count=tf.constant(4), seed=tf.constant(1, tf.int64))
@@ -751,7 +860,7 @@ def test_help_lists_the_shared_and_gan_flags():
     for flag in ("--epochs", "--limit", "--seed", "--run-dir", "--export-dir", "--strategy",
                  "--devices", "--batch-size", "--k", "--label-smoothing", "--r1-gamma", "--dataset",
                  "--categories", "--info-weight", "--noise-scale",
-                 "--noise-weight",
+                 "--noise-weight", "--labels",
                  "--eval-samples"):
         assert flag in proc.stdout, flag
 
@@ -769,6 +878,7 @@ def test_help_lists_the_shared_and_gan_flags():
     (["--info-weight", "0"], "--info-weight must be > 0"),
     (["--noise-scale", "0"], "--noise-scale must be > 0"),
     (["--noise-weight", "-1"], "--noise-weight must be >= 0"),
+    (["--labels", "--categories", "5"], "--labels needs one code per class: --categories 10"),
 ])
 def test_bad_flags_give_one_clear_error(args, message, capsys):
     from apps.dcgan import train

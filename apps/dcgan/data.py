@@ -14,6 +14,8 @@ import numpy as np
 from shared.data import load_cifar10, load_image_dataset
 from shared.errors import UserError
 
+NUM_CLASSES = 10  # MNIST, Fashion-MNIST and CIFAR-10 all have 10 classes
+
 DATASETS = {  # name -> image shape (height, width, channels)
     "mnist": (28, 28, 1),
     "fashion_mnist": (28, 28, 1),
@@ -43,10 +45,12 @@ def to_unit_range(images):
     return tf.cast(images, tf.float32) / 127.5 - 1.0
 
 
-def make_dataset(x: np.ndarray, batch_size: int, seed: int = 42, shuffle: bool = True):
-    """Shuffled batches of ``batch_size`` images in [-1, 1]. The last partial batch is dropped
-    so every step sees a full batch (batch normalization statistics, and the k-way split of a
-    batch into k discriminator minibatches, need it)."""
+def make_dataset(x: np.ndarray, batch_size: int, seed: int = 42, shuffle: bool = True,
+                 y: np.ndarray | None = None):
+    """Shuffled batches of ``batch_size`` images in [-1, 1] (with ``y``: (images, int32 labels)
+    batches, for AC-GAN's classifying discriminator). The last partial batch is dropped so every
+    step sees a full batch (batch normalization statistics, and the k-way split of a batch into
+    k discriminator minibatches, need it)."""
     import tensorflow as tf
 
     from shared.distribute import shard_policy_data
@@ -54,9 +58,14 @@ def make_dataset(x: np.ndarray, batch_size: int, seed: int = 42, shuffle: bool =
     if len(x) < batch_size:
         raise UserError(f"{len(x)} training images are fewer than one batch of {batch_size}; "
                         "raise --limit or lower --batch-size / --k")
-    ds = tf.data.Dataset.from_tensor_slices(x)
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"{len(x)} images but {len(y)} labels")
+    labelled = y is not None
+    ds = tf.data.Dataset.from_tensor_slices(
+        (x, np.asarray(y, np.int32).reshape(-1)) if labelled else x)
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.map(to_unit_range, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map((lambda images, labels: (to_unit_range(images), labels)) if labelled
+                else to_unit_range, num_parallel_calls=tf.data.AUTOTUNE)
     return shard_policy_data(ds.prefetch(tf.data.AUTOTUNE))

@@ -310,15 +310,18 @@ def code_agreement(codes: np.ndarray, probs: np.ndarray, categories: int) -> dic
     matched to the class the classifier gives most of its samples, and ``code_accuracy`` is the
     fraction of samples in their code's class (Chen et al. 2016, §7.1, read MNIST's code this
     way: 5% error). ``code_classes[c]`` is code c's class, ``code_classes_covered`` how many
-    distinct classes the codes reach."""
+    distinct classes the codes reach. ``code_label_accuracy`` is the fraction classified as
+    the class *numbered* by their code: what AC-GAN's labels [AC] train code c to be."""
     probs = np.asarray(probs)
     predicted = probs.argmax(axis=1)
+    codes = np.asarray(codes)
     counts = np.zeros((categories, probs.shape[1]), dtype=np.int64)
-    np.add.at(counts, (np.asarray(codes), predicted), 1)
+    np.add.at(counts, (codes, predicted), 1)
     classes = counts.argmax(axis=1)
     return {"code_accuracy": float(counts.max(axis=1).sum() / max(1, counts.sum())),
             "code_classes": [int(c) for c in classes],
-            "code_classes_covered": int(len(set(classes[counts.sum(axis=1) > 0].tolist())))}
+            "code_classes_covered": int(len(set(classes[counts.sum(axis=1) > 0].tolist()))),
+            "code_label_accuracy": float(np.mean(predicted == codes)) if len(codes) else 0.0}
 
 
 def sample_quality(generator_fn, latent_dim, scorer: Scorer, x_train, seed: int = 0,

@@ -21,7 +21,9 @@ def model_name(dataset: str) -> str:
 
 
 def export_generator(generator, name: str, export_dir, metrics: dict, dataset: str,
-                     gate_margin=None):
+                     gate_margin=None, conditional: bool = False):
+    """``conditional``: trained as AC-GAN (``--labels``), so code c of the latent vector (the
+    argmax of its first ``categories`` coordinates) is class c; recorded in the metadata."""
     import tensorflow as tf
 
     from shared.export import Gate, export_keras
@@ -55,6 +57,7 @@ def export_generator(generator, name: str, export_dir, metrics: dict, dataset: s
     return export_keras(name, endpoints, [generator], export_dir,
                         metadata={"app": "dcgan", "dataset": dataset, "latent_dim": latent_dim,
                                   "categories": categories_of(generator),
+                                  "conditional": bool(conditional),
                                   "image_shape": list(generator.output_shape[1:]),
                                   "metrics": metrics},
                         gate=gate)

@@ -74,6 +74,17 @@ An option beyond DCGAN, for the samples a classifier cannot place (``--categorie
        Mukherjee et al. 2019, sigma = 0.1) so that the code, not the noise, decides the digit,
        and ClusterGAN's l2 term (``noise_weight``) can make the head also recover the noise,
        so that the generator does not drop it.
+
+  [AC] AC-GAN (Odena, Olah & Shlens 2017, "Conditional Image Synthesis with Auxiliary
+       Classifier GANs"): the same code and head, but the head is also a classifier of the
+       *real* images, trained on their labels (``label_weight``), so code c is made to be class
+       c rather than whatever Q reads most easily. As in keras' ``mnist_acgan.py`` (the
+       reference example), the discriminator's head learns from the real images' labels only,
+       not from the generator's samples: a head that learns to name the samples too can be
+       satisfied by samples that do not look like their class (openreview.net/forum?id=
+       rJXTf9Bxg); the generator still minimizes the head's cross-entropy of its code. The
+       labels are used in training only: the generator takes the same latent vectors, and
+       code c = argmax of z's first K coordinates picks the class.
 """
 
 from __future__ import annotations
@@ -322,6 +333,13 @@ class DCGAN(keras.Model):
     losses alone, so their equilibrium values still read as without the code. The head's
     weights are updated by the discriminator's optimizer.
 
+    With ``label_weight`` > 0 [AC] (AC-GAN, Odena et al. 2017), ``fit`` takes (images, labels)
+    batches: the discriminator's update minimizes ``label_weight`` times the head's
+    cross-entropy of the real images' labels *instead of* L_I of the samples (keras'
+    ``mnist_acgan.py``), and the generator's update keeps ``info_weight`` * L_I: its samples
+    must be classified as their code. ``info_loss`` still logs L_I of the samples, and
+    ``label_loss`` the head's cross-entropy on real images.
+
     Losses are per-example cross-entropies averaged over the *global* batch with
     ``tf.nn.compute_average_loss`` (sum over the local batch / (local batch x replicas)), because
     the optimizers *sum* the replicas' gradients under a ``tf.distribute`` strategy. With one
@@ -333,7 +351,7 @@ class DCGAN(keras.Model):
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model, seed: int = 0,
                  code_head: keras.Model | None = None, info_weight: float = INFO_WEIGHT,
-                 noise_weight: float = 0.0, **kwargs):
+                 noise_weight: float = 0.0, label_weight: float = 0.0, **kwargs):
         super().__init__(name=kwargs.pop("name", "dcgan"), **kwargs)
         self.generator = generator
         self.discriminator = discriminator
@@ -357,8 +375,15 @@ class DCGAN(keras.Model):
             self._critic = keras.Model(discriminator.inputs,
                                        [discriminator.output,
                                         discriminator.get_layer("flatten").output])
+        if label_weight and code_head is None:
+            raise ValueError("label_weight [AC] needs a code head (and a generator with a "
+                             "categorical code)")
+        if not label_weight >= 0:
+            raise ValueError(f"label_weight must be >= 0, got {label_weight}")
         self.info_weight = float(info_weight)
+        self.label_weight = float(label_weight)
         self.info_loss_tracker = keras.metrics.Mean(name="info_loss")
+        self.label_loss_tracker = keras.metrics.Mean(name="label_loss")
         self.noise = tf.random.Generator.from_seed(seed)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
@@ -398,7 +423,9 @@ class DCGAN(keras.Model):
     def metrics(self):
         trackers = [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker,
                     self.d_fake_tracker]
-        return trackers + ([self.info_loss_tracker] if self.code_head is not None else [])
+        if self.code_head is not None:
+            trackers.append(self.info_loss_tracker)
+        return trackers + ([self.label_loss_tracker] if self.label_weight else [])
 
     @property
     def d_weights(self):
@@ -422,30 +449,49 @@ class DCGAN(keras.Model):
                 tf.square(outputs[:, k:] - latent[:, k:]), axis=-1)
         return logits, info
 
+    def classify(self, real, labels):
+        """[AC] (D's logits of the real images, per-example cross-entropy of the code head's
+        prediction against their ``labels``)."""
+        logits, features = self._critic(real, training=True)
+        outputs = self.code_head(features, training=True)[:, : self.categories]
+        return logits, tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(tf.reshape(labels, [-1]), tf.int64), logits=outputs)
+
     def call(self, latent, training=False):
         return self.generator(latent, training=training)
 
     def sample_latent(self, m):
         return self.noise.normal([m, self.latent_dim])
 
-    def discriminator_step(self, real):
-        """One ascent step of the discriminator on m real images and m samples of G."""
+    def discriminator_step(self, real, labels=None):
+        """One ascent step of the discriminator on m real images and m samples of G (with
+        ``labels`` [AC], its head also learns to classify the real images). Returns (d_loss,
+        d_real, d_fake, the head's mean cross-entropy on the real images or 0)."""
         m = tf.shape(real)[0]
         latent = self.sample_latent(m)
         fake = self.generator(latent, training=True)
         with tf.GradientTape() as tape:
+            aux, label_loss = 0.0, tf.constant(0.0)
+            penalty = 0.0
             if self.r1_gamma:
                 real_logits, penalty = r1_penalty(self.discriminator, real, self.r1_gamma)
+            elif not self.label_weight:
+                real_logits = self.discriminator(real, training=True)
+            if self.label_weight:  # [AC] the head learns the real labels, not the samples' codes
+                logits, per_label = self.classify(real, labels)  # one pass gives both
+                real_logits = real_logits if self.r1_gamma else logits
+                fake_logits = self.discriminator(fake, training=True)
+                aux, label_loss = self.label_weight * per_label, tf.reduce_mean(per_label)
             else:
-                real_logits, penalty = self.discriminator(real, training=True), 0.0
-            fake_logits, info = self.judge(fake, latent)
+                fake_logits, info = self.judge(fake, latent)
+                aux = self.info_weight * info
             per_example = (_bce(1.0 - self.label_smoothing, real_logits)  # one-sided smoothing
                            + _bce(0.0, fake_logits) + penalty)
-            loss = tf.nn.compute_average_loss(per_example + self.info_weight * info)
+            loss = tf.nn.compute_average_loss(per_example + aux)
         weights = self.d_weights
         self.d_optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
         return (tf.reduce_mean(per_example), tf.reduce_mean(tf.sigmoid(real_logits)),
-                tf.reduce_mean(tf.sigmoid(fake_logits)))
+                tf.reduce_mean(tf.sigmoid(fake_logits)), label_loss)
 
     def generator_step(self, m):
         """One descent step of the generator on the non-saturating loss -log D(G(z))."""
@@ -460,17 +506,26 @@ class DCGAN(keras.Model):
 
     def train_step(self, data):
         real = data[0] if isinstance(data, (tuple, list)) else data
+        labels = data[1] if isinstance(data, (tuple, list)) and len(data) > 1 else None
+        if self.label_weight and labels is None:
+            raise ValueError("label_weight [AC] trains on (images, labels) batches; got images "
+                             "only")
         k = self.k
         static = real.shape[0]
         if static is not None and static % k:
             raise ValueError(f"a batch of {static} images cannot be split into k={k} "
                              "discriminator minibatches; batch k * m images")
         minibatches = tf.reshape(real, [k, -1, *real.shape[1:]])
+        if self.label_weight:
+            labels = tf.reshape(labels, [k, -1])
         for i in range(k):  # Algorithm 1: "for k steps do"
-            d_loss, d_real, d_fake = self.discriminator_step(minibatches[i])
+            d_loss, d_real, d_fake, label_loss = self.discriminator_step(
+                minibatches[i], labels[i] if self.label_weight else None)
             self.d_loss_tracker.update_state(d_loss)
             self.d_real_tracker.update_state(d_real)
             self.d_fake_tracker.update_state(d_fake)
+            if self.label_weight:
+                self.label_loss_tracker.update_state(label_loss)
         g_loss, info = self.generator_step(tf.shape(minibatches)[1])
         self.g_loss_tracker.update_state(g_loss)
         if self.code_head is not None:

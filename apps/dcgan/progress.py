@@ -163,7 +163,8 @@ class StepLosses(keras.callbacks.Callback):
     of the epochs it restored). Keras' batch logs hold the running *mean* of each tracker over
     the epoch so far; the step's own value is recovered as (b+1) mean_b - b mean_{b-1}."""
 
-    KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "info_loss")  # info_loss: --categories
+    # info_loss: --categories; label_loss: --labels (the head's cross-entropy on real images)
+    KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "info_loss", "label_loss")
 
     def __init__(self, path):
         super().__init__()
@@ -208,7 +209,7 @@ def read_step_losses(path) -> list[dict]:
 
 def loss_curves(step_rows: list[dict], path, title: str = "") -> Path:
     """Two panels: D and G loss per step (light) with a moving average (dark), and InfoGAN's
-    info loss if logged; the discriminator's mean outputs D(x) and D(G(z)). At the game's
+    info loss and AC-GAN's label loss if logged; the discriminator's mean outputs D(x) and D(G(z)). At the game's
     equilibrium D = 1/2 everywhere, d_loss = 2 log 2 ~ 1.386 and g_loss = log 2 ~ 0.693
     (dotted)."""
     from shared.plots import plt, save_figure
@@ -234,6 +235,9 @@ def loss_curves(step_rows: list[dict], path, title: str = "") -> Path:
     info = np.array([r.get("info_loss", np.nan) for r in step_rows], dtype=float)
     if len(info) and np.isfinite(info).any():  # --categories: InfoGAN's L_I (0 = code read)
         ax1.plot(steps, smooth(info), color="tab:purple", label="info loss (code)")
+    labels = np.array([r.get("label_loss", np.nan) for r in step_rows], dtype=float)
+    if len(labels) and np.isfinite(labels).any():  # --labels: AC-GAN's head on real images
+        ax1.plot(steps, smooth(labels), color="tab:brown", label="label loss (real)")
     ax1.set_xlabel("generator step")
     ax1.set_title("losses (dotted: equilibrium values)")
     ax1.grid(alpha=0.3)

@@ -48,6 +48,10 @@ BENCHMARK = {
     },
 }
 
+# [AC] weight of the real images' classification loss in the discriminator's update: keras'
+# mnist_acgan.py sums the two losses with equal weights (Odena et al. 2017, eq. 3-4: L_S + L_C).
+LABEL_WEIGHT = 1.0
+
 # --score-every: samples scored per check; enough for a stable trend, a few seconds each.
 QUALITY_SAMPLES = 2_000
 
@@ -110,10 +114,18 @@ def parse_args(argv=None):
                         "epochs): with --noise-scale 1 the code learned stroke style (21%% of "
                         "samples in their code's class; IS 6.71 against the default's 6.96), "
                         "with 0.1 the digit (89%%) but one image per code (IS 4.26)")
-    a.add_argument("--noise-scale", type=float, default=0.1,
+    a.add_argument("--labels", action="store_true",
+                   help="AC-GAN (Odena et al. 2017; keras' mnist_acgan.py): the code head is "
+                        "also a classifier of the real images, trained on their labels, so code "
+                        "c becomes class c (model.py [AC]). Implies --categories 10 (one code "
+                        "per class); the export takes the same latent vectors, and the argmax "
+                        "of z's first 10 coordinates picks the class")
+    a.add_argument("--noise-scale", type=float, default=None,
                    help="with --categories, the rest of z is multiplied by this inside the "
-                        "generator (ClusterGAN, Mukherjee et al. 2019: sigma = 0.1), so that the "
-                        "code, not the noise, decides the digit (model.py [IG])")
+                        "generator, so that the code, not the noise, decides the digit "
+                        "(model.py [IG]). Default 0.1 (ClusterGAN, Mukherjee et al. 2019: "
+                        "sigma = 0.1); with --labels 1 (keras-io's conditional GAN: N(0, I) "
+                        "noise beside the one-hot label)")
     a.add_argument("--noise-weight", type=float, default=0.0,
                    help="with --categories, the code head also estimates z's noise coordinates "
                         "and both players minimize this weight times their mean squared error "
@@ -173,6 +185,15 @@ def parse_args(argv=None):
         parser.error("--label-smoothing must be in [0, 1)")
     if not args.r1_gamma >= 0:
         parser.error("--r1-gamma must be >= 0")
+    if args.labels:
+        from apps.dcgan.data import NUM_CLASSES
+
+        if args.categories not in (0, NUM_CLASSES):
+            parser.error(f"--labels needs one code per class: --categories {NUM_CLASSES} "
+                         f"(or leave it out), got {args.categories}")
+        args.categories = NUM_CLASSES
+    if args.noise_scale is None:
+        args.noise_scale = 1.0 if args.labels else 0.1  # see --noise-scale's help
     if args.categories < 0 or args.categories == 1:
         parser.error("--categories must be 0 (off) or at least 2")
     if args.categories >= args.latent_dim:
@@ -222,7 +243,8 @@ def build_gan(args, image_shape):
         noise_dims = args.latent_dim - args.categories if args.noise_weight else 0
         head = build_code_head(discriminator, args.categories, noise_dims)
     return DCGAN(generator, discriminator, seed=args.seed, code_head=head,
-                 info_weight=args.info_weight, noise_weight=args.noise_weight)
+                 info_weight=args.info_weight, noise_weight=args.noise_weight,
+                 label_weight=LABEL_WEIGHT if args.labels else 0.0)
 
 
 def make_optimizer(args, steps_per_epoch: int, ema: float = 0.0):
@@ -269,7 +291,9 @@ def main(argv=None):
     x_train = x_full[: args.limit] if args.limit else x_full
     m = run.global_batch(args.batch_size)
     per_step = args.k * m
-    train_ds = data.make_dataset(x_train, per_step, seed=args.seed)
+    y_train = y_full[: len(x_train)]
+    train_ds = data.make_dataset(x_train, per_step, seed=args.seed,
+                                 y=y_train if args.labels else None)
     steps = args.steps_per_epoch or len(x_train) // per_step
     print(f"data: {len(x_train)} training images {x_train.shape[1:]}, {len(x_test)} test; "
           f"{steps} steps of k={args.k} x {m} images")
@@ -372,6 +396,9 @@ def main(argv=None):
               f"{metrics['conditional_entropy']:.3f} (real test "
               f"{metrics['real_test_conditional_entropy']:.3f}); samples per class "
               f"{metrics['class_fractions']}")
+        if args.labels:
+            print(f"AC-GAN: {metrics['code_label_accuracy']:.1%} of the samples are classified "
+                  "as the class their code asks for")
         if args.categories:
             print(f"categorical code: {metrics['code_accuracy']:.1%} of the samples are in "
                   f"their code's class (codes -> classes {metrics['code_classes']}, "
@@ -390,7 +417,7 @@ def main(argv=None):
         from apps.dcgan.export import export_generator
 
         path = export_generator(generator, name, args.export_dir, metrics, args.dataset,
-                                args.gate_margin)
+                                args.gate_margin, conditional=args.labels)
         print(f"exported {path}")
         record["export"] = str(path)
     return record
