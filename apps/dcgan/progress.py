@@ -209,9 +209,9 @@ def read_step_losses(path) -> list[dict]:
 
 def loss_curves(step_rows: list[dict], path, title: str = "") -> Path:
     """Two panels: D and G loss per step (light) with a moving average (dark), and InfoGAN's
-    info loss and AC-GAN's label loss if logged; the discriminator's mean outputs D(x) and D(G(z)). At the game's
-    equilibrium D = 1/2 everywhere, d_loss = 2 log 2 ~ 1.386 and g_loss = log 2 ~ 0.693
-    (dotted)."""
+    info loss and AC-GAN's label loss if logged; the discriminator's mean outputs D(x) and
+    D(G(z)). At the game's equilibrium D = 1/2 everywhere, d_loss = 2 log 2 ~ 1.386 and
+    g_loss = log 2 ~ 0.693 (dotted)."""
     from shared.plots import plt, save_figure
 
     steps = np.array([r["step"] for r in step_rows])
