@@ -8,6 +8,10 @@ Signatures (what TensorFlow Serving and ``tf.saved_model.load`` see):
   and the ``latent`` float32 [count, 100] they came from. The latent vectors are drawn by
   ``tf.random.stateless_normal`` from the seed, so the same seed always gives the same images
   (and ``serving_default(latent)`` reproduces them). ``count`` is limited to MAX_COUNT per call.
+
+A generator trained with ``--labels`` (AC-GAN; metadata ``"conditional": true``) takes the same
+latent vectors, and the largest of their first ``categories`` coordinates picks the class:
+to ask for digit c, make coordinate c the largest (e.g. set it to 5).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
     python -m apps.dcgan.train                                  # MNIST, the default configuration
     python -m apps.dcgan.train --dataset fashion_mnist --epochs 5
+    python -m apps.dcgan.train --labels --epochs 10             # AC-GAN: each code is a class
     python -m apps.dcgan.train --dataset cifar10 --k 2 --label-smoothing 0.1
     python -m apps.dcgan.train --strategy mirrored --devices 2 --epochs 1 --steps-per-epoch 20
 
@@ -9,8 +10,8 @@ Reads top to bottom: data -> model -> train -> evaluate -> export. The run direc
 the shared records (config, history.csv with d_loss / g_loss per epoch, TensorBoard, metrics.json):
 ``samples/epoch_NNN.png`` (one fixed latent batch after every epoch), ``progress.gif`` (those
 grids as an animation), ``step_losses.csv`` and ``gan_losses.png`` (losses per generator step),
-with ``--score-every N`` ``quality.csv`` / ``quality.png``, with ``--categories`` ``codes.png``
-(one row of samples per InfoGAN code), and after the evaluation
+with ``--score-every N`` ``quality.csv`` / ``quality.png``, with ``--categories`` or ``--labels``
+``codes.png`` (one row of samples per code), and after the evaluation
 ``samples_by_confidence.png`` (the samples the classifier is least sure of, beside random ones).
 """
 
@@ -43,6 +44,8 @@ BENCHMARK = {
         # its start (the shared `linear` schedule, Goodfellow et al. §8.3.1): a step size that
         # shrinks lets the two players settle instead of circling.
         "long": ["--epochs", "50", "--schedule", "linear", "--score-every", "2"],
+        # AC-GAN (--labels, model.py [AC]): the samples' classes are trained from the labels.
+        "labels": ["--labels", "--epochs", "10", "--score-every", "2"],
         "small": ["--epochs", "2"],
         "tiny": ["--epochs", "1", "--limit", "12800"],
     },
