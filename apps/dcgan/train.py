@@ -45,7 +45,7 @@ BENCHMARK = {
         # shrinks lets the two players settle instead of circling.
         "long": ["--epochs", "50", "--schedule", "linear", "--score-every", "2"],
         # AC-GAN (--labels, model.py [AC]): the samples' classes are trained from the labels.
-        "labels": ["--labels", "--epochs", "10", "--score-every", "2"],
+        "labels": ["--score-every", "2", "--labels", "--epochs", "10"],
         "small": ["--epochs", "2"],
         "tiny": ["--epochs", "1", "--limit", "12800"],
     },
