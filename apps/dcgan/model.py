@@ -84,7 +84,14 @@ An option beyond DCGAN, for the samples a classifier cannot place (``--categorie
        satisfied by samples that do not look like their class (openreview.net/forum?id=
        rJXTf9Bxg); the generator still minimizes the head's cross-entropy of its code. The
        labels are used in training only: the generator takes the same latent vectors, and
-       code c = argmax of z's first K coordinates picks the class.
+       code c = argmax of z's first K coordinates picks the class. Measured on MNIST
+       (``python -m benchmarks.run dcgan --budget labels``, 10 epochs, 10,000 samples): IS 9.85
+       (real test images 9.78) and Fréchet distance 1.92, 2.4x the real train-vs-test one, with
+       99.5% of the samples in the class of their code; on 2,000 samples after epochs 2-10,
+       IS 8.69 / 9.55 / 9.69 / 9.75 / 9.82 against the plain DCGAN's 6.96 / 7.80 / 8.14 / 8.23 /
+       8.46. The IS passes the real images' because the classifier is surer of the samples
+       (E H(y|x) 0.014 against 0.021): they are typical digits, not the whole real variety,
+       which the Fréchet distance (2.4x, not 1x) still sees.
 """
 
 from __future__ import annotations
