@@ -478,8 +478,7 @@ class DCGAN(keras.Model):
         latent = self.sample_latent(m)
         fake = self.generator(latent, training=True)
         with tf.GradientTape() as tape:
-            aux, label_loss = 0.0, tf.constant(0.0)
-            penalty = 0.0
+            penalty, label_loss = 0.0, tf.constant(0.0)
             if self.r1_gamma:
                 real_logits, penalty = r1_penalty(self.discriminator, real, self.r1_gamma)
             elif not self.label_weight:
