@@ -446,12 +446,9 @@ class DCGAN(keras.Model):
         ``noise_weight`` times the squared error of its estimate of the noise)."""
         if self.code_head is None or latent is None:
             return self.discriminator(images, training=True), 0.0
-        logits, features = self._critic(images, training=True)
-        outputs = self.code_head(features, training=True)
-        k = self.categories
-        info = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=code_of(latent, k), logits=outputs[:, :k])
+        logits, outputs, info = self._read(images, code_of(latent, self.categories))
         if self.noise_weight:  # ClusterGAN's l2 term: the samples must carry their noise too
+            k = self.categories
             info += self.noise_weight * tf.reduce_mean(
                 tf.square(outputs[:, k:] - latent[:, k:]), axis=-1)
         return logits, info
@@ -459,10 +456,17 @@ class DCGAN(keras.Model):
     def classify(self, real, labels):
         """[AC] (D's logits of the real images, per-example cross-entropy of the code head's
         prediction against their ``labels``)."""
-        logits, features = self._critic(real, training=True)
-        outputs = self.code_head(features, training=True)[:, : self.categories]
-        return logits, tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(tf.reshape(labels, [-1]), tf.int64), logits=outputs)
+        logits, _, loss = self._read(real, tf.reshape(labels, [-1]))
+        return logits, loss
+
+    def _read(self, images, codes):
+        """One pass of D and its code head over ``images``: (D's logits, the head's outputs,
+        per-example cross-entropy of the head's K logits against ``codes``)."""
+        logits, features = self._critic(images, training=True)
+        outputs = self.code_head(features, training=True)
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(codes, tf.int64), logits=outputs[:, : self.categories])
+        return logits, outputs, loss
 
     def call(self, latent, training=False):
         return self.generator(latent, training=training)

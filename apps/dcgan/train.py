@@ -296,9 +296,8 @@ def main(argv=None):
     x_train = x_full[: args.limit] if args.limit else x_full
     m = run.global_batch(args.batch_size)
     per_step = args.k * m
-    y_train = y_full[: len(x_train)]
     train_ds = data.make_dataset(x_train, per_step, seed=args.seed,
-                                 y=y_train if args.labels else None)
+                                 y=y_full[: len(x_train)] if args.labels else None)
     steps = args.steps_per_epoch or len(x_train) // per_step
     print(f"data: {len(x_train)} training images {x_train.shape[1:]}, {len(x_test)} test; "
           f"{steps} steps of k={args.k} x {m} images")
