@@ -1,11 +1,41 @@
-"""The suite's seven applications; each folder is data.py -> model.py -> train.py."""
+"""The suite's applications: each folder declares its app once (``apps/<app>/train.py``'s
+``APP``, an ``shared.app.App``); this registry discovers them. It is the only list of apps:
+gate metrics, data validators, served model names and benchmark budgets are read from the
+declarations. Adding an app means adding a folder with a ``train.py`` that defines ``APP``.
+"""
 
-APPS = {
-    "mnist_mlp": "digit classification with a multilayer perceptron (MNIST)",
-    "cifar_cnn": "CIFAR-10: CNN with data augmentation; transfer learning from VGG16",
-    "word2vec": "skip-gram word embeddings with negative sampling",
-    "shakespeare_lstm": "character-level LSTM language model and text generator",
-    "sentiment_gru": "IMDB review polarity from raw text with a GRU",
-    "dcgan": "deep convolutional GAN (MNIST, Fashion-MNIST, CIFAR-10)",
-    "dqn": "deep Q-network with experience replay (Atari, CartPole)",
-}
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from functools import cache
+from pathlib import Path
+
+
+@cache
+def registry() -> dict:
+    """name -> App, for every ``apps/<folder>/train.py`` that declares ``APP``, in their order."""
+    found = []
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if not info.ispkg or not (Path(__file__).parent / info.name / "train.py").is_file():
+            continue
+        app = getattr(importlib.import_module(f"apps.{info.name}.train"), "APP", None)
+        if app is not None:
+            found.append(app)
+    return {app.name: app for app in sorted(found, key=lambda a: (a.order, a.name))}
+
+
+def get(name: str):
+    """The declared app called ``name``; a one-line error for an unknown one."""
+    from shared.errors import UserError
+
+    apps = registry()
+    if name not in apps:
+        raise UserError(f"unknown app {name!r}; apps: {', '.join(apps)}")
+    return apps[name]
+
+
+def __getattr__(attr):
+    if attr == "APPS":  # name -> one-line description, in the registry's order
+        return {name: app.description for name, app in registry().items()}
+    raise AttributeError(attr)

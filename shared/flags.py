@@ -1,21 +1,21 @@
-"""Command-line flags every app shares, spelled the same everywhere, and the optimizer they build.
+"""Command-line flags every app shares, spelled the same everywhere.
 
 Shared: ``--epochs N``, ``--batch-size B`` (per replica), ``--learning-rate``, ``--optimizer``,
 ``--schedule``, ``--patience``, ``--limit N`` (only the first N training examples), ``--seed S``,
 ``--run-dir DIR``, ``--export-dir DIR`` (default ``saved_models/``), ``--no-export``,
-``--gate-margin M``, ``--strategy``, ``--devices``. An app adds its own flags and sets its own
-(cited) defaults with ``parser.set_defaults``.
+``--gate-margin M``, ``--strategy``, ``--devices``. An app adds its own flags and its own (cited)
+defaults through its declaration (shared/app.py); the optimizer they name is built by
+shared/optim.py.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from shared.distribute import STRATEGIES
-from shared.errors import UserError
-from shared.schedules import SCHEDULES, make_schedule
+import sys
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+from shared.distribute import STRATEGIES
+from shared.optim import OPTIMIZERS, SCHEDULES
 
 
 def positive_int(text: str) -> int:
@@ -38,8 +38,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``error: ...``) and exit 2."""
+
+    def error(self, message):
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog,
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -82,25 +90,3 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="split the CPU into N logical devices (to exercise multi-device code "
                         "without GPUs), or use the first N GPUs")
     return parser
-
-
-def make_optimizer(args, steps_per_epoch: int):
-    """The optimizer named by ``--optimizer`` with the ``--schedule`` learning rate."""
-    import keras
-
-    lr = make_schedule(args.schedule, args.learning_rate, steps_per_epoch, args.epochs)
-    clip = {"clipnorm": args.clipnorm} if getattr(args, "clipnorm", None) else {}
-    name = args.optimizer
-    if name == "sgd":
-        return keras.optimizers.SGD(lr, **clip)
-    if name == "momentum":  # 0.9: Sutskever et al. 2013; the course's default momentum
-        return keras.optimizers.SGD(lr, momentum=0.9, **clip)
-    if name == "nesterov":
-        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **clip)
-    if name == "rmsprop":  # rho 0.9 (Hinton's lecture 6e; Keras default)
-        return keras.optimizers.RMSprop(lr, **clip)
-    if name == "adam":  # beta1 0.9, beta2 0.999, eps 1e-7 (Kingma & Ba 2015; Keras defaults)
-        return keras.optimizers.Adam(lr, **clip)
-    if name == "adamw":  # weight decay 0.004 (Keras default; Loshchilov & Hutter 2019)
-        return keras.optimizers.AdamW(lr, **clip)
-    raise UserError(f"unknown optimizer {name!r}")

@@ -74,6 +74,8 @@ class Run:
     early_stopping: cb.EarlyStopping | None = None
     backup: cb.AtomicBackupAndRestore | None = None
     throughput: cb.Throughput | None = None
+    parent: "Run | None" = None
+    stages: dict = field(default_factory=dict)
 
     @classmethod
     def start(cls, app: str, args, extra_config: dict | None = None) -> "Run":
@@ -140,8 +142,12 @@ class Run:
                 state_dir=self.dir / "checkpoints" / "early_stopping",
             )
             out.append(self.early_stopping)
-        if getattr(args, "schedule", None) == "plateau":
-            out.append(cb.DivideOnPlateau(monitor=monitor, factor=0.1, patience=max(1, (patience or 4) // 2)))
+        from shared.optim import OptimizerConfig, plateau_callback
+
+        plateau = plateau_callback(OptimizerConfig(schedule=getattr(args, "schedule", "constant")),
+                                   monitor, patience)
+        if plateau is not None:
+            out.append(plateau)
         out.append(cb.TerminateOnNaN())
         out.append(cb.LearningRateLogger())
         if examples_per_step:
@@ -175,14 +181,29 @@ class Run:
         if len(lines) > epochs + 1:
             atomic_write_text(self.history_csv, "".join(lines[: epochs + 1]))
 
-    def finish(self, metrics: dict, plot_metrics: tuple[str, ...] = ()) -> dict:
-        """Write metrics.json (and the learning-curve plot) and return the record."""
+    def stage(self, name: str) -> "Run":
+        """A training stage of this run (e.g. VGG16's feature extraction, then fine-tuning): a
+        sub-run in ``<run dir>/<name>/`` with its own history, early stopping, backup and
+        learning curves. Its ``finish`` records the stage's summary in this run's record."""
+        d = self.dir / name
+        d.mkdir(parents=True, exist_ok=True)
+        sub = Run(app=f"{self.app}/{name}", args=self.args, dir=d, strategy=self.strategy,
+                  is_chief=self.is_chief, parent=self)
+        return sub
+
+    def finish(self, metrics: dict, plot_metrics: tuple[str, ...] = (),
+               extra: dict | None = None) -> dict:
+        """Write metrics.json (and the learning-curve plot) and return the record. A stage's
+        record also goes into its parent run's ``stages``."""
         record = {
             "app": self.app,
             "metrics": metrics,
             "wall_seconds": round(time.time() - self.started, 2),
             "replicas": self.replicas,
         }
+        if self.stages:
+            record["stages"] = self.stages
+        record.update(extra or {})
         if self.early_stopping is not None:
             record["early_stopping"] = self.early_stopping.summary()
         if self.backup is not None:
@@ -207,6 +228,8 @@ class Run:
             except (pd.errors.EmptyDataError, ValueError):
                 pass
         atomic_write_json(self.dir / "metrics.json", record)
+        if self.parent is not None:
+            self.parent.stages[self.dir.name] = {k: v for k, v in record.items() if k != "app"}
         ckpt = self.dir / "checkpoints"
         if ckpt.is_dir() and not any(ckpt.iterdir()):
             ckpt.rmdir()

@@ -118,7 +118,7 @@ class WarmupCosine(Schedule):
         return {"peak": self.peak, "total": self.total, "warmup": self.warmup, "floor": self.floor}
 
 
-SCHEDULES = ("constant", "step", "exponential", "inverse_time", "linear", "cosine", "plateau")
+from shared.optim import SCHEDULES  # noqa: E402 (the flag choices, defined without Keras)
 
 
 def make_schedule(name: str, lr: float, steps_per_epoch: int, epochs: int, **options):

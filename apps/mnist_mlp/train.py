@@ -1,144 +1,96 @@
-"""Train the MNIST multilayer perceptron, evaluate it once on the test set, export a SavedModel.
+"""Classify MNIST digits with the classic Keras multilayer perceptron; export raw-pixel serving.
 
     python -m apps.mnist_mlp.train                      # the default configuration
     python -m apps.mnist_mlp.train --epochs 2 --limit 5000
     python -m apps.mnist_mlp.train --strategy mirrored --devices 2
-
-Reads top to bottom: data -> model -> train -> evaluate -> export.
 """
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from shared.errors import exit_on_user_error  # noqa: E402
-from shared.flags import base_parser  # noqa: E402
-
-MODEL_NAME = "mnist_mlp"
-
-# Benchmark budgets (python -m benchmarks.run mnist_mlp --budget NAME): the flags added to the
-# default configuration, and the metric reported.
-BENCHMARK = {
-    "metric": "accuracy",
-    "anchor": {"value": 0.9840, "metric": "test accuracy", "target": ">= 0.984 in <= 15 epochs",
-               "source": "Keras examples/mnist_mlp.py, 20 epochs"},
-    "budgets": {
-        "default": [],
-        "small": ["--epochs", "3"],
-        "tiny": ["--epochs", "1", "--limit", "5000"],
-    },
-}
+from shared.app import App, Data, UserError
 
 
-def parse_args(argv=None):
-    parser = base_parser(
-        "python -m apps.mnist_mlp.train",
-        "Classify MNIST digits with the classic Keras multilayer perceptron.",
-    )
-    parser.set_defaults(
+class MnistMLP(App):
+    name = "mnist_mlp"
+    description = "digit classification with a multilayer perceptron (MNIST)"
+    order = 1
+    metric = "accuracy"
+    defaults = dict(
         epochs=15,  # the issue's budget; keras mnist_mlp.py uses 20 for 98.40%
         batch_size=128,  # keras examples/mnist_mlp.py
         optimizer="rmsprop",  # keras examples/mnist_mlp.py: RMSprop()
-        learning_rate=1e-3,  # RMSprop default lr in Keras (Hinton's lecture 6e)
+        learning_rate=1e-3,  # RMSprop's default lr in Keras (Hinton's lecture 6e)
         schedule="linear",  # Goodfellow §8.3.1: linear decay to 1% of lr over the run
-        patience=5,  # early stopping (Algorithm 7.1); 5 epochs of no val improvement
-        monitor="val_accuracy",  # Algorithm 7.1 watches the validation set *error*
+        patience=5,  # early stopping (Algorithm 7.1): 5 epochs without improvement
+        monitor="val_accuracy",  # Algorithm 7.1 watches the validation set error
     )
-    a = parser.add_argument_group("mnist_mlp")
-    a.add_argument("--dataset", choices=("mnist", "fashion_mnist"), default="mnist")
-    a.add_argument("--data-source", choices=("auto", "idx", "npz"), default="auto",
-                   help="IDX gzip files or Keras' mnist.npz")
-    a.add_argument("--hidden", type=int, nargs="+", default=[512, 512],
-                   help="hidden layer sizes (keras mnist_mlp.py: 512 512)")
-    a.add_argument("--dropout", type=float, default=0.2, help="dropout rate (keras mnist_mlp.py: 0.2)")
-    a.add_argument("--val-size", type=int, default=5000, help="validation examples held out")
-    a.add_argument("--steps-per-epoch", type=int, default=None,
-                   help="cap the steps of each epoch (for quick checks)")
-    args = parser.parse_args(argv)
-    if not 0 <= args.dropout < 1:
-        parser.error("--dropout must be in [0, 1)")
-    return args
+    anchor = {"value": 0.9840, "metric": "test accuracy", "target": ">= 0.984 in <= 15 epochs",
+              "source": "Keras examples/mnist_mlp.py, 20 epochs"}
+    budgets = {"default": [], "small": ["--epochs", "3"],
+               "tiny": ["--epochs", "1", "--limit", "5000"]}
 
+    def add_flags(self, a):
+        a.add_argument("--dataset", choices=("mnist", "fashion_mnist"), default="mnist")
+        a.add_argument("--data-source", choices=("auto", "idx", "npz"), default="auto",
+                       help="IDX gzip files or Keras' mnist.npz")
+        a.add_argument("--hidden", type=int, nargs="+", default=[512, 512],
+                       help="hidden layer sizes (keras mnist_mlp.py: 512 512)")
+        a.add_argument("--dropout", type=float, default=0.2,
+                       help="dropout rate (keras mnist_mlp.py: 0.2)")
+        a.add_argument("--val-size", type=int, default=5000, help="validation examples held out")
+        a.add_argument("--steps-per-epoch", type=int, default=None,
+                       help="cap the steps of each epoch (for quick checks)")
 
-def export(model, export_dir, metrics: dict, gate_margin=None, name: str = MODEL_NAME):
-    """SavedModel whose ``serving_default`` takes raw uint8 images [batch, 28, 28] and returns
-    ``probabilities`` [batch, 10] and ``classes`` [batch] (int64)."""
-    import tensorflow as tf
-
-    from shared.export import Gate, export_keras
-
-    def serve(images):
-        probabilities = model(tf.cast(images, tf.float32), training=False)
-        return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1)}
-
-    signature = [tf.TensorSpec([None, 28, 28], tf.uint8, name="images")]
-    gate = Gate("accuracy", gate_margin) if gate_margin is not None else None
-    return export_keras(name, {"serving_default": (serve, signature)}, [model], export_dir,
-                        metadata={"app": "mnist_mlp", "metrics": metrics}, gate=gate)
-
-
-@exit_on_user_error
-def main(argv=None):
-    args = parse_args(argv)
-
-    from shared.runs import Run
-
-    run = Run.start(MODEL_NAME, args)
-    import keras
-
-    from apps.mnist_mlp import data
-    from apps.mnist_mlp.model import build_mlp
-    from shared.flags import make_optimizer
+    def check(self, args):
+        if not 0 <= args.dropout < 1:
+            raise UserError("--dropout must be in [0, 1)")
 
     # 1. Data: uint8 images, a seeded 55k/5k train/validation split, the test set kept aside.
-    (x_tr, y_tr), (x_val, y_val), (x_test, y_test) = data.load(
-        args.dataset, args.limit, args.seed, args.val_size, args.data_source)
-    batch = run.global_batch(args.batch_size)
-    train_ds = data.make_dataset(x_tr, y_tr, batch, shuffle=True, seed=args.seed)
-    val_ds = data.make_dataset(x_val, y_val, batch)
-    steps = args.steps_per_epoch or -(-len(x_tr) // batch)
-    print(f"data: {len(x_tr)} train, {len(x_val)} validation, {len(x_test)} test images")
+    def load_data(self, args, run):
+        from apps.mnist_mlp import data
 
-    # 2. Model and optimizer, built inside the strategy's scope so variables are mirrored.
-    with run.strategy.scope():
-        model = build_mlp(tuple(args.hidden), args.dropout)
-        model.compile(
-            optimizer=make_optimizer(args, steps),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-    model.summary(print_fn=lambda line, **_: print(line)) if args.verbose else None
+        (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = data.load(
+            args.dataset, args.limit, args.seed, args.val_size, args.data_source)
+        batch = run.global_batch(args.batch_size)
+        print(f"data: {len(x_tr)} train, {len(x_val)} validation, {len(x_te)} test images")
+        return Data(train=data.make_dataset(x_tr, y_tr, batch, shuffle=True, seed=args.seed),
+                    val=data.make_dataset(x_val, y_val, batch),
+                    test=data.make_dataset(x_te, y_te, batch),
+                    steps_per_epoch=args.steps_per_epoch or -(-len(x_tr) // batch),
+                    examples_per_step=batch,
+                    probe=(x_val[:256].astype("float32"), y_val[:256].astype("int32")))
 
-    # 3. Train with the shared callbacks: early stopping (Algorithm 7.1, restores the best
-    #    weights), learning-rate logging, throughput, dead-ReLU and gradient-norm monitors on a
-    #    fixed validation batch, CSV/TensorBoard, and BackupAndRestore so a killed run resumes.
-    probe = (x_val[:256].astype("float32"), y_val[:256].astype("int32"))
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch,
-        callbacks=run.callbacks(monitor=args.monitor, examples_per_step=batch, probe=probe),
-        shuffle=False,  # the pipeline shuffles
-        verbose=args.verbose,
-    )
+    # 2. Model: 784 -> 512 -> 512 -> 10 with dropout (model.py); the runner compiles it with the
+    #    shared optimizer factory inside the strategy's scope and trains it with the shared
+    #    callbacks (early stopping, schedule, throughput, dead-ReLU and gradient-norm monitors).
+    def build_model(self, args, data, run):
+        from apps.mnist_mlp.model import build_mlp
 
-    # 4. Evaluate once on the test set.
-    test = model.evaluate(data.make_dataset(x_test, y_test, batch), return_dict=True, verbose=0)
-    metrics = {"accuracy": float(test["accuracy"]), "loss": float(test["loss"])}
-    record = run.finish(metrics, plot_metrics=("accuracy",))
-    print(f"test accuracy {metrics['accuracy']:.4f}, test loss {metrics['loss']:.4f} "
-          f"({record.get('epochs_run', '?')} epochs, {record['wall_seconds']:.0f} s)")
+        return build_mlp(tuple(args.hidden), args.dropout)
 
-    # 5. Export a versioned SavedModel (chief only under multi-worker training).
-    if args.export and run.is_chief:
-        path = export(model, args.export_dir, metrics, args.gate_margin)
-        print(f"exported {path}")
-        record["export"] = str(path)
-    return record
+    # 3. Export: raw uint8 images [batch, 28, 28] in; probabilities [batch, 10] and classes out.
+    def endpoints(self, args, model, data):
+        import tensorflow as tf
 
+        def serve(images):
+            probabilities = model(tf.cast(images, tf.float32), training=False)
+            return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1)}
+
+        return {"serving_default": (serve, [tf.TensorSpec([None, 28, 28], tf.uint8, name="images")])}
+
+    # The pipeline's first stage: the images and labels this run would train on.
+    def validate_data(self, args):
+        from shared.data import load_image_dataset
+        from shared.validate import Report, check_image_app
+
+        train, test = load_image_dataset(args.dataset, args.data_source)
+        if args.limit:
+            train = (train[0][: args.limit], train[1][: args.limit])
+        return check_image_app(Report(self.name, args.dataset), train, test, (28, 28), 10)
+
+
+APP = MnistMLP()
+main = APP.main
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,227 @@
+"""The app contract and its runner: an app declares itself once; one runner does the rest.
+
+An app (``apps/<app>/train.py``) subclasses :class:`App` and fills in what is its own:
+
+- **declarations**: ``name``, ``description``, the headline ``metric`` and whether higher is
+  better (stated once: the gate, the benchmarks and the report read it here), ``model_names``
+  (what it exports), ``defaults`` for the shared flags (each cited), ``presets`` (defaults that
+  depend on one of its flags, e.g. CIFAR's ``--model``), ``budgets`` for ``benchmarks.run``;
+- **its own flags** (:meth:`add_flags`) and their validation (:meth:`check`, one place);
+- the five steps, top to bottom: :meth:`load_data` -> :meth:`build_model` -> :meth:`train`
+  (default: ``fit`` with the shared callbacks) -> :meth:`evaluate` -> :meth:`endpoints` (the
+  export's signatures), and :meth:`validate_data` (the pipeline's first stage).
+
+The runner (:meth:`App.main`) owns everything else, the same for every app: the TF log level,
+parsing (presets applied as parser defaults, so ``--help`` prints the real values), seeding, the
+run record, the ``tf.distribute`` strategy scope, compile with the one optimizer factory,
+``finish`` (``metrics.json`` written once), the validation gate and the chief-only export.
+
+Nothing here imports TensorFlow at import time, nor anything from ``apps/``, ``serving/`` or the
+``ksuite`` commands.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from shared.errors import UserError, exit_on_user_error  # noqa: E402
+from shared.flags import base_parser  # noqa: E402
+
+
+class Data(types.SimpleNamespace):
+    """What :meth:`App.load_data` returns: the standard fields below, plus any of the app's own
+    (``Data(train=..., vectorizer=...)``)."""
+
+    train = None  # training batches (tf.data) or arrays
+    val = None  # validation batches, watched by early stopping
+    test = None  # test batches, evaluated once at the end
+    steps_per_epoch = None  # optimizer steps per epoch (horizon of decaying schedules)
+    examples_per_step = None  # for the throughput log (examples/s)
+    probe = None  # (x, y) fixed validation batch for the dead-ReLU and gradient-norm monitors
+
+
+class App:
+    """An application of the suite. Subclass it, set the declarations, override the steps."""
+
+    # -- declarations ---------------------------------------------------------------------------
+    name: str = ""
+    description: str = ""
+    order: int = 100  # position in listings (the registry discovers apps; this sorts them)
+    metric: str = "accuracy"  # the headline metric, a key of evaluate()'s dict
+    higher_is_better: bool = True
+    model_names: tuple[str, ...] = ()  # served model names (default: (name,))
+    defaults: dict = {}  # shared-flag defaults, e.g. {"epochs": 15}; cite each
+    presets: dict = {}  # {flag: {value: {dest: default}}}: defaults chosen by one of its flags
+    plot_metrics: tuple[str, ...] = ("accuracy",)  # learning curves beside the loss
+    loss: object = "sparse_categorical_crossentropy"  # what the default compile uses
+    compile_metrics: tuple = ("accuracy",)
+    anchor: dict = {}  # the published figure the report compares with
+    budgets: dict = {"default": []}  # benchmark budgets: name -> extra flags
+    budget_anchors: dict = {}
+
+    def __init__(self):
+        if not self.model_names:
+            self.model_names = (self.name,)
+
+    @property
+    def prog(self) -> str:
+        return f"python -m apps.{self.name}.train"
+
+    # -- flags ----------------------------------------------------------------------------------
+    def add_flags(self, group) -> None:
+        """Add the app's own flags to its argument group."""
+
+    def check(self, args) -> None:
+        """Validate the settings together; raise UserError with one line."""
+
+    # -- the five steps -------------------------------------------------------------------------
+    def load_data(self, args, run) -> Data:
+        raise NotImplementedError
+
+    def build_model(self, args, data: Data, run):
+        """The model, built inside the strategy's scope (the runner opens it)."""
+        raise NotImplementedError
+
+    def optimizer_config(self, args, data: Data, **overrides):
+        from shared.optim import OptimizerConfig
+
+        return OptimizerConfig.from_args(args, data.steps_per_epoch or 1, **overrides)
+
+    def compile(self, args, model, data: Data, run) -> None:
+        """Compile inside the strategy's scope with the one optimizer factory."""
+        from shared.optim import make_optimizer
+
+        model.compile(optimizer=make_optimizer(self.optimizer_config(args, data)),
+                      loss=self.loss, metrics=list(self.compile_metrics))
+
+    def callbacks(self, args, model, data: Data, run) -> list:
+        """Callbacks of the app's own, after the shared ones' diagnostics."""
+        return []
+
+    def train(self, args, model, data: Data, run) -> None:
+        """``fit`` with the shared callbacks: early stopping (Algorithm 7.1), the schedule's
+        plateau rule, NaN termination, learning-rate and throughput logs, diagnostics on the
+        probe batch, CSV/TensorBoard and the backup that lets a killed run resume."""
+        model.fit(
+            data.train,
+            validation_data=data.val,
+            epochs=args.epochs,
+            steps_per_epoch=getattr(args, "steps_per_epoch", None),
+            callbacks=run.callbacks(monitor=args.monitor,
+                                    examples_per_step=data.examples_per_step,
+                                    probe=data.probe,
+                                    extra=self.callbacks(args, model, data, run)),
+            shuffle=False,  # the pipelines shuffle
+            verbose=args.verbose,
+        )
+
+    def evaluate(self, args, model, data: Data, run) -> dict:
+        """The test set, once: every compiled metric as a float."""
+        test = model.evaluate(data.test, return_dict=True, verbose=0)
+        return {k: float(v) for k, v in test.items()}
+
+    def endpoints(self, args, model, data: Data) -> dict:
+        """The export's signatures: ``{name: (function, [tf.TensorSpec, ...])}``; the one called
+        ``serving_default`` answers requests that name none. Raw inputs in, always."""
+        raise NotImplementedError
+
+    def tracked(self, args, model, data: Data) -> list:
+        """What the export must track (layers and models whose variables the endpoints use)."""
+        return [model]
+
+    def export_name(self, args) -> str:
+        return self.model_names[0]
+
+    def export_metadata(self, args) -> dict:
+        """Extra fields of the export's ``assets.extra/ksuite.json``."""
+        return {}
+
+    def export(self, args, model, data: Data, metrics: dict, run) -> Path:
+        """Publish ``<export-dir>/<name>/<next version>/`` atomically behind the gate."""
+        from shared.export import Gate, export_keras
+
+        gate = (Gate(self.metric, args.gate_margin, self.higher_is_better)
+                if args.gate_margin is not None else None)
+        return export_keras(self.export_name(args), self.endpoints(args, model, data),
+                            self.tracked(args, model, data), args.export_dir,
+                            metadata={"app": self.name, "metrics": metrics,
+                                      **self.export_metadata(args)},
+                            gate=gate)
+
+    def validate_data(self, args):
+        """The pipeline's data checks (shared/validate.py's Report) on the data ``args`` name."""
+        raise UserError(f"no data validation for app {self.name!r}")
+
+    def headline(self, metrics: dict, record: dict) -> str:
+        value = metrics.get(self.metric)
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        return (f"test {self.metric} {shown} ({record.get('epochs_run', '?')} epochs, "
+                f"{record['wall_seconds']:.0f} s)")
+
+    # -- the runner -----------------------------------------------------------------------------
+    def parser(self):
+        parser = base_parser(self.prog, self.description)
+        parser.set_defaults(**self.defaults)
+        self.add_flags(parser.add_argument_group(self.name))
+        return parser
+
+    def parse(self, argv=None):
+        """Parse ``argv``; presets chosen by a first pass become parser defaults, so that
+        ``--help`` and the run's config show the values in force."""
+        import sys
+
+        argv = list(sys.argv[1:] if argv is None else argv)
+        parser = self.parser()
+        if self.presets:
+            first, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
+            for flag, table in self.presets.items():
+                chosen = self.preset_key(flag, getattr(first, flag))
+                if chosen not in table:
+                    raise UserError(f"no preset for --{flag.replace('_', '-')} {chosen!r}")
+                parser.set_defaults(**table[chosen])
+        args = parser.parse_args(argv)
+        try:
+            self.check(args)
+        except UserError as exc:
+            parser.error(str(exc))
+        return args
+
+    def preset_key(self, flag: str, value) -> str:
+        """Which row of ``presets[flag]`` a flag's value selects (default: the value itself)."""
+        return value
+
+    def run_name(self, args) -> str:
+        """The run record's name (and default run directory ``runs/<name>``)."""
+        return self.export_name(args)
+
+    def run(self, args) -> dict:
+        """Data -> model -> train -> evaluate -> export, with the run record around it."""
+        from shared.runs import Run
+
+        run = Run.start(self.run_name(args), args)
+        data = self.load_data(args, run)
+        with run.strategy.scope():
+            model = self.build_model(args, data, run)
+            self.compile(args, model, data, run)
+        if args.verbose and hasattr(model, "summary"):
+            model.summary(print_fn=lambda line, **_: print(line))
+        self.train(args, model, data, run)
+        metrics = self.evaluate(args, model, data, run)
+        record = run.finish(metrics, plot_metrics=self.plot_metrics)
+        print(self.headline(metrics, record))
+        if args.export and run.is_chief:
+            path = self.export(args, model, data, metrics, run)
+            print(f"exported {path}")
+            record["export"] = str(path)
+        return record
+
+    def main(self, argv=None) -> dict:
+        """The entry point of ``python -m apps.<app>.train`` and ``ksuite train <app>``."""
+        return exit_on_user_error(lambda: self.run(self.parse(argv)))()
+
+
+__all__ = ["App", "Data", "UserError"]
