@@ -1,28 +1,20 @@
 """Named training budgets per app: the flags a benchmark run adds, and the metric it reports.
 
-Each app declares its own in ``apps/<app>/train.py`` as ``BENCHMARK = {"metric": ...,
-"budgets": {"default": [...flags...], "small": [...], ...}}``; ``default`` is the app's default
-configuration (what the issue's quality target is about). Every budget trains on real data.
+Read from the app declarations (``apps/<app>/train.py``: ``metric``, ``anchor``, ``budgets``,
+``budget_anchors``); ``default`` is the app's default configuration (what an issue's quality
+target is about). Every budget trains on real data.
 """
 
 from __future__ import annotations
 
-import importlib
-
-from apps import APPS
+from apps import registry
 
 
-def _collect() -> dict[str, dict]:
-    out = {}
-    for app in APPS:
-        try:
-            module = importlib.import_module(f"apps.{app}.train")
-        except ModuleNotFoundError:
-            continue
-        spec = getattr(module, "BENCHMARK", None)
-        if spec:
-            out[app] = spec
-    return out
+def spec(app) -> dict:
+    """The benchmark view of one declared app."""
+    return {"metric": app.metric, "higher_is_better": app.higher_is_better,
+            "anchor": dict(app.anchor), "budgets": dict(app.budgets),
+            "budget_anchors": dict(app.budget_anchors)}
 
 
-BUDGETS: dict[str, dict] = _collect()
+BUDGETS: dict[str, dict] = {name: spec(app) for name, app in registry().items()}

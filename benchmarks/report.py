@@ -83,7 +83,7 @@ def split_records(records: dict[str, list[dict]]) -> tuple[dict[str, list], dict
 
 
 def benchmark_specs() -> dict[str, dict]:
-    """Each app's ``BENCHMARK`` dict (metric, anchor, budgets); {} where an app lacks one."""
+    """Each declared app's benchmark view (metric and direction, anchor, budgets)."""
     try:
         from benchmarks.budgets import BUDGETS
     except ImportError:  # pragma: no cover - an app failing to import should not stop a report
@@ -174,11 +174,6 @@ def short_command(command: str | None) -> str:
 
 
 # ---------------------------------------------------------------------------------- targets
-
-def lower_is_better(target: str) -> bool:
-    m = re.search(r"(>=|<=)", target or "")
-    return bool(m) and m[1] == "<="
-
 
 def target_met(record: dict, target: str) -> bool | None:
     """Whether a runner record meets the app's target text (``'>= 0.984 in <= 15 epochs'``,
@@ -503,11 +498,10 @@ def throughput(record: dict) -> str:
 
 def best_run(rows: list[dict], spec: dict) -> dict:
     """The best value at the most complete budget measured (default first); ties -> latest."""
-    target = get(spec, "anchor", "target", default="")
     top = min(budget_rank(spec, r.get("budget")) for r in rows)
     candidates = [r for r in rows if budget_rank(spec, r.get("budget")) == top
                   and r.get("value") is not None] or rows
-    sign = -1 if lower_is_better(target) else 1
+    sign = 1 if spec.get("higher_is_better", True) else -1  # the app's declared direction
     return max(enumerate(candidates), key=lambda ir: (sign * (ir[1].get("value") or 0), ir[0]))[1]
 
 
@@ -552,7 +546,7 @@ def summary_row(app: str, spec: dict, runs: list[dict], side: dict[str, list[dic
 
 
 def budget_anchor(spec: dict, budget) -> dict:
-    """The anchor a budget is measured against: the app's, unless ``BENCHMARK["budget_anchors"]``
+    """The anchor a budget is measured against: the app's, unless its ``budget_anchors``
     names one for that budget (DQN's Pong run against the random policy, not CartPole's 475)."""
     return spec.get("budget_anchors", {}).get(budget) or spec.get("anchor", {})
 

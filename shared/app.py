@@ -156,6 +156,11 @@ class App:
         """The pipeline's data checks (shared/validate.py's Report) on the data ``args`` name."""
         raise UserError(f"no data validation for app {self.name!r}")
 
+    def reference_inputs(self, model_name: str, limit: int | None = None) -> dict:
+        """The training inputs as ``model_name``'s serving signature takes them (input name ->
+        array or list), for ``ksuite skew``'s comparison with logged requests."""
+        raise UserError(f"{self.name} does not provide training inputs for skew checks yet")
+
     def headline(self, metrics: dict, record: dict) -> str:
         value = metrics.get(self.metric)
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)

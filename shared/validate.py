@@ -17,8 +17,6 @@ kinds of checks, the ones TFX's ExampleValidator makes against a schema:
 
 from __future__ import annotations
 
-import argparse
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np

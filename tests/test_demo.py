@@ -6,7 +6,7 @@ from tests.helpers import run_module
 
 
 def test_main_job_trains_exports_reloads_serves_and_queries(tmp_path, mirror):
-    proc = run_module("shared.demo", "--epochs", "1", "--export-dir", tmp_path / "models",
+    proc = run_module("ksuite.demo", "--epochs", "1", "--export-dir", tmp_path / "models",
                       "--run-dir", tmp_path / "run", "--digits", "6", timeout=400)
     out = proc.stdout
     assert "exported" in out and (tmp_path / "models" / "mnist_mlp" / "1" / "saved_model.pb").exists()

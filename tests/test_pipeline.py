@@ -1,4 +1,4 @@
-"""The promotion pipeline (shared/pipeline.py) and data validation (shared/validate.py).
+"""The promotion pipeline (ksuite/pipeline.py) and data validation (shared/validate.py).
 
 Most tests replace the training child process by a tiny exported model with chosen metrics, so
 they exercise validate -> gate -> publish -> label -> promote -> rollback in seconds; one test
@@ -17,7 +17,8 @@ import pytest
 
 pytest.importorskip("tensorflow_serving")
 
-from shared import pipeline, validate  # noqa: E402
+from ksuite import pipeline  # noqa: E402
+from shared import validate  # noqa: E402
 from shared.errors import UserError  # noqa: E402
 from shared.export import GateRefused, versions  # noqa: E402
 from tests.helpers import run_module  # noqa: E402
@@ -205,7 +206,7 @@ def test_running_server_follows_labels_without_restart(tmp_path, mirror, monkeyp
 
 def test_ksuite_pipeline_trains_the_real_app(tmp_path, mirror):
     """End to end through the console entry point: real validation, real MNIST training."""
-    out = run_module("shared.cli", "pipeline", "mnist_mlp", "--export-dir", tmp_path / "models",
+    out = run_module("ksuite.cli", "pipeline", "mnist_mlp", "--export-dir", tmp_path / "models",
                      "--run-dir", tmp_path / "run", "--epochs", "1", "--limit", "2000",
                      "--verbose", "0", timeout=300).stdout
     assert "12/12 checks passed" in out and "published mnist_mlp version 1 as canary" in out

@@ -88,6 +88,13 @@ class MnistMLP(App):
             train = (train[0][: args.limit], train[1][: args.limit])
         return check_image_app(Report(self.name, args.dataset), train, test, (28, 28), 10)
 
+    # What `ksuite skew` compares logged requests with: the training images, as served (uint8).
+    def reference_inputs(self, model_name, limit=None):
+        from shared.data import load_image_dataset
+
+        (x_train, _), _ = load_image_dataset("mnist")
+        return {"images": x_train[:limit]}
+
 
 APP = MnistMLP()
 main = APP.main

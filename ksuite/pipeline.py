@@ -7,8 +7,8 @@
 
 ``pipeline`` runs, for any app:
 
-1. **validate** the data the app is about to train on (shared/validate.py: schema, value ranges,
-   label balance); on failure print the report and stop (exit 4) before any training;
+1. **validate** the data the app is about to train on (its ``validate_data``, with the checks of
+   shared/validate.py: schema, value ranges, label balance); on failure print the report and stop (exit 4) before any training;
 2. **train and evaluate** with the app's own train script, in a child process, exporting into a
    candidates folder that neither TensorFlow Serving nor ``ksuite serving-config`` look at
    (``<export-dir>/.candidates/``); the app evaluates on its test split and records the metrics in
@@ -35,7 +35,6 @@ versions in ``<export-dir>/<model>/promotions.json``; servers ignore it.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import shutil
@@ -44,20 +43,12 @@ import sys
 import time
 from pathlib import Path
 
+from apps import get as get_app
+from apps import registry
 from shared.errors import UserError, exit_on_user_error
 from shared.export import Gate, GateRefused, publish, read_metadata, versions
 from shared.io import atomic_write_json, atomic_write_text
 
-# The metric each app's gate compares (the one its benchmark reports) and its direction.
-GATE_METRICS = {
-    "mnist_mlp": ("accuracy", True),
-    "cifar_cnn": ("accuracy", True),
-    "word2vec": ("analogy_accuracy", True),
-    "shakespeare_lstm": ("val_loss", False),
-    "sentiment_gru": ("accuracy", True),
-    "dcgan": ("inception_score", True),
-    "dqn": ("eval_return", True),
-}
 CANDIDATES = ".candidates"
 HISTORY_FILE = "promotions.json"
 
@@ -192,7 +183,7 @@ def parse_args(argv):
                     "publish as canary. Flags not listed here go to the app's train script.",
         epilog="example: ksuite pipeline mnist_mlp --margin 0.002 --epochs 5",
         allow_abbrev=False)
-    p.add_argument("app", choices=tuple(GATE_METRICS), help="the app to train")
+    p.add_argument("app", choices=tuple(registry()), help="the app to train")
     p.add_argument("--export-dir", default="saved_models",
                    help="model repository: <export-dir>/<model>/<version>/ (default saved_models)")
     p.add_argument("--serving-config", default=None,
@@ -230,9 +221,10 @@ def _train(app: str, flags: list[str], candidates: Path, run_dir: Path) -> int:
 
 
 def run_pipeline(args) -> dict:
-    from shared.validate import DataValidationError, validate
+    from shared.validate import DataValidationError
 
     app = args.app
+    declared = get_app(app)
     export_dir = Path(args.export_dir)
     config_path = Path(args.serving_config or export_dir / "models.config")
     run_dir = Path(args.run_dir or f"runs/pipeline/{app}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -246,9 +238,8 @@ def run_pipeline(args) -> dict:
         return record
 
     # 1. Validate the data (with the app's own flag parsing, so --dataset/--env/--limit count).
-    app_args = importlib.import_module(f"apps.{app}.train").parse_args(
-        [*args.app_flags, "--run-dir", str(run_dir), "--no-export"])
-    report = validate(app, app_args)
+    app_args = declared.parse([*args.app_flags, "--run-dir", str(run_dir), "--no-export"])
+    report = declared.validate_data(app_args)
     print(report.text(), flush=True)
     record["validation"] = report.to_dict()
     if not report.ok:
@@ -274,7 +265,7 @@ def run_pipeline(args) -> dict:
     model_base = export_dir / name
     meta = read_metadata(candidate)
     metrics = meta.get("metrics", {})
-    metric, higher = GATE_METRICS[app]
+    metric, higher = declared.metric, declared.higher_is_better
     record.update(model=name, metric=metric, candidate_metrics=metrics)
 
     # 3. Gate against the version labelled stable in the serving config.
