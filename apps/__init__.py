@@ -15,12 +15,14 @@ from pathlib import Path
 @cache
 def registry() -> dict:
     """name -> App, for every ``apps/<folder>/train.py`` that declares ``APP``, in their order."""
+    from shared.app import App
+
     found = []
     for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if not info.ispkg or not (Path(__file__).parent / info.name / "train.py").is_file():
             continue
         app = getattr(importlib.import_module(f"apps.{info.name}.train"), "APP", None)
-        if app is not None:
+        if isinstance(app, App):
             found.append(app)
     return {app.name: app for app in sorted(found, key=lambda a: (a.order, a.name))}
 

@@ -59,6 +59,8 @@ class App:
     plot_metrics: tuple[str, ...] = ("accuracy",)  # learning curves beside the loss
     loss: object = "sparse_categorical_crossentropy"  # what the default compile uses
     compile_metrics: tuple = ("accuracy",)
+    reads_files: bool = True  # reads dataset files (False: e.g. Gymnasium environments)
+    smoke: list[str] | None = None  # flags of the contract test's tiny run (default: budgets' tiny)
     anchor: dict = {}  # the published figure the report compares with
     budgets: dict = {"default": []}  # benchmark budgets: name -> extra flags
     budget_anchors: dict = {}

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers import run_module
 
 
 @pytest.fixture(scope="module")
@@ -81,51 +80,18 @@ def test_exported_outputs_equal_the_keras_model(tmp_path, mirror):
     import tensorflow as tf
 
     from apps.mnist_mlp.model import build_mlp
-    from apps.mnist_mlp.train import export
+    from apps.mnist_mlp.train import APP
     from shared.data import load_image_dataset
 
     (x_train, y_train), (x_test, _) = load_image_dataset("mnist")
     model = build_mlp(hidden=(64,), dropout=0.0)
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x_train[:1000].astype("float32"), y_train[:1000], epochs=1, verbose=0)
-    path = export(model, tmp_path, {"accuracy": 0.5})
+    args = APP.parse(["--export-dir", str(tmp_path)])
+    path = APP.export(args, model, None, {"accuracy": 0.5}, run=None)
     loaded = tf.saved_model.load(str(path))
     out = loaded.signatures["serving_default"](images=tf.constant(x_test[:100]))
     expected = model.predict(x_test[:100].astype("float32"), verbose=0)
     np.testing.assert_allclose(out["probabilities"].numpy(), expected, rtol=1e-5, atol=1e-6)
     meta = json.loads((path / "assets.extra" / "ksuite.json").read_text())
     assert meta["metrics"]["accuracy"] == 0.5 and meta["version"] == 1
-
-
-def test_help_works():
-    proc = run_module("apps.mnist_mlp.train", "--help", timeout=60)
-    for flag in ("--epochs", "--limit", "--seed", "--run-dir", "--export-dir", "--strategy",
-                 "--devices", "--batch-size", "--learning-rate", "--optimizer", "--schedule",
-                 "--patience"):
-        assert flag in proc.stdout, flag
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--epochs", "0"], "must be a positive integer"),
-    (["--strategy", "tpu"], "invalid choice"),
-    (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
-])
-def test_bad_flags_give_one_clear_error(args, message):
-    proc = run_module("apps.mnist_mlp.train", *args, timeout=60, check=False)
-    assert proc.returncode == 2
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
-def test_missing_data_is_one_clear_error(tmp_path):
-    from tests.helpers import child_env
-
-    env = child_env(KSUITE_DATA_DIR=tmp_path / "empty", KERAS_HOME=tmp_path / "kh",
-                    KSUITE_OFFLINE=1)
-    proc = run_module("apps.mnist_mlp.train", "--epochs", "1", "--run-dir", tmp_path / "r",
-                      env=env, check=False, timeout=120)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    err = proc.stderr.strip().splitlines()[-1]
-    assert err.startswith("error:") and "KSUITE_DATA_DIR" in err
-    assert "idx" in err or "mnist" in err
