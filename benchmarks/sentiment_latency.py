@@ -5,7 +5,7 @@
 
 Without ``--saved-model``, the default configuration's vectorizer (adapted on the 22,500 training
 reviews) and model (untrained weights: the compute, hence the latency, does not depend on the
-weight values) are exported to a temporary folder with the app's own ``export``. The SavedModel
+weight values) are exported to a temporary folder with the app's own ``APP.export``. The SavedModel
 is reloaded with ``tf.saved_model.load`` and ``serving_default`` is called with one review at a
 time: real test reviews of the 10th/50th/90th percentile length, each ``--repeat`` times after a
 warm-up. Then the same version is served by the local TF-Serving-compatible server and each
@@ -29,23 +29,21 @@ from shared.runs import cpu_model  # noqa: E402
 
 
 def _export_default(tmp: str, seed: int) -> str:
+    """The app's own data and model steps at its default flags (no training), exported with its
+    own endpoints by ``APP.export`` into ``tmp``."""
     import keras
 
     from apps.sentiment_gru import data
-    from apps.sentiment_gru.model import build_classifier
-    from apps.sentiment_gru.train import export, parse_args
+    from apps.sentiment_gru.train import APP
+    from shared.app import Data
 
-    args = parse_args([])
+    args = APP.parse(["--embeddings", "random", "--export-dir", tmp, "--seed", str(seed)])
     keras.utils.set_random_seed(seed)
     (x_tr, _), _, _ = data.load(None, seed)
-    vectorizer = data.make_vectorizer(x_tr, args.max_tokens, args.sequence_length)
-    model = build_classifier(vectorizer.vocabulary_size(), args.embedding_dim, args.units,
-                             args.bidirectional, args.dropout, args.pooling,
-                             args.embedding_dropout)
-    config = {k: getattr(args, k) for k in ("max_tokens", "sequence_length", "embedding_dim",
-                                            "units", "bidirectional", "dropout", "pooling",
-                                            "embedding_dropout")}
-    return str(export(vectorizer, model, tmp, {}, config=config))
+    state = Data(vectorizer=data.make_vectorizer(x_tr, args.max_tokens, args.sequence_length),
+                 initial=None)
+    model = APP.build_model(args, state, run=None)
+    return str(APP.export(args, model, state, {}, run=None))
 
 
 def _latency_ms(call, repeat: int, warmup: int = 5) -> dict:

@@ -20,7 +20,7 @@ keras = pytest.importorskip("keras")
 
 from apps.sentiment_gru import data  # noqa: E402
 from apps.sentiment_gru.model import build_classifier  # noqa: E402
-from apps.sentiment_gru.train import main, parse_args  # noqa: E402
+from apps.sentiment_gru.train import APP, main  # noqa: E402
 from shared.errors import UserError  # noqa: E402
 
 POSITIVE = ("This movie was wonderful. Brilliant acting, a beautiful story, I loved every minute "
@@ -171,37 +171,26 @@ def test_served_by_the_local_model_server(trained):
 # -- errors a user can cause ------------------------------------------------------------------
 
 
-def test_help_and_defaults():
-    args = parse_args([])
+def test_defaults():
+    args = APP.parse([])
     assert (args.max_tokens, args.sequence_length, args.embedding_dim, args.units) == (
         20000, 500, 128, 64)
     assert args.bidirectional and args.clipnorm == 1.0
-    assert parse_args(["--no-bidirectional"]).bidirectional is False
-    with pytest.raises(SystemExit) as e:
-        main(["--help"])
-    assert e.value.code == 0
+    assert (args.epochs, args.schedule, args.monitor) == (4, "cosine", "val_accuracy")
+    assert APP.parse(["--no-bidirectional"]).bidirectional is False
 
 
-@pytest.mark.parametrize("argv", [["--dropout", "1.5"], ["--units", "0"], ["--max-tokens", "2"],
-                                  ["--sequence-length", "ten"], ["--strategy", "tpu"]])
-def test_bad_flags_exit_2(argv):
+@pytest.mark.parametrize("argv, message", [
+    (["--dropout", "1.5"], "--dropout and --embedding-dropout must be in [0, 1)"),
+    (["--embedding-dropout", "-0.1"], "--dropout and --embedding-dropout must be in [0, 1)"),
+    (["--max-tokens", "2"], "--max-tokens must be at least 3"),
+])
+def test_settings_refused_in_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
-
-
-def test_missing_data_is_one_clear_line(tmp_path, monkeypatch, capsys):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    monkeypatch.setenv("KSUITE_DATA_DIR", str(empty))
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    monkeypatch.setenv("KSUITE_OFFLINE", "1")
-    with pytest.raises(SystemExit) as e:
-        main(["--run-dir", str(tmp_path / "run"), "--no-export"])
-    assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "aclImdb.tar.gz" in err[0]
-    assert not (tmp_path / "keras_home" / "datasets" / "aclImdb").exists()
+    assert len(err) == 1 and message in err[0]
 
 
 def test_bad_data_dir_and_tiny_limit(tmp_path, capsys, mirror):
