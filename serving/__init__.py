@@ -56,19 +56,6 @@ HTTP_TO_CODE: dict[int, str] = {
     504: "DEADLINE_EXCEEDED",
 }
 
-# The model names the suite's apps export (saved_models/<name>/<version>/).
-APP_MODEL_NAMES: tuple[str, ...] = (
-    "mnist_mlp",
-    "cifar_cnn",
-    "cifar_vgg16",
-    "word2vec",
-    "shakespeare_lstm",
-    "sentiment_gru",
-    "dcgan",
-    "dqn_cartpole",
-    "dqn_pong",
-)
-
 DEFAULT_GRPC_PORT = 8500
 DEFAULT_REST_PORT = 8501
 
@@ -88,6 +75,9 @@ class ServingError(UserError):
         self.message = message
         self.http_status = http_status if http_status is not None else CODE_TO_HTTP[code]
 
+    def __reduce__(self):  # picklable: errors come back from the JSON-parsing worker process
+        return (type(self), (self.code, self.message, self.http_status))
+
     @property
     def retryable(self) -> bool:
         """Worth another attempt: the server was unreachable, overloaded or restarting."""
@@ -95,7 +85,6 @@ class ServingError(UserError):
 
 
 __all__ = [
-    "APP_MODEL_NAMES",
     "CODE_TO_HTTP",
     "DEFAULT_GRPC_PORT",
     "DEFAULT_REST_PORT",

@@ -194,6 +194,7 @@ class BatchScheduler:
         self._closed = False
         self.batches_run = 0
         self.rows_run = 0
+        self.on_dequeue: Callable[[float], None] | None = None  # seconds a task waited
         self._threads = [
             threading.Thread(target=self._worker, name=f"{params.thread_pool_name}-{i}",
                              daemon=True)
@@ -296,6 +297,10 @@ class BatchScheduler:
         live = [t for t in tasks if t.future.set_running_or_notify_cancel()]
         if not live:
             return
+        if self.on_dequeue is not None:
+            now = time.monotonic()
+            for t in live:
+                self.on_dequeue(now - t.enqueued)
         try:
             if len(live) == 1:
                 inputs = live[0].inputs

@@ -23,43 +23,26 @@ Bytes values are sent as ``{"b64": ...}`` over REST, as TensorFlow Serving expec
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
-import time
 import urllib.parse
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from serving import DEFAULT_GRPC_PORT, DEFAULT_REST_PORT, HTTP_TO_CODE, ServingError
+from serving.codec import to_example, to_json_value  # noqa: F401 - part of this API
+from serving.grpc_client import (  # noqa: F401 - part of this module's API
+    DEFAULT_BACKOFF,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    GrpcClient,
+    Prediction,
+    rows_to_columns,
+    sleep_before_retry,
+)
 from shared.errors import UserError, exit_on_user_error
-
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_RETRIES = 2
-DEFAULT_BACKOFF = 0.1
-
-
-def to_json_value(value: Any) -> Any:
-    """Numpy arrays/scalars, bytes, and nested lists/dicts of them as TF Serving JSON
-    (bytes -> ``{"b64": ...}``)."""
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind in "OS":
-            return to_json_value(value.tolist())
-        if value.dtype.kind == "U":
-            return value.tolist()
-        return value.tolist()
-    if isinstance(value, (bytes, bytearray)):
-        return {"b64": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, np.generic):
-        return to_json_value(value.item())
-    if isinstance(value, dict):
-        return {k: to_json_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json_value(v) for v in value]
-    return value
 
 
 def _version_path(model: str, version: int | None, label: str | None) -> str:
@@ -73,10 +56,6 @@ def _version_path(model: str, version: int | None, label: str | None) -> str:
     elif label:
         path += f"/labels/{urllib.parse.quote(label, safe='')}"
     return path
-
-
-def _sleep_before_retry(backoff: float, attempt: int) -> None:
-    time.sleep(min(backoff * (2 ** attempt), 5.0))
 
 
 # =================================================================================================
@@ -146,7 +125,7 @@ class RestClient:
                 err = self._error(r)
             if not err.retryable or attempt == self.retries:
                 raise err
-            _sleep_before_retry(self.backoff, attempt)
+            sleep_before_retry(self.backoff, attempt)
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -213,295 +192,6 @@ class RestClient:
         """One value per example."""
         return self._examples("regress", model, examples, context, signature_name, version,
                               label)
-
-
-# =================================================================================================
-# gRPC
-# =================================================================================================
-
-
-@dataclass
-class Prediction:
-    """A gRPC Predict answer: output name -> numpy array, and which version answered."""
-
-    outputs: dict[str, np.ndarray]
-    model: str
-    version: int
-    signature_name: str
-    model_spec: dict = field(default_factory=dict)
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        return self.outputs[key]
-
-    def to_json(self) -> dict:
-        return {"model_spec": {"name": self.model, "version": str(self.version),
-                               "signature_name": self.signature_name},
-                "outputs": {k: _array_json(k, v) for k, v in self.outputs.items()}}
-
-
-def _array_json(name: str, arr: np.ndarray) -> Any:
-    if arr.dtype.kind in "OS":
-        def leaf(b):
-            if isinstance(b, bytes) and not name.endswith("_bytes"):
-                try:
-                    return b.decode("utf-8")
-                except UnicodeDecodeError:
-                    pass
-            return {"b64": base64.b64encode(b).decode("ascii")} if isinstance(b, bytes) else b
-
-        def walk(x):
-            return [walk(v) for v in x] if isinstance(x, list) else leaf(x)
-
-        return walk(arr.tolist())
-    if arr.dtype == np.float32:
-        return np.asarray(arr.astype(str), dtype=np.float64).tolist()
-    return arr.tolist()
-
-
-def _to_array(value: Any) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        arr = value
-    elif isinstance(value, (bytes, str)):
-        arr = np.array(value, dtype=object)
-    else:
-        arr = np.asarray(value)
-        if arr.dtype.kind in "SU":  # numpy's fixed-width bytes would drop trailing NULs
-            arr = np.array(value, dtype=object)
-    if arr.dtype.kind in "OU":
-        flat = [v.encode("utf-8") if isinstance(v, str) else
-                base64.b64decode(v["b64"]) if isinstance(v, dict) and "b64" in v else v
-                for v in arr.reshape(-1).tolist()]
-        out = np.empty(len(flat), dtype=object)
-        out[:] = flat
-        arr = out.reshape(arr.shape)
-    return arr
-
-
-def rows_to_columns(instances: list) -> Any:
-    """Row-format instances as columnar inputs (what gRPC sends)."""
-    if isinstance(instances, (np.ndarray, dict)):
-        return instances
-    if not isinstance(instances, list) or not instances:
-        raise ValueError("instances must be a non-empty list")
-    first = instances[0]
-    if isinstance(first, dict) and not (len(first) == 1 and "b64" in first):
-        return {k: [row[k] for row in instances] for k in first}
-    return instances
-
-
-class GrpcClient:
-    """TensorFlow Serving's gRPC API (PredictionService + ModelService)."""
-
-    def __init__(self, target: str = f"localhost:{DEFAULT_GRPC_PORT}", *,
-                 timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-                 backoff: float = DEFAULT_BACKOFF, max_message_bytes: int = 64 * 1024 * 1024):
-        import grpc
-        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-
-        self.target = target
-        self.timeout = timeout
-        self.retries = max(0, int(retries))
-        self.backoff = backoff
-        self._grpc = grpc
-        self.channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes)])
-        self.prediction = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
-        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
-        self._input_names: dict[tuple, list[str]] = {}
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    # -- transport -----------------------------------------------------------------------------
-    def call(self, method, request):
-        """One RPC (a stub method) with bounded retries on UNAVAILABLE."""
-        grpc = self._grpc
-        for attempt in range(self.retries + 1):
-            try:
-                return method(request, timeout=self.timeout)
-            except grpc.RpcError as exc:
-                code = exc.code().name if exc.code() is not None else "UNKNOWN"
-                details = exc.details() or str(exc)
-                if code == "UNAVAILABLE":
-                    details = f"cannot reach {self.target}: {details}"
-                elif code == "DEADLINE_EXCEEDED":
-                    details = f"no answer from {self.target} within {self.timeout} s ({details})"
-                err = ServingError(code, details)
-            if not err.retryable or attempt == self.retries:
-                raise err
-            _sleep_before_retry(self.backoff, attempt)
-        raise AssertionError("unreachable")
-
-    @staticmethod
-    def _fill_spec(spec, model, version, label, signature_name=None) -> None:
-        if version is not None and label:
-            raise ValueError("give a version or a label, not both")
-        spec.name = model
-        if version is not None:
-            spec.version.value = int(version)
-        elif label:
-            spec.version_label = label
-        if signature_name:
-            spec.signature_name = signature_name
-
-    # -- predict -------------------------------------------------------------------------------
-    def predict_request(self, model: str, inputs: Any, *, signature_name: str | None = None,
-                        version: int | None = None, label: str | None = None,
-                        output_filter: list[str] | None = None):
-        """The ``PredictRequest`` ``predict`` sends (build once, send many: see benchmarks)."""
-        import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2
-
-        req = predict_pb2.PredictRequest()
-        self._fill_spec(req.model_spec, model, version, label, signature_name)
-        if not isinstance(inputs, dict):
-            names = self._signature_inputs(model, version, label, signature_name)
-            if len(names) != 1:
-                raise ServingError("INVALID_ARGUMENT",
-                                   f"signature takes several inputs ({', '.join(names)}): pass "
-                                   "a dict of named inputs")
-            inputs = {names[0]: inputs}
-        for name, value in inputs.items():
-            req.inputs[name].CopyFrom(tf.make_tensor_proto(_to_array(value)))
-        if output_filter:
-            req.output_filter.extend(output_filter)
-        return req
-
-    def predict(self, model: str, inputs: Any, *, signature_name: str | None = None,
-                version: int | None = None, label: str | None = None,
-                output_filter: list[str] | None = None) -> Prediction:
-        """``inputs``: ``{input name: array}``, or one array for a single-input signature."""
-        req = self.predict_request(model, inputs, signature_name=signature_name,
-                                   version=version, label=label, output_filter=output_filter)
-        return self.parse_predict(self.call(self.prediction.Predict, req))
-
-    @staticmethod
-    def parse_predict(resp) -> Prediction:
-        import tensorflow as tf
-
-        outputs = {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
-        spec = resp.model_spec
-        return Prediction(outputs, spec.name, spec.version.value, spec.signature_name)
-
-    def _signature_inputs(self, model, version, label, signature_name) -> list[str]:
-        key = (model, version, label, signature_name or "serving_default")
-        if key not in self._input_names:
-            md = self.metadata(model, version=version, label=label)
-            sigs = md["metadata"]["signature_def"]["signature_def"]
-            sig = sigs.get(key[3])
-            if sig is None:
-                raise ServingError("INVALID_ARGUMENT", f"model {model} has no signature "
-                                   f"{key[3]!r} (has: {', '.join(sorted(sigs))})")
-            self._input_names[key] = sorted(sig.get("inputs", {}))
-        return self._input_names[key]
-
-    # -- classify / regress --------------------------------------------------------------------
-    def _input(self, inp, examples, context) -> None:
-        if context is not None:
-            target = inp.example_list_with_context
-            target.context.CopyFrom(to_example(context))
-        else:
-            target = inp.example_list
-        for ex in examples:
-            target.examples.add().CopyFrom(to_example(ex))
-
-    def classify(self, model: str, examples: list, *, context: Any = None,
-                 signature_name: str | None = None, version: int | None = None,
-                 label: str | None = None) -> list[list[tuple[str, float]]]:
-        """Per example, ``[(label, score), ...]``. Examples: dicts or ``tf.train.Example``."""
-        from tensorflow_serving.apis import classification_pb2
-
-        req = classification_pb2.ClassificationRequest()
-        self._fill_spec(req.model_spec, model, version, label, signature_name)
-        self._input(req.input, examples, context)
-        resp = self.call(self.prediction.Classify, req)
-        return [[(c.label, c.score) for c in cl.classes] for cl in resp.result.classifications]
-
-    def regress(self, model: str, examples: list, *, context: Any = None,
-                signature_name: str | None = None, version: int | None = None,
-                label: str | None = None) -> list[float]:
-        from tensorflow_serving.apis import regression_pb2
-
-        req = regression_pb2.RegressionRequest()
-        self._fill_spec(req.model_spec, model, version, label, signature_name)
-        self._input(req.input, examples, context)
-        resp = self.call(self.prediction.Regress, req)
-        return [r.value for r in resp.result.regressions]
-
-    # -- metadata / status / config ------------------------------------------------------------
-    def metadata(self, model: str, version: int | None = None, label: str | None = None) -> dict:
-        """Same shape as the REST metadata answer."""
-        from google.protobuf import json_format
-        from tensorflow_serving.apis import get_model_metadata_pb2 as md
-
-        req = md.GetModelMetadataRequest()
-        self._fill_spec(req.model_spec, model, version, label)
-        req.metadata_field.append("signature_def")
-        resp = self.call(self.prediction.GetModelMetadata, req)
-        sdm = md.SignatureDefMap()
-        resp.metadata["signature_def"].Unpack(sdm)
-        kw = dict(always_print_fields_with_no_presence=True, preserving_proto_field_name=True)
-        return {"model_spec": json_format.MessageToDict(resp.model_spec, **kw),
-                "metadata": {"signature_def": json_format.MessageToDict(sdm, **kw)}}
-
-    def model_status(self, model: str, version: int | None = None,
-                     label: str | None = None) -> dict:
-        from google.protobuf import json_format
-        from tensorflow_serving.apis import get_model_status_pb2
-
-        req = get_model_status_pb2.GetModelStatusRequest()
-        self._fill_spec(req.model_spec, model, version, label)
-        resp = self.call(self.models.GetModelStatus, req)
-        return json_format.MessageToDict(resp, always_print_fields_with_no_presence=True)
-
-    def reload_config(self, config) -> None:
-        """Send a ModelServerConfig (HandleReloadConfigRequest)."""
-        from tensorflow_serving.apis import model_management_pb2
-
-        req = model_management_pb2.ReloadConfigRequest()
-        req.config.CopyFrom(config)
-        resp = self.call(self.models.HandleReloadConfigRequest, req)
-        if resp.status.error_code != 0:
-            raise ServingError("UNKNOWN", resp.status.error_message)
-
-
-def to_example(obj: Any):
-    """A ``tf.train.Example`` from ``{feature: value | list}`` (int/bool -> int64_list,
-    float -> float_list, str/bytes -> bytes_list) or an Example (returned as is)."""
-    from tensorflow.core.example import example_pb2
-
-    if isinstance(obj, example_pb2.Example):
-        return obj
-    if hasattr(obj, "SerializeToString") and type(obj).__name__ == "Example":
-        return example_pb2.Example.FromString(obj.SerializeToString())
-    if not isinstance(obj, dict):
-        raise ValueError(f"an example must be a dict of features, got {type(obj).__name__}")
-    ex = example_pb2.Example()
-    for name, value in obj.items():
-        values = value.reshape(-1).tolist() if isinstance(value, np.ndarray) else \
-            (list(value) if isinstance(value, (list, tuple)) else [value])
-        f = ex.features.feature[name]
-        for v in values:
-            if isinstance(v, (bool, int, np.integer, np.bool_)):
-                f.int64_list.value.append(int(v))
-            elif isinstance(v, (float, np.floating)):
-                f.float_list.value.append(float(v))
-            elif isinstance(v, str):
-                f.bytes_list.value.append(v.encode("utf-8"))
-            elif isinstance(v, (bytes, bytearray)):
-                f.bytes_list.value.append(bytes(v))
-            elif isinstance(v, dict) and "b64" in v:
-                f.bytes_list.value.append(base64.b64decode(v["b64"]))
-            else:
-                raise ValueError(f"feature {name!r}: unsupported value {v!r}")
-    return ex
 
 
 # =================================================================================================

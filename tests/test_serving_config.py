@@ -11,7 +11,6 @@ from google.protobuf import text_format
 pytest.importorskip("tensorflow_serving")
 from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
 
-from serving import APP_MODEL_NAMES  # noqa: E402
 from serving.batching import BatchingParameters, batching_parameters_message  # noqa: E402
 from serving.config import (  # noqa: E402
     build_model_config,
@@ -115,6 +114,36 @@ def test_check_flags_what_tf_serving_rejects():
     problems = " | ".join(check_model_config(config))
     assert "multiple times" in problems and "base_path is empty" in problems
     assert "model_platform must be 'tensorflow'" in problems
+    relative = parse("""
+        model_config_list {
+          config { name: "a" base_path: "saved_models/a" model_platform: "tensorflow" }
+          config { name: "b" base_path: "gs://bucket/b" model_platform: "tensorflow" }
+        }""")
+    assert check_model_config(relative) == [
+        "Expected model a to have an absolute path or URI; got base_path()=saved_models/a "
+        "(TensorFlow Serving requires absolute base paths)"]
+
+
+def test_check_refuses_relative_base_paths(tmp_path, capsys):
+    cfg = tmp_path / "models.config"
+    cfg.write_text('model_config_list { config { name: "a" base_path: "models/a" '
+                   'model_platform: "tensorflow" } }')
+    with pytest.raises(SystemExit) as e:
+        main(["--check", str(cfg)])
+    assert e.value.code == 2
+    assert "absolute path or URI" in capsys.readouterr().err
+
+
+def test_example_takes_the_model_names(tmp_path, capsys):
+    config = example_model_config(["mnist_mlp", "dcgan"])
+    assert [mc.name for mc in config.model_config_list.config] == ["mnist_mlp", "dcgan"]
+    (tmp_path / "word2vec" / "1").mkdir(parents=True)
+    (tmp_path / "word2vec" / "1" / "saved_model.pb").write_bytes(b"")
+    assert main(["--example", "--saved-models", str(tmp_path), "-o", "-"]) == 0
+    assert 'name: "word2vec"' in capsys.readouterr().out
+    assert main(["--example", "-o", "-"], model_names=["a", "b"]) == 0
+    out = capsys.readouterr().out
+    assert 'name: "a"' in out and 'name: "b"' in out and "word2vec" not in out
 
 
 def test_cli_writes_and_checks(saved, tmp_path, capsys):
@@ -141,8 +170,12 @@ def test_cli_writes_and_checks(saved, tmp_path, capsys):
 def test_committed_example_config_lists_every_app():
     text = (SERVING / "models.config").read_text()
     config = parse(text)
-    assert config == example_model_config()  # regenerate: python -m serving.config --example
-    assert [mc.name for mc in config.model_config_list.config] == list(APP_MODEL_NAMES)
+    names = [mc.name for mc in config.model_config_list.config]
+    # regenerate: python -m serving.config --example -o serving/models.config
+    assert config == example_model_config(names)
+    apps = pytest.importorskip("apps")
+    served = {n for app in apps.registry().values() for n in app.model_names}
+    assert served <= set(names)  # every served model the app registry declares is listed
     assert check_model_config(config) == []
     mnist = config.model_config_list.config[0]
     assert dict(mnist.version_labels) == {"stable": 1, "canary": 2}

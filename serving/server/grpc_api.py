@@ -1,0 +1,148 @@
+"""The gRPC front end: ``tensorflow.serving.PredictionService`` and ``ModelService`` with the
+official ``tensorflow_serving.apis`` messages, on grpcio's threaded server."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from serving import ServingError
+from serving.codec import tensor_proto_to_array
+from serving.server.service import map_error, validate_inputs
+from shared.errors import UserError
+
+log = logging.getLogger("serving.server")
+
+
+def channel_args(text: str) -> list[tuple[str, Any]]:
+    """``--grpc_channel_arguments`` (``key=value,...``) as grpc server options."""
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--grpc_channel_arguments: expected key=value, got {item!r}")
+        out.append((key, int(value) if value.lstrip("-").isdigit() else value))
+    return out
+
+
+def _spec_args(spec):
+    return (spec.name, spec.version.value if spec.HasField("version") else None,
+            spec.version_label or None)
+
+
+def servicers(server):
+    """(PredictionService, its add function, ModelService, its add function) for ``server``.
+    Each call runs on one of --grpc_max_threads threads; with batching it waits there for its
+    batch. A ``grpc.aio`` server on the IO loop measured ~20% more CPU per request here."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import (
+        model_management_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+
+    service = server.service
+    limit = server.opts.tensor_limit()
+
+    def deadline_of(context) -> float | None:
+        left = context.time_remaining()
+        return None if left is None else time.monotonic() + left
+
+    def guard(api: str):
+        def wrap(fn):
+            def wrapper(self, request, context):
+                start = time.perf_counter()
+                model = request.tasks[0].model_spec.name if api == "MultiInference" and \
+                    request.tasks else getattr(getattr(request, "model_spec", None), "name", "")
+                code = "OK"
+                try:
+                    return fn(self, request, context)
+                except Exception as exc:
+                    exc = map_error(exc)
+                    if isinstance(exc, ServingError):
+                        code = exc.code
+                        status = getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN)
+                        context.abort(status, exc.message)  # raises
+                    code = "INTERNAL"
+                    log.error("gRPC %s failed", fn.__name__, exc_info=exc)
+                    context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+                finally:
+                    if server.metrics is not None and api:
+                        server.metrics.request(model, api, "GRPC", code,
+                                               time.perf_counter() - start)
+
+            wrapper.__name__ = fn.__name__
+            return wrapper
+        return wrap
+
+    def predict_inputs(request):
+        servable = service.core.get_servable(*_spec_args(request.model_spec))
+        sig = service.signature(servable, request.model_spec.signature_name)
+        inputs = {}
+        order = list(sig.inputs)
+        for key, proto in request.inputs.items():
+            spec = sig.inputs.get(key)
+            if spec is None:
+                raise ServingError(
+                    "INVALID_ARGUMENT",
+                    f"input tensor alias not found in signature: {key}. Inputs expected to "
+                    f"be in the set {{{','.join(order)}}}.")
+            if proto.dtype != spec.dtype_enum:
+                got = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "invalid"
+                raise ServingError("INVALID_ARGUMENT",
+                                   f"Expects arg[{order.index(key)}] ('{key}') to be "
+                                   f"{spec.dtype_name} but {got} is provided")
+            inputs[key] = tensor_proto_to_array(proto, key, limit)
+        service.check_output_filter(sig, list(request.output_filter))
+        validate_inputs(sig, inputs)
+        return servable, sig, inputs
+
+    class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+        @guard("Predict")
+        def Predict(self, request, context):
+            servable, sig, inputs = predict_inputs(request)
+            outputs = service.run(servable, sig, inputs, deadline_of(context))
+            del inputs
+            resp = predict_pb2.PredictResponse()
+            service.fill_spec(resp.model_spec, servable, sig.name)
+            for k in list(request.output_filter) or list(outputs):
+                resp.outputs[k].CopyFrom(tf.make_tensor_proto(outputs[k]))
+            service.logs.log(servable, sig.name, request, resp)
+            return resp
+
+        @guard("Classify")
+        def Classify(self, request, context):
+            return service.classify(request, deadline_of(context))
+
+        @guard("Regress")
+        def Regress(self, request, context):
+            return service.regress(request, deadline_of(context))
+
+        @guard("MultiInference")
+        def MultiInference(self, request, context):
+            return service.multi_inference(request, deadline_of(context))
+
+        @guard("")
+        def GetModelMetadata(self, request, context):
+            resp, _ = service.metadata(*_spec_args(request.model_spec),
+                                       list(request.metadata_field))
+            return resp
+
+    class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+        @guard("")
+        def GetModelStatus(self, request, context):
+            return service.status(*_spec_args(request.model_spec))
+
+        @guard("")
+        def HandleReloadConfigRequest(self, request, context):
+            service.core.reload_config(request.config)
+            resp = model_management_pb2.ReloadConfigResponse()
+            resp.status.SetInParent()
+            return resp
+
+    return (PredictionService(),
+            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server,
+            ModelService(), model_service_pb2_grpc.add_ModelServiceServicer_to_server)

@@ -1,0 +1,219 @@
+"""The REST front end on tornado: bodies streamed in (413 past the limit), small predict bodies
+parsed on the IO loop, large ones in a worker process (json.loads of 50 MB holds the GIL for a
+second, which would stall every other request), models run on worker or batch threads, every
+answer JSON, metrics recorded per request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from http import HTTPStatus
+
+from serving.server.rest import api_of, decode_predict, error_body, model_of
+
+log = logging.getLogger("serving.server")
+
+# REST predict bodies up to this size are parsed on the IO loop; larger ones in the worker.
+INLINE_JSON_BYTES = 256 * 1024
+# Outputs with more values than this are turned into JSON on a worker thread.
+INLINE_JSON_VALUES = 50_000
+MAX_URL_BYTES = 16 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+
+_ALL_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "CONNECT")
+
+
+class ParsePool:
+    """One worker process (spawned on first use) that parses large JSON bodies."""
+
+    def __init__(self):
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, body: bytes, specs: dict):
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            return self._pool.submit(decode_predict, body, specs)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
+async def outputs_reply(api, plan, loop, pool, deadline) -> tuple[int, bytes]:
+    """Run a planned predict off the IO loop and answer its JSON."""
+    from serving.codec import json_bytes, outputs_to_rest
+
+    servable, sig, inputs, columnar = plan
+    service = api.service
+    if service.core.batcher is not None:
+        outputs = await asyncio.wrap_future(service.submit(servable, sig, inputs))
+    else:
+        outputs = await loop.run_in_executor(pool, service.call, servable, sig, inputs,
+                                             "Predict", deadline)
+    if service.logs.wants(servable.name):
+        await loop.run_in_executor(pool, api.log_predict, servable, sig, inputs, outputs)
+    if sum(v.size for v in outputs.values()) > INLINE_JSON_VALUES:
+        result = await loop.run_in_executor(pool, outputs_to_rest, outputs, columnar)
+    else:
+        result = outputs_to_rest(outputs, columnar)
+    return 200, json_bytes(result)
+
+
+def make_rest_handler(server):
+    """The tornado RequestHandler class for ``server`` (a ModelServer)."""
+    import tornado.web
+
+    from serving.server.service import map_error
+
+    @tornado.web.stream_request_body
+    class RestHandler(tornado.web.RequestHandler):
+        SUPPORTED_METHODS = _ALL_METHODS
+        limit = server.opts.max_request_bytes
+
+        def compute_etag(self):
+            return None
+
+        def set_default_headers(self):
+            self.set_header("Content-Type", "application/json")
+            if self.server.opts.rest_api_enable_cors_support:
+                self.set_header("Access-Control-Allow-Origin", "*")
+                self.set_header("Access-Control-Allow-Methods", "POST, GET")
+                self.set_header("Access-Control-Allow-Headers", "Content-Type")
+
+        def prepare(self):
+            self._start = time.perf_counter()
+            self._chunks: list[bytes] = []
+            self._size = 0
+            self._code = "OK"
+            length = self.request.headers.get("Content-Length")
+            self._too_big = bool(length and length.isdigit() and int(length) > self.limit)
+
+        def data_received(self, chunk: bytes):
+            if self._too_big:
+                return  # drain without keeping it, then answer 413
+            self._size += len(chunk)
+            if self._size > self.limit:
+                self._too_big, self._chunks = True, []
+            else:
+                self._chunks.append(chunk)
+
+        def _reply(self, status: int, payload: bytes, code: str | None = None):
+            try:
+                reason = HTTPStatus(status).phrase
+            except ValueError:
+                reason = "Client Closed Request" if status == 499 else "Error"
+            if status != 200 and code is None:
+                from serving import HTTP_TO_CODE
+
+                code = HTTP_TO_CODE.get(status, "UNKNOWN")
+            self._code = code or "OK"
+            self.set_status(status, reason=reason)
+            self.finish(payload)
+
+        def on_finish(self):
+            metrics = self.server.metrics
+            model = getattr(self, "_model", "")
+            if metrics is not None and model:
+                metrics.request(model, self._api, "REST", self._code,
+                                time.perf_counter() - self._start)
+
+        def _refusal(self, method: str) -> tuple[int, bytes] | None:
+            uri = self.request.uri or ""
+            if len(uri) > MAX_URL_BYTES:
+                return 414, error_body(f"URI is longer than {MAX_URL_BYTES} bytes")
+            size = sum(len(k) + len(v) + 4 for k, v in self.request.headers.get_all())
+            if size > MAX_HEADER_BYTES:
+                return 431, error_body(f"Request headers are larger than {MAX_HEADER_BYTES} "
+                                       "bytes")
+            if self._too_big:
+                return 413, error_body(f"Request body is larger than the limit of {self.limit} "
+                                       "bytes (--max_request_bytes)")
+            if method not in ("GET", "POST"):
+                return 400, error_body(f"Malformed request: {method} {self.request.path}")
+            return None
+
+        async def _handle(self, method: str):
+            path = self.request.path
+            self._model, self._api = model_of(path), api_of(method, path)
+            monitoring = self.server.prometheus_path
+            if method == "GET" and monitoring and path == monitoring:
+                self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.finish(self.server.metrics.page())
+                return
+            refusal = self._refusal(method)
+            if refusal is not None:
+                self._reply(*refusal)
+                return
+            body = b"".join(self._chunks)
+            self._chunks = []
+            timeout = self.server.opts.rest_api_timeout_in_ms / 1000
+            deadline = time.monotonic() + timeout if timeout > 0 else None
+            api = self.server.rest
+            try:
+                work = self._work(api, method, path, body, deadline)
+                self._reply(*await asyncio.wait_for(work, timeout or None))
+            except TimeoutError:
+                self._reply(504, error_body(
+                    f"Deadline exceeded: the request took longer than "
+                    f"{self.server.opts.rest_api_timeout_in_ms} ms (--rest_api_timeout_in_ms)"))
+            except Exception as exc:  # noqa: BLE001
+                self._reply(*api.error_reply(exc), code=getattr(map_error(exc), "code", None))
+
+        async def _work(self, api, method, path, body, deadline):
+            loop = asyncio.get_running_loop()
+            pool = self.server.rest_pool
+            if method == "POST":
+                servable = api.resolve(path)
+                if servable is not None:
+                    if len(body) <= INLINE_JSON_BYTES:
+                        decoded = decode_predict(body, api.specs_of(servable))
+                    else:
+                        decoded = await asyncio.wrap_future(
+                            self.server.parse_pool.submit(body, api.specs_of(servable)))
+                    del body
+                    plan = api.finish_plan(servable, decoded)
+                    return await outputs_reply(api, plan, loop, pool, deadline)
+            return await loop.run_in_executor(pool, api.handle, method, path, body, deadline)
+
+        async def get(self, *_):
+            await self._handle("GET")
+
+        async def post(self, *_):
+            await self._handle("POST")
+
+        async def put(self, *_):
+            await self._handle("PUT")
+
+        async def delete(self, *_):
+            await self._handle("DELETE")
+
+        async def patch(self, *_):
+            await self._handle("PATCH")
+
+        async def head(self, *_):
+            await self._handle("HEAD")
+
+        async def trace(self, *_):
+            await self._handle("TRACE")
+
+        async def connect(self, *_):
+            await self._handle("CONNECT")
+
+        async def options(self, *_):
+            if self.server.opts.rest_api_enable_cors_support:
+                self.set_status(204)
+                self.finish()
+            else:
+                await self._handle("OPTIONS")
+
+    RestHandler.server = server  # class attribute: set_default_headers runs before initialize
+    return RestHandler
