@@ -1,4 +1,4 @@
-"""Request logging as TensorFlow Serving configures it: sampled ``PredictionLog`` records in TFRecord.
+"""Request logging as TensorFlow Serving configures it: sampled ``PredictionLog`` TFRecords.
 
 A model's entry in the model config may carry a ``logging_config``
 (tensorflow_serving/config/logging_config.proto)::
@@ -42,6 +42,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,8 @@ class RequestLogger:
     def stats(self) -> dict:
         with self._lock:
             return {"sampled": self._counts["sampled"], "written": self._counts["written"],
-                    "dropped": sum(self._dropped.values()), "dropped_by_reason": dict(self._dropped),
-                    "queued": self._queue.qsize()}
+                    "dropped": sum(self._dropped.values()),
+                    "dropped_by_reason": dict(self._dropped), "queued": self._queue.qsize()}
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -210,7 +211,7 @@ class RequestLogger:
             return
         self._thread.join(timeout)
 
-    def __enter__(self) -> RequestLogger:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -235,7 +236,7 @@ class RequestLogger:
                 self._write(item)
                 if self._queue.empty():
                     self._flush()
-            except Exception:  # noqa: BLE001 - keep the writer alive whatever happens
+            except Exception:  # keep the writer alive whatever happens
                 log.exception("request log: writer error")
                 self._drop("error")
 
@@ -244,7 +245,7 @@ class RequestLogger:
         try:
             data = _prediction_log(field, model_name, version, signature_name, request, response,
                                    stamp, self.sampling_rate).SerializeToString()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("request log: cannot encode a %s record", field)
             self._drop("encode_error")
             return
@@ -327,8 +328,8 @@ class RequestLogger:
         self._retry_open_at = time.monotonic() + RETRY_OPEN_SECONDS
         try:
             writer.close()
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as e:  # noqa: BLE001
+            log.debug("request log: closing an abandoned file: %s", e)
 
 
 def _prediction_log(field: str, model_name: str, version, signature_name: str, request,

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import text_format
-from tensorflow_serving.apis import (classification_pb2, inference_pb2, predict_pb2,
-                                     regression_pb2)
+from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2, regression_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.request_log import RequestLogger, log_files, read_prediction_logs
@@ -113,8 +112,8 @@ def test_records_parse_back(tmp_path):
     (path,) = log_files(tmp_path / "logs")
     assert os.path.basename(path).startswith("mnist-") and path.endswith(".tfrecord")
     assert sum(1 for _ in tf.data.TFRecordDataset(path)) == 4
-    assert [r.log_metadata.model_spec.name for r in read_prediction_logs(tmp_path / "logs" /
-                                                                         "mnist")][0] == "mnist_mlp"
+    by_prefix = read_prediction_logs(tmp_path / "logs" / "mnist")
+    assert next(by_prefix).log_metadata.model_spec.name == "mnist_mlp"
 
 
 def test_rotation_by_size_and_temporary_names(tmp_path):
