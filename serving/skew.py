@@ -6,8 +6,8 @@ becomes a histogram on bins fit to the training data (the reference):
 
 * ``image`` (a batch of ``[H, W]`` or ``[H, W, C]`` arrays, uint8 or float): the histogram of
   pixel intensities (32 equal bins over the reference's value range; uint8 uses 0..255, eight
-  values a bin), and per
-  image the mean intensity and the fraction of "ink" (pixels above the middle of the range).
+  values a bin), and per image the mean intensity and the fraction of "ink" (pixels above the
+  middle of the range).
 * ``text`` (strings): per row the length in tokens and the out-of-vocabulary rate against the
   reference vocabulary, and over all tokens the frequency of the top-K reference tokens plus an
   ``<other>`` bucket. A reference row's OOV rate counts the tokens found in no other reference
@@ -57,7 +57,7 @@ import numpy as np
 KINDS = ("image", "text", "vector")
 
 # PSI rule of thumb from credit scoring: < 0.1 no significant shift, 0.1-0.25 moderate shift
-# (investigate), > 0.25 significant shift (Siddiqi, "Credit Risk Scorecards", Wiley 2006, ch. 8;
+# (investigate), > 0.25 significant shift (Siddiqi, "Credit Risk Scorecards", Wiley 2006;
 # the same bands in Yurdakul, "Statistical properties of population stability index", 2018).
 DEFAULT_THRESHOLD_PSI = 0.25
 # JS distance (base 2, in [0, 1]) over 0.2, i.e. a JS divergence over 0.04 bits. For small
