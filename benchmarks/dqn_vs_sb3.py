@@ -47,9 +47,9 @@ def _child_cpu() -> float:
 
 
 def _hyper(env_id: str, args) -> dict:
-    from apps.dqn.train import preset
+    from apps.dqn.train import APP
 
-    h = dict(preset(env_id))
+    h = dict(APP.presets["env"][APP.preset_key("env", env_id)])
     h["steps"] = args.steps
     if args.buffer_size:
         h["buffer_size"] = args.buffer_size

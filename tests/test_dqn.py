@@ -199,8 +199,8 @@ def test_train_export_round_trip(tmp_path):
     from apps.dqn.train import main
 
     record = main([*FAST, "--run-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "sm")])
-    assert record["target_updates"] == 400 // 50
     m = record["metrics"]
+    assert m["target_updates"] == 400 // 50
     assert m["env_steps"] == 400 and m["eval_episodes"] == 2 and np.isfinite(m["eval_return"])
     for f in ("history.csv", "metrics.json", "returns.png", "eval_episode.gif",
               "learning_curves.png"):
@@ -219,14 +219,16 @@ def test_atari_export_signature(tmp_path):
     import keras
     import tensorflow as tf
 
-    from apps.dqn.agent import DQNAgent
     from apps.dqn.model import build_nature_cnn
-    from apps.dqn.train import export
+    from apps.dqn.train import APP
+    from shared.app import Data
 
-    online, target = build_nature_cnn(6), build_nature_cnn(6, name="target")
+    online = build_nature_cnn(6)
+    online.compile(optimizer=keras.optimizers.Adam(1e-4))
     assert online.count_params() == 1_687_206  # the Nature network with 6 actions
-    agent = DQNAgent(online, target, keras.optimizers.Adam(1e-4), 6)
-    path = export(agent, tmp_path, "ALE/Pong-v5", (84, 84, 4), True, {"eval_return": -21.0})
+    args = APP.parse(["--env", "ALE/Pong-v5", "--export-dir", str(tmp_path)])
+    path = APP.export(args, online, Data(atari=True, obs_shape=(84, 84, 4)),
+                      {"eval_return": -21.0}, run=None)
     assert path.parent.name == "dqn_pong"
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
     frames = np.random.default_rng(0).integers(0, 256, (2, 84, 84, 4)).astype(np.uint8)
@@ -234,6 +236,8 @@ def test_atari_export_signature(tmp_path):
     np.testing.assert_allclose(out["q_values"].numpy(), online(frames.astype("float32")).numpy(),
                                rtol=1e-5, atol=1e-5)
     assert out["action"].dtype == tf.int64
+    meta = json.loads((path / "assets.extra" / "ksuite.json").read_text())
+    assert meta["app"] == "dqn" and meta["env"] == "ALE/Pong-v5"
 
 
 def test_resume_from_checkpoint(tmp_path):
@@ -251,7 +255,7 @@ def test_resume_from_checkpoint(tmp_path):
     with np.load(ckpt / "replay.npz") as f:
         assert int(f["size"]) == 150 + state["episodes"] + 1  # one extra slot per episode
     second = main(args)
-    assert second["resumed_from_period"] == 1
+    assert second["metrics"]["resumed_from_period"] == 1
     assert second["metrics"]["env_steps"] == 450
     assert len((run / "history.csv").read_text().strip().splitlines()) == 1 + 3
     assert not ckpt.exists()
@@ -289,13 +293,40 @@ def test_user_errors(tmp_path, capsys):
     assert e.value.code == 2 and "TF_CONFIG" in capsys.readouterr().err
 
 
-def test_help_documents_the_budget_flags(capsys):
-    from apps.dqn.train import main
+def test_presets_are_the_parser_defaults(capsys):
+    """--env picks the preset table; its values are what --help prints and what a run uses."""
+    from apps.dqn.train import APP, ATARI, CLASSIC
 
-    with pytest.raises(SystemExit) as e:
-        main(["--help"])
-    out = capsys.readouterr().out
-    assert e.value.code == 0 and "--steps" in out and "evaluation periods" in out
+    cartpole, pong = APP.parse([]), APP.parse(["--env", "ALE/Pong-v5"])
+    for key in ("learning_rate", "buffer_size", "train_frequency", "clipnorm", "patience"):
+        assert getattr(cartpole, key) == CLASSIC[key] and getattr(pong, key) == ATARI[key]
+    assert cartpole.hidden == [256, 256] and pong.hidden is None
+    assert APP.parse(["--env", "ALE/Pong-v5", "--learning-rate", "2.5e-4"]).learning_rate == 2.5e-4
+    for argv, shown in ([], "(default: 100000)"), (["--env=ALE/Pong-v5"], "(default: 10000000)"):
+        with pytest.raises(SystemExit) as e:
+            APP.main([*argv, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert e.value.code == 0 and "evaluation periods" in out
+        assert f"--steps STEPS environment steps to train {shown}" in out
+
+
+def test_evaluation_follows_the_steps():
+    """A 600-step Pong check evaluates once, one game, and one game at the end (the presets'
+    100 periods of 5 games and 30 final games would take a quarter of an hour); the presets'
+    own budgets and CartPole's settings keep their evaluation."""
+    from apps.dqn.train import APP
+
+    def plan(*argv):
+        a = APP.parse(list(argv))
+        return a.epochs, a.eval_episodes, a.final_eval_episodes
+
+    assert plan("--env", "ALE/Pong-v5", "--steps", "600") == (1, 1, 1)
+    assert plan("--env", "ALE/Pong-v5", "--steps", "60000") == (6, 1, 6)
+    assert plan("--env", "ALE/Pong-v5") == (100, 5, 30)
+    assert plan(*APP.budgets["pong_short"]) == (8, 5, 30)
+    assert plan() == (20, 10, 100) and plan(*APP.budgets["small"]) == (6, 10, 100)
+    assert plan(*FAST) == (2, 1, 2) and plan("--steps", "3000", "--epochs", "2") == (2, 10, 100)
+    assert plan("--steps", "5", "--limit", "3") == (3, 1, 3)  # --limit caps the steps too
 
 
 def test_numpy_acting_matches_the_network():
