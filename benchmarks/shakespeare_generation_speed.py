@@ -6,7 +6,7 @@
 Both generators use the same model (same architecture, same weight values) and the vocabulary of
 the real training text:
 
-- **in-graph** (this app): the model exported with ``apps.shakespeare_lstm.train.export``,
+- **in-graph** (this app): the model exported with ``apps.shakespeare_lstm.train.APP.export``,
   reloaded with ``tf.saved_model.load`` as TensorFlow Serving would, and its ``generate``
   signature called once for the whole text (one LSTM step per character inside a while loop);
 - **keras-io** (``lstm_character_level_text_generation``): one ``model.predict`` call per
@@ -98,7 +98,8 @@ def main(argv=None):
 
     from apps.shakespeare_lstm import data
     from apps.shakespeare_lstm.model import build_model
-    from apps.shakespeare_lstm.train import export
+    from apps.shakespeare_lstm.train import APP
+    from shared.app import Data
 
     keras.utils.set_random_seed(args.seed)
     vocab, _, (train_text, _, _) = data.load()
@@ -109,7 +110,9 @@ def main(argv=None):
                         "loop (its seed sentence is always maxlen characters)")
     model = build_model(len(vocab) + 1, args.embed_dim, tuple(args.units))
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.saved_model or export(model, vocab, tmp, {})
+        # The app's own export: its endpoints (over a stateless copy) and metadata.
+        path = args.saved_model or APP.export(APP.parse(["--export-dir", tmp]), model,
+                                              Data(vocab=vocab), {}, run=None)
         served = tf.saved_model.load(str(path))
         generate = served.signatures["generate"]
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from apps.shakespeare_lstm import data
 from apps.shakespeare_lstm.generate import MAX_NEW_CHARS, CharSampler
 from apps.shakespeare_lstm.model import build_model, reset_states, stateless_copy
-from apps.shakespeare_lstm.train import main, parse_args
+from apps.shakespeare_lstm.train import APP, main
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 3
 VOCAB = data.build_vocab(TEXT)
@@ -204,13 +204,22 @@ def test_stateless_mode_trains(tmp_path, mirror):
 @pytest.mark.parametrize("argv, message", [
     (["--dropout", "1.5"], "--dropout"),
     (["--stride", "3"], "--stride only applies"),
-    (["--units", "0"], "must be a positive integer"),
+    (["--sample-chars", "-1"], "--sample-chars must be >= 0"),
+    # Stateful TBPTT keeps the LSTM state in per-row variables: one replica only.
+    (["--strategy", "mirrored", "--devices", "2"], "--mode stateful carries LSTM state"),
 ])
-def test_bad_flags(argv, message, capsys):
+def test_settings_refused_in_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
-        parse_args(argv)
+        APP.parse(argv)
     assert exc.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_stride_defaults_to_the_window_length():
+    assert APP.parse(["--mode", "stateless", "--seq-len", "60"]).stride == 60
+    assert APP.parse(["--mode", "stateless", "--stride", "7"]).stride == 7
+    assert APP.parse(["--mode", "stateless", "--strategy", "mirrored"]).mode == "stateless"
 
 
 def test_too_little_text_is_one_clear_error(tmp_path, mirror, capsys):
@@ -218,14 +227,3 @@ def test_too_little_text_is_one_clear_error(tmp_path, mirror, capsys):
         main(["--limit", "10", "--no-export", "--run-dir", str(tmp_path / "run")])
     assert exc.value.code == 2
     assert "error: --limit 10 leaves too little text" in capsys.readouterr().err
-
-
-def test_missing_data_is_one_clear_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("KSUITE_DATA_DIR", str(tmp_path / "empty"))
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setenv("KSUITE_OFFLINE", "1")
-    with pytest.raises(SystemExit) as exc:
-        main(["--no-export", "--run-dir", str(tmp_path / "run")])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "tinyshakespeare.txt" in err and "KSUITE_DATA_DIR" in err

@@ -78,6 +78,16 @@ def load(limit: int | None = None, path=None):
     return vocab, parts, (train_text, val_text, test_text)
 
 
+def stream_chunk(ids: np.ndarray, batch: int) -> int:
+    """Longest chunk that still gives every one of ``batch`` streams one full chunk (the
+    validation and test parts are short: their chunk shrinks to fit)."""
+    length = (len(ids) - 1) // batch
+    if length < 1:
+        raise UserError(f"the validation/test part ({len(ids)} characters) is too short for "
+                        f"{batch} streams; lower --batch-size or raise --limit")
+    return length
+
+
 # -- stateful TBPTT layout ---------------------------------------------------------------------
 
 

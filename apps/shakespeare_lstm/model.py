@@ -45,6 +45,15 @@ def reset_states(model: keras.Model) -> None:
             layer.reset_state()
 
 
+def reset_states_callback(model: keras.Model) -> keras.callbacks.Callback:
+    """Stateful mode: zero the carried LSTM state when an epoch starts and before validation,
+    so every pass over a split starts each stream from the beginning of its text."""
+    return keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs=None: reset_states(model),
+        on_test_begin=lambda logs=None: reset_states(model),
+    )
+
+
 def stateless_copy(model: keras.Model) -> keras.Model:
     """The same architecture with a free batch size and no carried state, sharing nothing but
     the trained values: for export and for the keras-io-style ``predict`` baseline."""
