@@ -158,6 +158,10 @@ class App:
         """The pipeline's data checks (shared/validate.py's Report) on the data ``args`` name."""
         raise UserError(f"no data validation for app {self.name!r}")
 
+    def record_extra(self, args, model, data: Data, run) -> dict:
+        """Facts of the run for the top level of ``metrics.json`` beside the metrics."""
+        return {}
+
     def reference_inputs(self, model_name: str, limit: int | None = None) -> dict:
         """The training inputs as ``model_name``'s serving signature takes them (input name ->
         array or list), for ``ksuite skew``'s comparison with logged requests."""
@@ -174,7 +178,12 @@ class App:
         parser = base_parser(self.prog, self.description)
         parser.set_defaults(**self.defaults)
         self.add_flags(parser.add_argument_group(self.name))
+        self.add_flag_groups(parser)
         return parser
+
+    def add_flag_groups(self, parser) -> None:
+        """More argument groups of the app's own, after its main group (e.g. DQN's Atari
+        preprocessing)."""
 
     def parse(self, argv=None):
         """Parse ``argv``; presets chosen by a first pass become parser defaults, so that
@@ -218,7 +227,8 @@ class App:
             model.summary(print_fn=lambda line, **_: print(line))
         self.train(args, model, data, run)
         metrics = self.evaluate(args, model, data, run)
-        record = run.finish(metrics, plot_metrics=self.plot_metrics)
+        record = run.finish(metrics, plot_metrics=self.plot_metrics,
+                            extra=self.record_extra(args, model, data, run))
         print(self.headline(metrics, record))
         if args.export and run.is_chief:
             path = self.export(args, model, data, metrics, run)
