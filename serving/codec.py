@@ -6,7 +6,6 @@
 * ``{feature: value(s)}`` -> ``tf.train.Example`` (``to_example``);
 * Python/numpy values -> JSON (``to_json_value``) and -> a numpy array for a TensorProto
   (``to_array``);
-* ``TensorProto`` -> numpy with a limit on the decoded size (``tensor_proto_to_array``).
 
 Import-light: numpy only; TensorFlow is imported by the functions that need it.
 """
@@ -460,63 +459,3 @@ def to_example(obj: Any):
             value = value.reshape(-1).tolist()
         _feature(ex, name, list(value) if isinstance(value, (list, tuple)) else [value])
     return ex
-
-
-# -------------------------------------------------------------------------------------------------
-# TensorProto -> numpy, with a size limit
-# -------------------------------------------------------------------------------------------------
-
-# TensorProto field holding the values of each dtype (types.proto enum -> field name)
-_VALUE_FIELDS = {1: "float_val", 2: "double_val", 3: "int_val", 4: "int_val", 5: "int_val",
-                 6: "int_val", 7: "string_val", 8: "scomplex_val", 9: "int64_val",
-                 10: "bool_val", 14: "half_val", 17: "int_val", 18: "dcomplex_val",
-                 19: "half_val", 22: "uint32_val", 23: "uint64_val"}
-
-
-def tensor_proto_to_array(proto, key: str, max_bytes: int) -> np.ndarray:
-    """A request's TensorProto as numpy; refused (RESOURCE_EXHAUSTED) before allocating when the
-    shape it declares would decode to more than ``max_bytes``, and refused (INVALID_ARGUMENT)
-    when its values do not fit its shape."""
-    tf = _tf()
-    dims = [d.size for d in proto.tensor_shape.dim]
-    if any(d < 0 for d in dims):
-        raise ServingError("INVALID_ARGUMENT", f"input '{key}': negative dimension in {dims}")
-    n = int(np.prod(dims, dtype=object)) if dims else 1
-    try:
-        dt = tf.dtypes.as_dtype(proto.dtype)
-    except TypeError:
-        raise ServingError("INVALID_ARGUMENT", f"input '{key}': invalid dtype {proto.dtype}")
-    item = 8 if dt == tf.string else max(1, dt.size)
-    if n * item > max_bytes:
-        raise ServingError(
-            "RESOURCE_EXHAUSTED",
-            f"input '{key}' declares shape [{','.join(map(str, dims))}] ({n} values of "
-            f"{dt.name}), over the limit of {max_bytes} bytes of decoded tensor data "
-            "(--max_tensor_bytes)")
-    if proto.tensor_content:
-        if dt != tf.string and len(proto.tensor_content) != n * dt.size:
-            raise ServingError("INVALID_ARGUMENT",
-                               f"input '{key}': tensor_content holds {len(proto.tensor_content)} "
-                               f"bytes, shape [{','.join(map(str, dims))}] needs {n * dt.size}")
-    else:
-        field = _VALUE_FIELDS.get(int(proto.dtype))
-        if field is not None:
-            count = len(getattr(proto, field))
-            if field in ("scomplex_val", "dcomplex_val"):
-                count //= 2
-            if dt == tf.string and count != n:
-                raise ServingError("INVALID_ARGUMENT",
-                                   f"input '{key}': {count} strings for shape "
-                                   f"[{','.join(map(str, dims))}] ({n} values)")
-            if count > n:
-                raise ServingError("INVALID_ARGUMENT",
-                                   f"input '{key}': {count} values for shape "
-                                   f"[{','.join(map(str, dims))}] ({n} values)")
-    try:
-        arr = tf.make_ndarray(proto)
-    except Exception as exc:  # noqa: BLE001 - any malformed proto is the client's
-        raise ServingError("INVALID_ARGUMENT",
-                           f"input '{key}' is not a valid TensorProto: {exc}") from None
-    if dt == tf.string and arr.dtype != object:
-        arr = arr.astype(object)
-    return arr

@@ -122,3 +122,120 @@ def test_huge_declared_tensor_is_refused_before_allocating(hp2):
     assert time.monotonic() - start < 5
     x = np.array([[1.0]], np.float32)
     assert hp2["grpc"].predict("half_plus_two", {"x": x})["y"].tolist() == [[2.5]]
+
+
+def test_multi_inference_runs_classify_and_regress_on_one_set_of_examples(hp2):
+    from tensorflow_serving.apis import inference_pb2
+
+    req = inference_pb2.MultiInferenceRequest()
+    for sig, method in (("classify_x_to_y", "tensorflow/serving/classify"),
+                        ("regress_x_to_y", "tensorflow/serving/regress")):
+        task = req.tasks.add()
+        task.model_spec.name = "half_plus_two"
+        task.model_spec.signature_name = sig
+        task.method_name = method
+    for x in (1.0, 4.0):
+        req.input.example_list.examples.add().features.feature["x"].float_list.value.append(x)
+    g = hp2["grpc"]
+    resp = g.call(g.prediction.MultiInference, req)
+    assert [r.model_spec.signature_name for r in resp.results] == ["classify_x_to_y",
+                                                                   "regress_x_to_y"]
+    scores = [c.classes[0].score for c in resp.results[0].classification_result.classifications]
+    assert scores == [2.5, 4.0]
+    assert [r.value for r in resp.results[1].regression_result.regressions] == [2.5, 4.0]
+    req.tasks[1].model_spec.name = "other"
+    with pytest.raises(ServingError) as e:
+        g.call(g.prediction.MultiInference, req)
+    assert e.value.code == "INVALID_ARGUMENT" and "same model name" in e.value.message
+
+
+def test_prometheus_page_with_tf_serving_metric_names(tmp_path, hp2):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    mon = tmp_path / "monitoring.config"
+    mon.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }')
+    sock = tmp_path / "grpc.sock"
+    server = ModelServer(ServerOptions(
+        port=None, rest_api_port=0, model_name="half_plus_two",
+        model_base_path=str(hp2["root"] / "half_plus_two"), file_system_poll_wait_seconds=0,
+        monitoring_config_file=str(mon), grpc_socket_path=str(sock))).start()
+    url = f"http://127.0.0.1:{server.rest_port}"
+
+    def page():
+        r = requests.get(url + "/monitoring/prometheus/metrics", timeout=20)
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+        return {f.name: f for f in text_string_to_metric_families(r.text)}
+
+    def count(families, status):
+        fam = families.get(":tensorflow:serving:request_count")
+        return sum(s.value for s in fam.samples
+                   if s.labels == {"model_name": "half_plus_two", "status": status}) if fam else 0
+
+    try:
+        before = page()
+        for _ in range(3):
+            requests.post(url + "/v1/models/half_plus_two:predict",
+                          json={"instances": [1.0]}, timeout=20)
+        requests.post(url + "/v1/models/half_plus_two:predict", json={"instances": ["a"]},
+                      timeout=20)
+        with GrpcClient(f"unix:{sock}", timeout=20, retries=0) as g:  # the Unix socket
+            assert g.predict("half_plus_two", {"x": np.ones((1, 1), np.float32)})["y"][0] == 2.5
+            g.regress("half_plus_two", [{"x": 2.0}], signature_name="regress_x_to_y")
+        after = page()
+        assert count(after, "OK") - count(before, "OK") == 5
+        assert count(after, "INVALID_ARGUMENT") - count(before, "INVALID_ARGUMENT") == 1
+        lat = after[":tensorflow:serving:request_latency"]
+        assert lat.type == "histogram"
+        by_entry = {s.labels["entrypoint"]: s.value for s in lat.samples
+                    if s.name.endswith("_count") and s.labels["model_name"] == "half_plus_two"}
+        assert by_entry == {"REST": 3, "GRPC": 1} or by_entry.get("REST") == 3
+        les = [float(s.labels["le"]) for s in lat.samples if s.name.endswith("_bucket")][:3]
+        assert les == [10.0, 18.0, 32.4]
+        assert ":tensorflow:serving:runtime_latency" in after
+        ex = after[":tensorflow:serving:request_example_counts"]
+        assert any(s.name.endswith("_count") and s.value == 1 for s in ex.samples)
+    finally:
+        server.stop()
+
+
+def test_a_config_that_does_not_parse_stops_the_server(tmp_path):
+    import subprocess
+    import sys
+
+    import socket
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    cfg = tmp_path / "models.config"
+    cfg.write_text("model_config_list { config { nam: 'x' } }")
+    r = subprocess.run([sys.executable, "-m", "serving.server", "--port=0", f"--rest_api_port={port}",
+                        f"--model_config_file={cfg}"], capture_output=True, text=True,
+                       timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert r.returncode != 0
+    assert "invalid ModelServerConfig" in r.stderr
+    cfg.write_text('model_config_list { config { name: "a" base_path: "rel/a" '
+                   'model_platform: "tensorflow" } }')
+    r = subprocess.run([sys.executable, "-m", "serving.server", "--port=0", f"--rest_api_port={port}",
+                        f"--model_config_file={cfg}"], capture_output=True, text=True,
+                       timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert r.returncode != 0 and "absolute path or URI" in r.stderr
+
+
+def test_transient_base_path_errors_keep_serving(tmp_path):
+    base = tmp_path / "m"
+    half_plus_two(base / "1")
+    server = ModelServer(ServerOptions(
+        port=None, rest_api_port=0, model_name="m", model_base_path=str(base),
+        file_system_poll_wait_seconds=0.1, max_num_load_retries=0)).start()
+    url = f"http://127.0.0.1:{server.rest_port}/v1/models/m:predict"
+    try:
+        os.rename(base, tmp_path / "away")  # the base path disappears for a while
+        time.sleep(0.5)
+        r = requests.post(url, json={"instances": [2.0]}, timeout=20)
+        assert r.status_code == 200 and r.json() == {"predictions": [3.0]}
+        os.rename(tmp_path / "away", base)
+        time.sleep(0.3)
+        assert server.core.loaded() == {"m": [1]}
+    finally:
+        server.stop()
