@@ -83,8 +83,7 @@ APPS = {
         "--no-bidirectional", "--dropout", "0", "--embedding-dropout", "0", "--pooling", "last",
         "--embeddings", "random", "--learning-rate", "1e-2", "--epochs", "2"], 32),
     "dcgan": ("apps.dcgan.train", [
-        "--epochs", "2", "--steps-per-epoch", "3", "--limit", "512", "--width", "8",
-        "--no-eval"], 32),
+        "--epochs", "2", "--steps-per-epoch", "3", "--limit", "512", "--no-eval"], 32),
     # CartPole-v1: 400 env steps, 75 gradient steps after a 100-step warm-up.
     "dqn": ("apps.dqn.train", [
         "--steps", "400", "--epochs", "2", "--learning-starts", "100", "--train-frequency", "4",

@@ -1,4 +1,5 @@
-"""The generator as a versioned SavedModel (shared/export.py: atomic, with metadata and gate).
+"""The generator's export: its signatures and metadata (the runner writes the versioned
+SavedModel atomically, behind the gate, with shared/export.py).
 
 Signatures (what TensorFlow Serving and ``tf.saved_model.load`` see):
 
@@ -9,9 +10,9 @@ Signatures (what TensorFlow Serving and ``tf.saved_model.load`` see):
   ``tf.random.stateless_normal`` from the seed, so the same seed always gives the same images
   (and ``serving_default(latent)`` reproduces them). ``count`` is limited to MAX_COUNT per call.
 
-A generator trained with ``--labels`` (AC-GAN; metadata ``"conditional": true``) takes the same
-latent vectors, and the largest of their first ``categories`` coordinates picks the class:
-to ask for digit c, make coordinate c the largest (e.g. set it to 5).
+A generator trained with ``--labels`` (AC-GAN; metadata ``"conditional": true``, ``"categories":
+10``) takes the same latent vectors, and the largest of their first 10 coordinates picks the
+class: to ask for digit c, make coordinate c the largest (e.g. set it to 5).
 """
 
 from __future__ import annotations
@@ -24,15 +25,9 @@ def model_name(dataset: str) -> str:
     return "dcgan" if dataset == "mnist" else f"dcgan_{dataset}"
 
 
-def export_generator(generator, name: str, export_dir, metrics: dict, dataset: str,
-                     gate_margin=None, conditional: bool = False):
-    """``conditional``: trained as AC-GAN (``--labels``), so code c of the latent vector (the
-    argmax of its first ``categories`` coordinates) is class c; recorded in the metadata."""
+def endpoints(generator) -> dict:
+    """The export's signatures (``serving_default`` and ``sample``) over ``generator``."""
     import tensorflow as tf
-
-    from shared.export import Gate, export_keras
-
-    from apps.dcgan.model import categories_of
 
     latent_dim = int(generator.inputs[0].shape[-1])
 
@@ -51,17 +46,9 @@ def export_generator(generator, name: str, export_dir, metrics: dict, dataset: s
             latent = tf.random.stateless_normal(tf.stack([count, latent_dim]), seed=seed_pair)
         return {"images": to_uint8(generator(latent, training=False)), "latent": latent}
 
-    endpoints = {
+    return {
         "serving_default": (serve, [tf.TensorSpec([None, latent_dim], tf.float32,
                                                   name="latent")]),
         "sample": (sample, [tf.TensorSpec([], tf.int32, name="count"),
                             tf.TensorSpec([], tf.int64, name="seed")]),
     }
-    gate = Gate("inception_score", gate_margin) if gate_margin is not None else None
-    return export_keras(name, endpoints, [generator], export_dir,
-                        metadata={"app": "dcgan", "dataset": dataset, "latent_dim": latent_dim,
-                                  "categories": categories_of(generator),
-                                  "conditional": bool(conditional),
-                                  "image_shape": list(generator.output_shape[1:]),
-                                  "metrics": metrics},
-                        gate=gate)

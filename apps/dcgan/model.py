@@ -21,9 +21,7 @@ The training algorithm is Goodfellow et al. (2014), "Generative Adversarial Nets
 for each training iteration, k steps of the discriminator (each on a fresh minibatch of m noise
 samples and m real examples), then one step of the generator on m noise samples; with the
 *non-saturating* generator loss of §3 (maximize log D(G(z)) instead of minimizing
-log(1 - D(G(z))), which saturates early in training when D rejects every sample). Optional
-one-sided label smoothing (Salimans et al. 2016, "Improved Techniques for Training GANs", §3.4):
-real targets 1 - s, fake targets stay 0.
+log(1 - D(G(z))), which saturates early in training when D rejects every sample).
 
 Layer sizes: the generator projects z to a (base x base) map and doubles the resolution n times
 while halving the channels (dcgan.torch, Radford's Torch code: ngf = ndf = 64, channels halve as
@@ -57,41 +55,18 @@ and 15.10 for dcgan.torch's layout (benchmarks/results/dcgan.jsonl):
        -- the layout of TensorFlow's DCGAN tutorial for MNIST (7x7x256 -> 7x7x128 -> 14x14x64 ->
        28x28x1). ``--no-refine`` gives dcgan.torch's layout.
 
-An option beyond DCGAN, for the samples a classifier cannot place (``--categories``):
-
-  [IG] InfoGAN (Chen, Duan, Houthooft, Schulman, Sutskever & Abbeel 2016, "InfoGAN:
-       Interpretable Representation Learning by Information Maximizing GANs"): a categorical
-       code c beside the noise, and an auxiliary head Q(c | x) on the discriminator's features;
-       both players also maximize a lower bound of the mutual information I(c; G(z, c)). On
-       MNIST a 10-way code learns the digit classes without labels (§7.1). Here c is read from
-       the latent vector itself (``CategoricalCode``), so z stays one N(0, I) vector of 100.
-       Why it is offered: without it, the samples the evaluation classifier is least sure of
-       are blends of two digits (8/9/0, 3/5, 7/9). A generator maps a connected latent space
-       continuously, so between two digits it must pass through such in-between images
-       (Khayatkhoei et al. 2018, "Disconnected Manifold Learning for GANs"; Tanielian et al.
-       2020, "Learning disconnected manifolds: a no GAN's land"); with the code, the latent
-       space falls into separate cells. Beside the code the noise is scaled down (ClusterGAN,
-       Mukherjee et al. 2019, sigma = 0.1) so that the code, not the noise, decides the digit,
-       and ClusterGAN's l2 term (``noise_weight``) can make the head also recover the noise,
-       so that the generator does not drop it.
+The AC-GAN (``--labels``) is the same DCGAN with one addition on each side:
 
   [AC] AC-GAN (Odena, Olah & Shlens 2017, "Conditional Image Synthesis with Auxiliary
-       Classifier GANs"): the same code and head, but the head is also a classifier of the
-       *real* images, trained on their labels (``label_weight``), so code c is made to be class
-       c rather than whatever Q reads most easily. As in keras' ``mnist_acgan.py`` (the
-       reference example), the discriminator's head learns from the real images' labels only,
-       not from the generator's samples: a head that learns to name the samples too can be
-       satisfied by samples that do not look like their class (openreview.net/forum?id=
-       rJXTf9Bxg); the generator still minimizes the head's cross-entropy of its code. The
-       labels are used in training only: the generator takes the same latent vectors, and
-       code c = argmax of z's first K coordinates picks the class. Measured on MNIST
-       (``python -m benchmarks.run dcgan --budget labels``, 10 epochs, 10,000 samples): IS 9.85
-       (real test images 9.78) and Fréchet distance 1.92, 2.4x the real train-vs-test one, with
-       99.5% of the samples in the class of their code; on 2,000 samples after epochs 2-10,
-       IS 8.69 / 9.55 / 9.69 / 9.75 / 9.82 against the plain DCGAN's 6.96 / 7.80 / 8.14 / 8.23 /
-       8.46. The IS passes the real images' because the classifier is surer of the samples
-       (E H(y|x) 0.014 against 0.021): they are typical digits, not the whole real variety,
-       which the Fréchet distance (2.4x, not 1x) still sees.
+       Classifier GANs"; keras' ``mnist_acgan.py``, the reference example): the generator reads
+       a class c from its latent vector (``ClassCode``: the argmax of z's first 10 coordinates,
+       one-hot, so z stays one N(0, I) vector of 100 and the export's contract is unchanged),
+       and a label head on the discriminator's features classifies the *real* images, trained
+       on their labels; the generator also minimizes the head's cross-entropy of c for its
+       samples, so code c is made to be class c. As in ``mnist_acgan.py`` the head learns from
+       the real images only: a head that learns to name the samples too can be satisfied by
+       samples that do not look like their class (openreview.net/forum?id=rJXTf9Bxg). Its
+       measurements are in benchmarks/REPORT.md (budget ``labels``).
 """
 
 from __future__ import annotations
@@ -130,69 +105,50 @@ def resolution_steps(image_shape) -> tuple[int, int]:
     return n, base
 
 
-NOISE_SCALE = 0.1  # [IG] ClusterGAN (Mukherjee et al. 2019) §3.1: sigma = 0.1 beside the code
-
-
 @keras.saving.register_keras_serializable("ksuite")
-class CategoricalCode(keras.layers.Layer):
-    """[IG] Replace the first ``categories`` coordinates of z by the one-hot code of their
-    argmax: c = one_hot(argmax(z_1..z_K)). For z ~ N(0, I) the argmax of K i.i.d. coordinates is
-    uniform over the K categories, so c is exactly InfoGAN's categorical code Cat(K = 10, p =
-    0.1) (Chen et al. 2016, §5 / Appendix C.1) and the rest of z is the incompressible noise;
-    the generator still takes one N(0, I) vector of ``latent_dim`` (the export's contract).
-    The map is piecewise constant in z_1..z_K: the latent space falls into K separate cells,
-    one per code, so the generator need not pass through blends of two digits between them.
+class ClassCode(keras.layers.Layer):
+    """[AC] Replace the first ``classes`` coordinates of z by the one-hot code of their argmax.
+    For z ~ N(0, I) the argmax is uniform over the classes, and the generator still takes one
+    N(0, I) vector (the export's contract): to ask for class c, make coordinate c the largest."""
 
-    The noise is multiplied by ``noise_scale`` (ClusterGAN, Mukherjee et al. 2019, §3.1: the
-    noise part of the latent is N(0, sigma^2 I) with sigma = 0.1 beside the one-hot code). At
-    unit scale the 90 noise coordinates carry 90x the variance of the one code coordinate into
-    the first layer, the generator's digit is decided by the noise and the code is left to
-    steer what Q reads most easily: measured on MNIST, it learned stroke style (code accuracy
-    21% after 2 epochs, the same digit down each column of ``codes.png``)."""
-
-    def __init__(self, categories: int, noise_scale: float = NOISE_SCALE, **kwargs):
+    def __init__(self, classes: int, **kwargs):
         super().__init__(**kwargs)
-        self.categories = int(categories)
-        self.noise_scale = float(noise_scale)
+        self.classes = int(classes)
 
     def call(self, z):
-        code = tf.one_hot(tf.argmax(z[:, : self.categories], axis=-1), self.categories,
-                          dtype=z.dtype)
-        return tf.concat([code, self.noise_scale * z[:, self.categories:]], axis=-1)
+        code = tf.one_hot(code_of(z, self.classes), self.classes, dtype=z.dtype)
+        return tf.concat([code, z[:, self.classes:]], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "categories": self.categories,
-                "noise_scale": self.noise_scale}
+        return {**super().get_config(), "classes": self.classes}
 
 
-def categories_of(generator: keras.Model) -> int:
-    """K of the generator's ``CategoricalCode`` [IG], or 0 if it has none."""
-    return next((layer.categories for layer in generator.layers
-                 if isinstance(layer, CategoricalCode)), 0)
+def classes_of(generator: keras.Model) -> int:
+    """The number of classes of the generator's ``ClassCode`` [AC], or 0 for a plain DCGAN."""
+    return next((layer.classes for layer in generator.layers
+                 if isinstance(layer, ClassCode)), 0)
 
 
-def code_of(latent, categories: int):
-    """The category [IG] the generator reads from each latent vector: argmax of its first
-    ``categories`` coordinates (int64 [batch])."""
-    return tf.argmax(latent[:, :categories], axis=-1)
+def code_of(latent, classes: int):
+    """The class [AC] each latent vector asks for: argmax of its first ``classes`` coordinates."""
+    return tf.argmax(latent[:, :classes], axis=-1)
 
 
 def build_generator(image_shape=(28, 28, 1), latent_dim: int = LATENT_DIM,
                     width: int = WIDTH, kernel: int = KERNEL, refine: bool = True,
-                    categories: int = 0, noise_scale: float = NOISE_SCALE) -> keras.Model:
-    """z [batch, latent_dim] -> images [batch, H, W, C] in [-1, 1]. ``categories`` > 0: the
-    first that many coordinates of z become a one-hot categorical code [IG] and the rest is
-    scaled by ``noise_scale``."""
+                    classes: int = 0) -> keras.Model:
+    """z [batch, latent_dim] -> images [batch, H, W, C] in [-1, 1]. ``classes`` > 0 (AC-GAN):
+    the first that many coordinates of z become a one-hot class code [AC]."""
     n, base = resolution_steps(image_shape)
     channels = image_shape[-1]
     filters = width * 2 ** (n if refine else n - 1)
-    if not 0 <= categories < latent_dim:
-        raise ValueError(f"categories must be in [0, latent_dim={latent_dim}), got {categories}")
+    if not 0 <= classes < latent_dim:
+        raise ValueError(f"classes must be in [0, latent_dim={latent_dim}), got {classes}")
     z = keras.Input((latent_dim,), name="latent")
-    x = CategoricalCode(categories, noise_scale, name="categorical_code")(z) if categories else z
+    x = ClassCode(classes, name="class_code")(z) if classes else z
     # [R3] first layer: a matrix multiplication (project), reshaped into a 4-d tensor. No bias:
     # the batch normalization that follows has its own offset.
     x = keras.layers.Dense(base * base * filters, use_bias=False, kernel_initializer=_init(),
@@ -276,43 +232,24 @@ def build_discriminator(image_shape=(28, 28, 1), width: int = WIDTH,
     return keras.Model(images, logit, name="discriminator")
 
 
-CODE_HIDDEN = 128  # [IG] Chen et al. 2016, Appendix C.1 (MNIST): Q is "FC.128-BN-lReLU-FC"
-INFO_WEIGHT = 1.0  # [IG] Chen et al. 2016, §7: "lambda = 1" for discrete latent codes
+# [AC] The label head is InfoGAN's auxiliary head Q (Chen et al. 2016, Appendix C.1, MNIST:
+# "FC.128-BN-lReLU-FC"), sharing every convolution with D; keras' mnist_acgan.py sums the real
+# images' label loss with D's loss at equal weights (Odena et al. 2017, eq. 3-4: L_S + L_C).
+LABEL_HIDDEN = 128
+LABEL_WEIGHT = 1.0
 
 
-def build_code_head(discriminator: keras.Model, categories: int,
-                    noise_dims: int = 0) -> keras.Model:
-    """[IG] InfoGAN's auxiliary distribution Q(c | x): the discriminator's flattened last
-    convolution -> FC 128 - BN - LeakyReLU - FC ``categories`` logits (Chen et al. 2016,
-    Appendix C.1: Q shares all convolutional layers with D), followed by ``noise_dims``
-    estimates of the noise coordinates of z if asked (``DCGAN(noise_weight=...)``)."""
-    if categories < 2:
-        raise ValueError(f"a categorical code needs at least 2 categories, got {categories}")
+def build_label_head(discriminator: keras.Model, classes: int) -> keras.Model:
+    """[AC] D's flattened last convolution -> FC 128 - BN - LeakyReLU - FC ``classes`` logits."""
+    if classes < 2:
+        raise ValueError(f"a label head needs at least 2 classes, got {classes}")
     features = keras.Input(discriminator.get_layer("flatten").output.shape[1:], name="features")
-    x = keras.layers.Dense(CODE_HIDDEN, use_bias=False, kernel_initializer=_init(),
-                           name="code_hidden")(features)
-    x = _bn("code_hidden_bn")(x)
-    x = keras.layers.LeakyReLU(LEAKY_SLOPE, name="code_hidden_lrelu")(x)
-    logits = keras.layers.Dense(categories + noise_dims, kernel_initializer=_init(),
-                                name="code_logits")(x)
-    return keras.Model(features, logits, name="code_head")
-
-
-def r1_penalty(discriminator: keras.Model, real, gamma: float):
-    """(logits of ``real``, per-example R1 penalty gamma / 2 * ||grad_x D(x)||^2): Mescheder,
-    Geiger & Nowozin (2018), "Which Training Methods for GANs do actually Converge?", §4.1 --
-    the gradient penalty on real data only, with D the logit (pre-sigmoid), which makes the
-    game locally convergent where the unregularized one circles. Call it inside the tape of
-    the discriminator's update: the penalty's own gradient is second order."""
-    with tf.GradientTape() as tape:
-        tape.watch(real)
-        logits = discriminator(real, training=True)
-        # The gradient of the sum gives each image's own gradient, up to the coupling through
-        # the batch statistics of the discriminator's batch normalization in training mode.
-        total = tf.reduce_sum(logits)
-    grads = tape.gradient(total, real)
-    squared = tf.reduce_sum(tf.square(grads), axis=list(range(1, len(real.shape))))
-    return logits, 0.5 * gamma * squared
+    x = keras.layers.Dense(LABEL_HIDDEN, use_bias=False, kernel_initializer=_init(),
+                           name="label_hidden")(features)
+    x = _bn("label_hidden_bn")(x)
+    x = keras.layers.LeakyReLU(LEAKY_SLOPE, name="label_hidden_lrelu")(x)
+    logits = keras.layers.Dense(classes, kernel_initializer=_init(), name="label_logits")(x)
+    return keras.Model(features, logits, name="label_head")
 
 
 def _bce(labels, logits):
@@ -330,22 +267,7 @@ class DCGAN(keras.Model):
     per minibatch, then one generator update on m fresh noise samples (the structure of
     keras-io's "DCGAN overriding train_step" example, extended to k steps). Logs ``d_loss``,
     ``g_loss`` and the discriminator's mean outputs ``d_real`` = D(x) and ``d_fake`` = D(G(z))
-    (as dcgan.torch prints them); with ``r1_gamma`` > 0, ``d_loss`` includes the penalty.
-
-    With a ``code_head`` [IG] (InfoGAN, Chen et al. 2016): the generator reads a categorical
-    code from its latent vector (``build_generator(categories=K)``) and both players also
-    minimize lambda * L_I, the cross-entropy of ``code_head``'s prediction of that code from the
-    discriminator's features of G(z) -- the variational lower bound of the mutual information
-    I(c; G(z, c)) (§5). ``info_loss`` logs L_I; ``d_loss`` and ``g_loss`` stay the adversarial
-    losses alone, so their equilibrium values still read as without the code. The head's
-    weights are updated by the discriminator's optimizer.
-
-    With ``label_weight`` > 0 [AC] (AC-GAN, Odena et al. 2017), ``fit`` takes (images, labels)
-    batches: the discriminator's update minimizes ``label_weight`` times the head's
-    cross-entropy of the real images' labels *instead of* L_I of the samples (keras'
-    ``mnist_acgan.py``), and the generator's update keeps ``info_weight`` * L_I: its samples
-    must be classified as their code. ``info_loss`` still logs L_I of the samples, and
-    ``label_loss`` the head's cross-entropy on real images.
+    (as dcgan.torch prints them).
 
     Losses are per-example cross-entropies averaged over the *global* batch with
     ``tf.nn.compute_average_loss`` (sum over the local batch / (local batch x replicas)), because
@@ -357,70 +279,30 @@ class DCGAN(keras.Model):
     """
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model, seed: int = 0,
-                 code_head: keras.Model | None = None, info_weight: float = INFO_WEIGHT,
-                 noise_weight: float = 0.0, label_weight: float = 0.0, **kwargs):
+                 **kwargs):
         super().__init__(name=kwargs.pop("name", "dcgan"), **kwargs)
         self.generator = generator
         self.discriminator = discriminator
         self.latent_dim = int(generator.inputs[0].shape[-1])
-        self.code_head = code_head
-        self.noise_weight = float(noise_weight)
-        # The generator's code layer says K; the head must give K logits, and with
-        # noise_weight also one estimate per noise coordinate.
-        self.categories = categories_of(generator) if code_head is not None else 0
-        if code_head is not None:
-            outputs = int(code_head.output_shape[-1])
-            wanted = self.categories + (self.latent_dim - self.categories) * bool(noise_weight)
-            if not self.categories or outputs != wanted:
-                k = outputs - (self.latent_dim - self.categories) * bool(noise_weight)
-                raise ValueError(f"a code head of {outputs} outputs needs a generator built with "
-                                 f"categories={k}" + (" (and noise estimates for the other "
-                                 "latent coordinates)" if noise_weight else ""))
-            if not info_weight > 0:
-                raise ValueError(f"info_weight must be > 0, got {info_weight}")
-            # One pass of the discriminator gives both its logit and the features Q reads.
-            self._critic = keras.Model(discriminator.inputs,
-                                       [discriminator.output,
-                                        discriminator.get_layer("flatten").output])
-        if label_weight and code_head is None:
-            raise ValueError("label_weight [AC] needs a code head (and a generator with a "
-                             "categorical code)")
-        if not label_weight >= 0:
-            raise ValueError(f"label_weight must be >= 0, got {label_weight}")
-        self.info_weight = float(info_weight)
-        self.label_weight = float(label_weight)
-        self.info_loss_tracker = keras.metrics.Mean(name="info_loss")
-        self.label_loss_tracker = keras.metrics.Mean(name="label_loss")
         self.noise = tf.random.Generator.from_seed(seed)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.d_real_tracker = keras.metrics.Mean(name="d_real")
         self.d_fake_tracker = keras.metrics.Mean(name="d_fake")
         self.k = 1
-        self.label_smoothing = 0.0
-        self.r1_gamma = 0.0
         self.built = True  # both halves are built functional models
 
-    def compile(self, d_optimizer, g_optimizer, k: int = 1, label_smoothing: float = 0.0,
-                r1_gamma: float = 0.0, **kwargs):
+    def compile(self, d_optimizer, g_optimizer, k: int = 1, **kwargs):
         """``k``: discriminator steps per generator step (Goodfellow et al. Algorithm 1; they
-        used k = 1 "the least expensive option"). ``label_smoothing``: s in [0, 1), real
-        targets become 1 - s (one-sided: fakes stay 0; Salimans et al. 2016 use s = 0.1).
-        ``r1_gamma``: weight of the R1 gradient penalty on real images (``r1_penalty``;
-        0 = off, as Radford et al.)."""
+        used k = 1, "the least expensive option")."""
         if int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer, got {k}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        if not r1_gamma >= 0.0:
-            raise ValueError(f"r1_gamma must be >= 0, got {r1_gamma}")
         super().compile(**kwargs)
         # The two players have their own optimizers; Keras' single `optimizer` slot stays empty
         # so that no third optimizer builds state for every variable.
         self.optimizer = None
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
-        self.k, self.label_smoothing = int(k), float(label_smoothing)
-        self.r1_gamma = float(r1_gamma)
+        self.k = int(k)
         # Built now (inside the strategy scope) so that a run resumed by BackupAndRestore finds
         # their slots to restore into.
         self.d_optimizer.build(self.d_weights)
@@ -428,45 +310,13 @@ class DCGAN(keras.Model):
 
     @property
     def metrics(self):
-        trackers = [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker,
-                    self.d_fake_tracker]
-        if self.code_head is not None:
-            trackers.append(self.info_loss_tracker)
-        return trackers + ([self.label_loss_tracker] if self.label_weight else [])
+        return [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker,
+                self.d_fake_tracker]
 
     @property
     def d_weights(self):
-        """What the discriminator's optimizer updates: D, and Q's head [IG] if any."""
-        head = self.code_head.trainable_weights if self.code_head is not None else []
-        return self.discriminator.trainable_weights + head
-
-    def judge(self, images, latent=None):
-        """(D's logits of ``images``, per-example info loss L_I or 0). With a code head [IG],
-        L_I is the cross-entropy of Q's prediction of the code that ``latent`` carries (plus
-        ``noise_weight`` times the squared error of its estimate of the noise)."""
-        if self.code_head is None or latent is None:
-            return self.discriminator(images, training=True), 0.0
-        logits, outputs, info = self._read(images, code_of(latent, self.categories))
-        if self.noise_weight:  # ClusterGAN's l2 term: the samples must carry their noise too
-            k = self.categories
-            info += self.noise_weight * tf.reduce_mean(
-                tf.square(outputs[:, k:] - latent[:, k:]), axis=-1)
-        return logits, info
-
-    def classify(self, real, labels):
-        """[AC] (D's logits of the real images, per-example cross-entropy of the code head's
-        prediction against their ``labels``)."""
-        logits, _, loss = self._read(real, tf.reshape(labels, [-1]))
-        return logits, loss
-
-    def _read(self, images, codes):
-        """One pass of D and its code head over ``images``: (D's logits, the head's outputs,
-        per-example cross-entropy of the head's K logits against ``codes``)."""
-        logits, features = self._critic(images, training=True)
-        outputs = self.code_head(features, training=True)
-        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(codes, tf.int64), logits=outputs[:, : self.categories])
-        return logits, outputs, loss
+        """What the discriminator's optimizer updates."""
+        return self.discriminator.trainable_weights
 
     def call(self, latent, training=False):
         return self.generator(latent, training=training)
@@ -474,124 +324,134 @@ class DCGAN(keras.Model):
     def sample_latent(self, m):
         return self.noise.normal([m, self.latent_dim])
 
-    def discriminator_step(self, real, labels=None):
-        """One ascent step of the discriminator on m real images and m samples of G (with
-        ``labels`` [AC], its head also learns to classify the real images). Returns (d_loss,
-        d_real, d_fake, the head's mean cross-entropy on the real images or 0)."""
-        m = tf.shape(real)[0]
-        latent = self.sample_latent(m)
-        fake = self.generator(latent, training=True)
+    def _update(self, optimizer, tape, loss, weights):
+        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+
+    def discriminator_step(self, real):
+        """One ascent step of the discriminator on m real images and m samples of G. Returns
+        (d_loss, D(x), D(G(z)))."""
+        fake = self.generator(self.sample_latent(tf.shape(real)[0]), training=True)
         with tf.GradientTape() as tape:
-            penalty, label_loss = 0.0, tf.constant(0.0)
-            if self.r1_gamma:
-                real_logits, penalty = r1_penalty(self.discriminator, real, self.r1_gamma)
-            elif not self.label_weight:
-                real_logits = self.discriminator(real, training=True)
-            if self.label_weight:  # [AC] the head learns the real labels, not the samples' codes
-                logits, per_label = self.classify(real, labels)  # one pass gives both
-                real_logits = real_logits if self.r1_gamma else logits
-                fake_logits = self.discriminator(fake, training=True)
-                aux, label_loss = self.label_weight * per_label, tf.reduce_mean(per_label)
-            else:
-                fake_logits, info = self.judge(fake, latent)
-                aux = self.info_weight * info
-            per_example = (_bce(1.0 - self.label_smoothing, real_logits)  # one-sided smoothing
-                           + _bce(0.0, fake_logits) + penalty)
-            loss = tf.nn.compute_average_loss(per_example + aux)
-        weights = self.d_weights
-        self.d_optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+            real_logits = self.discriminator(real, training=True)
+            fake_logits = self.discriminator(fake, training=True)
+            per_example = _bce(1.0, real_logits) + _bce(0.0, fake_logits)
+            loss = tf.nn.compute_average_loss(per_example)
+        self._update(self.d_optimizer, tape, loss, self.d_weights)
         return (tf.reduce_mean(per_example), tf.reduce_mean(tf.sigmoid(real_logits)),
-                tf.reduce_mean(tf.sigmoid(fake_logits)), label_loss)
+                tf.reduce_mean(tf.sigmoid(fake_logits)))
 
     def generator_step(self, m):
         """One descent step of the generator on the non-saturating loss -log D(G(z))."""
-        latent = self.sample_latent(m)
         with tf.GradientTape() as tape:
-            fake_logits, info = self.judge(self.generator(latent, training=True), latent)
+            fake_logits = self.discriminator(
+                self.generator(self.sample_latent(m), training=True), training=True)
             per_example = _bce(1.0, fake_logits)  # -log D(G(z)), Goodfellow et al. 2014 §3
-            loss = tf.nn.compute_average_loss(per_example + self.info_weight * info)
-        weights = self.generator.trainable_weights
-        self.g_optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
-        return tf.reduce_mean(per_example), tf.reduce_mean(info)
+            loss = tf.nn.compute_average_loss(per_example)
+        self._update(self.g_optimizer, tape, loss, self.generator.trainable_weights)
+        return tf.reduce_mean(per_example)
+
+    def _minibatches(self, tensor):
+        """[k * m, ...] -> [k, m, ...]: one minibatch per discriminator step of Algorithm 1."""
+        static = tensor.shape[0]
+        if static is not None and static % self.k:
+            raise ValueError(f"a batch of {static} images cannot be split into k={self.k} "
+                             "discriminator minibatches; batch k * m images")
+        return tf.reshape(tensor, [self.k, -1, *tensor.shape[1:]])
+
+    def _log_d(self, d_loss, d_real, d_fake):
+        self.d_loss_tracker.update_state(d_loss)
+        self.d_real_tracker.update_state(d_real)
+        self.d_fake_tracker.update_state(d_fake)
 
     def train_step(self, data):
         real = data[0] if isinstance(data, (tuple, list)) else data
-        labels = data[1] if isinstance(data, (tuple, list)) and len(data) > 1 else None
-        if self.label_weight and labels is None:
-            raise ValueError("label_weight [AC] trains on (images, labels) batches; got images "
-                             "only")
-        k = self.k
-        static = real.shape[0]
-        if static is not None and static % k:
-            raise ValueError(f"a batch of {static} images cannot be split into k={k} "
-                             "discriminator minibatches; batch k * m images")
-        minibatches = tf.reshape(real, [k, -1, *real.shape[1:]])
-        if self.label_weight:
-            labels = tf.reshape(labels, [k, -1])
-        for i in range(k):  # Algorithm 1: "for k steps do"
-            d_loss, d_real, d_fake, label_loss = self.discriminator_step(
-                minibatches[i], labels[i] if self.label_weight else None)
-            self.d_loss_tracker.update_state(d_loss)
-            self.d_real_tracker.update_state(d_real)
-            self.d_fake_tracker.update_state(d_fake)
-            if self.label_weight:
-                self.label_loss_tracker.update_state(label_loss)
-        g_loss, info = self.generator_step(tf.shape(minibatches)[1])
-        self.g_loss_tracker.update_state(g_loss)
-        if self.code_head is not None:
-            self.info_loss_tracker.update_state(info)
+        minibatches = self._minibatches(real)
+        for i in range(self.k):  # Algorithm 1: "for k steps do"
+            self._log_d(*self.discriminator_step(minibatches[i]))
+        self.g_loss_tracker.update_state(self.generator_step(tf.shape(minibatches)[1]))
         return {m.name: m.result() for m in self.metrics}
 
 
-STANDING_SAMPLES = 10_000  # latent vectors for standing statistics (BigGAN's "standing stats")
+class ACGAN(DCGAN):
+    """[AC] The DCGAN with a class code in the generator (``build_generator(classes=K)``) and a
+    label head on the discriminator (``build_label_head``). ``fit`` takes (images, labels)
+    batches. The discriminator's update adds ``label_weight`` x the head's cross-entropy of the
+    real images' labels (logged as ``label_loss``); the generator's update adds the head's
+    cross-entropy of its samples' codes (``code_loss``). ``d_loss`` and ``g_loss`` stay the
+    adversarial losses alone, so they read as the plain DCGAN's. The discriminator's optimizer
+    updates the head."""
 
+    def __init__(self, generator: keras.Model, discriminator: keras.Model,
+                 label_head: keras.Model, seed: int = 0, label_weight: float = LABEL_WEIGHT,
+                 **kwargs):
+        classes, outputs = classes_of(generator), int(label_head.output_shape[-1])
+        if classes != outputs:
+            raise ValueError(f"a label head of {outputs} classes needs a generator built with "
+                             f"classes={outputs}, got {classes}")
+        if not label_weight > 0:
+            raise ValueError(f"label_weight must be > 0, got {label_weight}")
+        super().__init__(generator, discriminator, seed=seed, **kwargs)
+        self.classes = classes
+        self.label_head = label_head
+        self.label_weight = float(label_weight)
+        # One pass of the discriminator gives both its logit and the features the head reads.
+        self._critic = keras.Model(discriminator.inputs,
+                                   [discriminator.output,
+                                    discriminator.get_layer("flatten").output])
+        self.code_loss_tracker = keras.metrics.Mean(name="code_loss")
+        self.label_loss_tracker = keras.metrics.Mean(name="label_loss")
 
-def latent_batches(latent_dim: int, n: int = STANDING_SAMPLES, batch: int = 500, seed: int = 0):
-    """n latent vectors from N(0, I) in float32 batches, drawn by a seeded NumPy generator."""
-    import numpy as np
+    @property
+    def metrics(self):
+        return super().metrics + [self.code_loss_tracker, self.label_loss_tracker]
 
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal((min(batch, n - i), latent_dim)).astype("float32")
-            for i in range(0, n, batch)]
+    @property
+    def d_weights(self):
+        return self.discriminator.trainable_weights + self.label_head.trainable_weights
 
+    def classify(self, images, labels):
+        """One pass of D and its label head: (D's logits, per-example cross-entropy of the
+        head's logits against ``labels``)."""
+        logits, features = self._critic(images, training=True)
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(tf.reshape(labels, [-1]), tf.int64),
+            logits=self.label_head(features, training=True))
+        return logits, loss
 
-def standing_statistics(generator: keras.Model, latents) -> int:
-    """Set every BatchNormalization layer's moving mean and variance of ``generator`` to the
-    exact statistics its inputs have at inference, for the generator's *current* weights, over
-    the latent batches ``latents`` (an iterable of float32 [batch, latent_dim]). Returns the
-    number of layers recalibrated.
+    def discriminator_step(self, real, labels):
+        """D's step with the head learning the real labels (not the samples' codes: only the
+        real images reach it). Returns (d_loss, D(x), D(G(z)), label loss)."""
+        fake = self.generator(self.sample_latent(tf.shape(real)[0]), training=True)
+        with tf.GradientTape() as tape:
+            real_logits, per_label = self.classify(real, labels)
+            fake_logits = self.discriminator(fake, training=True)
+            per_example = _bce(1.0, real_logits) + _bce(0.0, fake_logits)
+            loss = tf.nn.compute_average_loss(per_example + self.label_weight * per_label)
+        self._update(self.d_optimizer, tape, loss, self.d_weights)
+        return (tf.reduce_mean(per_example), tf.reduce_mean(tf.sigmoid(real_logits)),
+                tf.reduce_mean(tf.sigmoid(fake_logits)), tf.reduce_mean(per_label))
 
-    Why: the moving averages are accumulated during training, under weights that kept changing.
-    Weights averaged after the fact (``--ema``) never produced those statistics at all: Izmailov
-    et al. (2018), "Averaging Weights Leads to Wider Optima and Better Generalization" (SWA),
-    recompute them with one pass over the data for exactly this reason, and Brock et al. (2019,
-    BigGAN, §3.1 / appendix) sample from "standing statistics" computed the same way.
+    def generator_step(self, m):
+        """G's step: fool D, and make the head read each sample as the class of its code.
+        Returns (g_loss, code loss)."""
+        latent = self.sample_latent(m)
+        with tf.GradientTape() as tape:
+            fake_logits, per_code = self.classify(self.generator(latent, training=True),
+                                                  code_of(latent, self.classes))
+            per_example = _bce(1.0, fake_logits)
+            loss = tf.nn.compute_average_loss(per_example + per_code)
+        self._update(self.g_optimizer, tape, loss, self.generator.trainable_weights)
+        return tf.reduce_mean(per_example), tf.reduce_mean(per_code)
 
-    The layers are done in order, each with the ones before it already recalibrated and the
-    network in inference mode, so every layer's statistics are those of the inputs it will see
-    when serving (not those of a training-mode pass)."""
-    import numpy as np
-
-    layers = [layer for layer in generator.layers
-              if isinstance(layer, keras.layers.BatchNormalization)]
-    if not layers:
-        return 0
-    latents = [np.asarray(z, dtype=np.float32) for z in latents]
-    if not latents:
-        raise ValueError("standing_statistics needs at least one latent batch")
-    inputs = generator.inputs[0] if len(generator.inputs) == 1 else generator.inputs
-    probe = keras.Model(inputs, [layer.input for layer in layers])
-    for i, layer in enumerate(layers):
-        total = total_sq = 0.0
-        count = 0
-        for z in latents:
-            x = np.asarray(probe(z, training=False)[i], dtype=np.float64)
-            x = x.reshape(-1, x.shape[-1])  # channels last: statistics per channel
-            total = total + x.sum(axis=0)
-            total_sq = total_sq + np.square(x).sum(axis=0)
-            count += len(x)
-        mean = total / count
-        variance = np.maximum(total_sq / count - np.square(mean), 0.0)
-        layer.moving_mean.assign(mean.astype(np.float32))
-        layer.moving_variance.assign(variance.astype(np.float32))
-    return len(layers)
+    def train_step(self, data):
+        if not isinstance(data, (tuple, list)) or len(data) < 2:
+            raise ValueError("the AC-GAN trains on (images, labels) batches; got images only")
+        real, labels = self._minibatches(data[0]), tf.reshape(data[1], [self.k, -1])
+        for i in range(self.k):
+            d_loss, d_real, d_fake, label_loss = self.discriminator_step(real[i], labels[i])
+            self._log_d(d_loss, d_real, d_fake)
+            self.label_loss_tracker.update_state(label_loss)
+        g_loss, code_loss = self.generator_step(tf.shape(real)[1])
+        self.g_loss_tracker.update_state(g_loss)
+        self.code_loss_tracker.update_state(code_loss)
+        return {m.name: m.result() for m in self.metrics}

@@ -61,21 +61,21 @@ def write_gif(frame_paths, path, seconds_per_frame: float = 0.4) -> Path | None:
     return atomic_write_bytes(path, data)
 
 
-def code_latents(categories: int, latent_dim: int, cols: int = 10, seed: int = 0) -> np.ndarray:
-    """[categories * cols, latent_dim]: row c holds code c [IG] (z_c = 1 and the other code
+def code_latents(classes: int, latent_dim: int, cols: int = 10, seed: int = 0) -> np.ndarray:
+    """[classes * cols, latent_dim]: row c holds code c [AC] (z_c = 1 and the other code
     coordinates 0, so the argmax is c), with the same ``cols`` noise vectors in every row."""
     noise = np.random.default_rng(seed).standard_normal((cols, latent_dim)).astype("float32")
-    z = np.tile(noise, (categories, 1))
-    z[:, :categories] = 0.0
-    z[np.arange(len(z)), np.repeat(np.arange(categories), cols)] = 1.0
+    z = np.tile(noise, (classes, 1))
+    z[:, :classes] = 0.0
+    z[np.arange(len(z)), np.repeat(np.arange(classes), cols)] = 1.0
     return z
 
 
-def code_grid(generator, categories: int, latent_dim: int, path, cols: int = 10,
+def code_grid(generator, classes: int, latent_dim: int, path, cols: int = 10,
               seed: int = 0) -> Path:
-    """InfoGAN's figure (Chen et al. 2016, Fig. 2a): one row per categorical code, the same
-    noise down each column -- whether each code has become one digit, and which."""
-    z = code_latents(categories, latent_dim, cols, seed)
+    """One row per class code [AC], the same noise down each column: whether each code has
+    become its class (AC-GAN, Odena et al. 2017, Fig. 1)."""
+    z = code_latents(classes, latent_dim, cols, seed)
     return write_png(tile(to_uint8(generator(z, training=False)), cols), path)
 
 
@@ -105,54 +105,30 @@ class SampleGrid(keras.callbacks.Callback):
 class QualityMonitor(keras.callbacks.Callback):
     """Every ``every`` epochs, the Inception Score and Fréchet distance of ``n`` samples (the
     Scorer's size; a few thousand: comparable from epoch to epoch, not with the final 10,000-image
-    figures, since FD is biased upward for small n) -> printed and appended to ``<csv>``. With
-    an EMA optimizer the averaged weights are scored too: swapped in with their own standing
-    batch-norm statistics (``model.standing_statistics``: the moving averages belong to the last
-    weights), then every weight and statistic is put back."""
+    figures, since FD is biased upward for small n) -> printed and appended to ``<csv>``."""
 
-    def __init__(self, generator, scorer, latent_dim: int, every: int, path, optimizer=None,
-                 seed: int = 0):
+    def __init__(self, generator, scorer, latent_dim: int, every: int, path, seed: int = 0):
         super().__init__()
         self.generator, self.scorer, self.latent_dim = generator, scorer, latent_dim
         self.every, self.path, self.seed = every, Path(path), seed
-        self.averages = getattr(optimizer, "_model_variables_moving_average", None) \
-            if getattr(optimizer, "use_ema", False) else None
 
-    def _score(self) -> dict:
+    def score(self) -> dict:
         from apps.dcgan.evaluate import generate, latents
 
         images = generate(lambda z: to_uint8(self.generator(z, training=False)),
                           latents(self.scorer.n, self.latent_dim, self.seed))
         return self.scorer.score(images)
 
-    def variants(self) -> dict:
-        """{column prefix: score} of the generator as it is after this epoch."""
-        out = {"last": self._score()}
-        if self.averages:
-            from apps.dcgan.model import latent_batches, standing_statistics
-
-            saved = self.generator.get_weights()  # trainable weights and the BN statistics
-            for w, a in zip(self.generator.trainable_variables, self.averages):
-                w.assign(a)
-            standing_statistics(self.generator, latent_batches(self.latent_dim,
-                                                               seed=self.seed + 1))
-            out["ema"] = self._score()
-            self.generator.set_weights(saved)
-        return out
-
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        row = {"epoch": epoch + 1}
-        for prefix, scores in self.variants().items():
-            row.update({f"{prefix}_{k}": v for k, v in scores.items()})
+        row = {"epoch": epoch + 1, **self.score()}
         print(" - ".join(f"{k}: {v:.4g}" for k, v in row.items()), flush=True)
+        # A resumed run keeps the rows of the epochs before the one it restarted from.
         rows = [r for r in read_quality(self.path) if int(r["epoch"]) < epoch + 1] + [row]
-        # Every column any row has, in first-seen order: a run resumed with other flags (say
-        # without --ema) keeps the columns its earlier epochs wrote.
-        fields = list(dict.fromkeys(k for r in rows for k in r))
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=fields, restval="")
+        writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)),
+                                restval="")
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.path, buf.getvalue())
@@ -163,8 +139,8 @@ class StepLosses(keras.callbacks.Callback):
     of the epochs it restored). Keras' batch logs hold the running *mean* of each tracker over
     the epoch so far; the step's own value is recovered as (b+1) mean_b - b mean_{b-1}."""
 
-    # info_loss: --categories; label_loss: --labels (the head's cross-entropy on real images)
-    KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "info_loss", "label_loss")
+    # --labels (AC-GAN): the label head's cross-entropy of the samples' codes and real labels
+    KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "code_loss", "label_loss")
 
     def __init__(self, path):
         super().__init__()
@@ -198,6 +174,19 @@ class StepLosses(keras.callbacks.Callback):
         atomic_write_text(self.path, buf.getvalue())
 
 
+def after_training(generator, run_dir, dataset: str, classes: int, latent_dim: int,
+                   seed: int) -> None:
+    """The figures of the whole run: losses per step, the quality curve (``--score-every``)
+    and, for the AC-GAN, one row of samples per class."""
+    run_dir = Path(run_dir)
+    loss_curves(read_step_losses(run_dir / "step_losses.csv"), run_dir / "gan_losses.png",
+                title=f"DCGAN on {dataset}")
+    quality_curves(run_dir / "quality.csv", run_dir / "quality.png",
+                   title=f"DCGAN on {dataset}: samples scored during training")
+    if classes:  # one row per class, the same noise down each column
+        code_grid(generator, classes, latent_dim, run_dir / "codes.png", seed=seed)
+
+
 def read_step_losses(path) -> list[dict]:
     path = Path(path)
     if not path.exists():
@@ -208,8 +197,8 @@ def read_step_losses(path) -> list[dict]:
 
 
 def loss_curves(step_rows: list[dict], path, title: str = "") -> Path:
-    """Two panels: D and G loss per step (light) with a moving average (dark), and InfoGAN's
-    info loss and AC-GAN's label loss if logged; the discriminator's mean outputs D(x) and
+    """Two panels: D and G loss per step (light) with a moving average (dark), and AC-GAN's
+    code and label losses if logged; the discriminator's mean outputs D(x) and
     D(G(z)). At the game's equilibrium D = 1/2 everywhere, d_loss = 2 log 2 ~ 1.386 and
     g_loss = log 2 ~ 0.693 (dotted)."""
     from shared.plots import plt, save_figure
@@ -232,12 +221,11 @@ def loss_curves(step_rows: list[dict], path, title: str = "") -> Path:
             ax1.plot(steps, v, color=color, alpha=0.25, lw=0.8)
             ax1.plot(steps, smooth(v), color=color, label=key.replace("_", " "))
             ax1.axhline(eq, color=color, ls=":", lw=1)
-    info = np.array([r.get("info_loss", np.nan) for r in step_rows], dtype=float)
-    if len(info) and np.isfinite(info).any():  # --categories: InfoGAN's L_I (0 = code read)
-        ax1.plot(steps, smooth(info), color="tab:purple", label="info loss (code)")
-    labels = np.array([r.get("label_loss", np.nan) for r in step_rows], dtype=float)
-    if len(labels) and np.isfinite(labels).any():  # --labels: AC-GAN's head on real images
-        ax1.plot(steps, smooth(labels), color="tab:brown", label="label loss (real)")
+    for key, color, label in (("code_loss", "tab:purple", "code loss (samples)"),
+                              ("label_loss", "tab:brown", "label loss (real)")):
+        v = np.array([r.get(key, np.nan) for r in step_rows], dtype=float)
+        if len(v) and np.isfinite(v).any():  # --labels: AC-GAN's label head
+            ax1.plot(steps, smooth(v), color=color, label=label)
     ax1.set_xlabel("generator step")
     ax1.set_title("losses (dotted: equilibrium values)")
     ax1.grid(alpha=0.3)
@@ -266,8 +254,8 @@ def read_quality(path) -> list[dict]:
 
 
 def quality_curves(quality_csv, path, title: str = "") -> Path | None:
-    """Inception Score and Fréchet distance per scored epoch (``--score-every``), last weights
-    and, when present, the EMA weights; None when nothing was scored."""
+    """Inception Score and Fréchet distance per scored epoch (``--score-every``); None when
+    nothing was scored."""
     rows = read_quality(quality_csv)
     if not rows:
         return None
@@ -277,15 +265,10 @@ def quality_curves(quality_csv, path, title: str = "") -> Path | None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, metric, label in ((axes[0], "inception_score", "Inception Score (higher is better)"),
                               (axes[1], "frechet_distance", "Fréchet distance (lower is better)")):
-        for prefix, style in (("last", "-o"), ("ema", "--s")):
-            key = f"{prefix}_{metric}"
-            values = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
-            if not np.all(np.isnan(values)):
-                ax.plot(epochs, values, style, ms=3, label=f"{prefix} weights")
+        ax.plot(epochs, [float(r[metric]) for r in rows], "-o", ms=3)
         ax.set_xlabel("epoch")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     axes[1].set_yscale("log")
     return save_figure(fig, path, title)
 
