@@ -1,5 +1,7 @@
 """CIFAR-10 app: real batch files (md5, split sizes), augmentation only in training, VGG16 stage
-parameter counts, VGG16 weight loading through a stand-in file, export round trips, error paths.
+parameter counts, VGG16 weight loading through a stand-in file, export round trips, the model
+presets, the stages' epoch bound, the app's own error paths (the generic ones are
+tests/test_apps_contract.py's).
 
 Everything trains on tiny subsets (``--limit``, ``--test-limit``); nothing here is a benchmark.
 """
@@ -11,8 +13,6 @@ import os
 
 import numpy as np
 import pytest
-
-from tests.helpers import run_module
 
 VGG16_NOTOP = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
@@ -227,8 +227,9 @@ def test_vgg16_transfer_stages_and_export(tmp_path):
 
     from apps.cifar_cnn import train
     from apps.cifar_cnn.model import vgg16_base
+    from apps.cifar_cnn.transfer import save_base_weights
 
-    weights = train.save_base_weights(vgg16_base(32), tmp_path / "base.weights.h5")
+    weights = save_base_weights(vgg16_base(32), tmp_path / "base.weights.h5")
     record = train.main(["--model", "vgg16", "--weights", str(weights), "--classes", "vehicles",
                          "--finetune-epochs", "1", "--run-dir", str(tmp_path / "tl"),
                          "--export-dir", str(tmp_path / "m"), *VGG_COMMON])
@@ -239,6 +240,13 @@ def test_vgg16_transfer_stages_and_export(tmp_path):
     assert {"stage1_accuracy", "accuracy"} <= set(record["metrics"])
     assert record["feature_extraction"]["images_per_sec"] > 0
     assert not (tmp_path / "tl" / "stage1" / "done.weights.h5").exists()
+    # One metrics.json, the returned record; each stage has its own and a summary in it.
+    on_disk = json.loads((tmp_path / "tl" / "metrics.json").read_text())
+    assert on_disk["params"] == record["params"] and on_disk["metrics"] == record["metrics"]
+    assert set(on_disk["stages"]) == {"stage1", "stage2"}
+    for stage in ("stage1", "stage2"):
+        assert on_disk["stages"][stage]["epochs_run"] == 1
+        assert (tmp_path / "tl" / stage / "metrics.json").is_file()
     sig = tf.saved_model.load(record["export"]).signatures["serving_default"]
     out = sig(images=tf.zeros([3, 32, 32, 3], tf.uint8))
     assert out["probabilities"].shape == (3, 4)
@@ -266,14 +274,15 @@ def test_vgg16_pretrain_saves_weights_usable_as_path(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--epochs", "0"], "must be a positive integer"),
-    (["--model", "resnet"], "invalid choice"),
     (["--pretrain"], "--pretrain trains the VGG16 base"),
+    (["--train-all"], "--train-all trains VGG16"),
     (["--model", "vgg16", "--image-size", "16"], "--image-size must be at least 32"),
     (["--model", "vgg16", "--finetune-blocks", "6"], "--finetune-blocks must be in 0..5"),
+    (["--model", "vgg16", "--finetune-lr-factor", "2"], "--finetune-lr-factor must be in"),
+    (["--model", "vgg16", "--pretrain", "--save-weights", "w.h5"], "must end in .weights.h5"),
     (["--model", "vgg16", "--weights", "/nonexistent/w.h5"], "no such file"),
 ])
-def test_bad_flags_give_one_clear_error(args, message, tmp_path, capsys):
+def test_bad_settings_give_one_clear_error(args, message, tmp_path, capsys):
     from apps.cifar_cnn import train
 
     with pytest.raises(SystemExit) as exc:
@@ -296,45 +305,60 @@ def test_missing_imagenet_weights_offline_is_one_line(tmp_path, monkeypatch, cap
     assert VGG16_NOTOP in err[0] and "--weights" in err[0]
 
 
-def test_missing_cifar_data_is_one_clear_error(tmp_path, monkeypatch, capsys):
-    from apps.cifar_cnn import train
+@pytest.mark.parametrize("argv, expected", [
+    ([], dict(epochs=60, batch_size=128, optimizer="adam", learning_rate=1e-3,
+              schedule="cosine", patience=10, classes="all", export=True)),
+    (["--model", "vgg16"], dict(epochs=20, batch_size=32, optimizer="rmsprop",
+                                learning_rate=1e-3, schedule="constant", patience=5,
+                                weights="imagenet", train_all=False)),
+    (["--model", "vgg16", "--train-all"], dict(epochs=30, batch_size=64, optimizer="adam",
+                                               learning_rate=1e-4, schedule="cosine",
+                                               classes="all", weights="imagenet")),
+    (["--model", "vgg16", "--pretrain"], dict(epochs=30, learning_rate=1e-4, train_all=True,
+                                              classes="animals", weights="none", export=False)),
+    (["--model", "vgg16", "--pretrain", "--epochs", "3", "--classes", "all"],
+     dict(epochs=3, learning_rate=1e-4, classes="all")),
+])
+def test_model_presets_are_parser_defaults(argv, expected):
+    """Each model's defaults are the parser's (so --help prints them); flags still win."""
+    from apps.cifar_cnn.train import APP
 
-    monkeypatch.setenv("KSUITE_DATA_DIR", str(tmp_path / "empty"))
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
-    with pytest.raises(SystemExit) as exc:
-        train.main(["--run-dir", str(tmp_path / "r"), "--no-export"])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "KSUITE_DATA_DIR" in err and "cifar-10" in err
-
-
-def test_help_lists_the_shared_and_app_flags(capsys):
-    from apps.cifar_cnn import train
-
-    with pytest.raises(SystemExit) as exc:
-        train.parse_args(["--help"])
-    assert exc.value.code == 0
-    out = capsys.readouterr().out
-    for flag in ("--epochs", "--limit", "--seed", "--run-dir", "--export-dir", "--strategy",
-                 "--devices", "--model", "--weights", "--image-size", "--stage1",
-                 "--finetune-blocks", "--pretrain"):
-        assert flag in out, flag
+    args = APP.parse(argv)
+    assert {k: getattr(args, k) for k in expected} == expected
+    assert args.monitor == "val_accuracy"
 
 
-def test_help_runs_as_a_command():
-    proc = run_module("apps.cifar_cnn.train", "--help", timeout=120)
-    assert "--model" in proc.stdout
+def test_help_prints_the_chosen_models_defaults(capsys):
+    from apps.cifar_cnn.train import APP
+
+    with pytest.raises(SystemExit):
+        APP.parse(["--model", "vgg16", "--pretrain", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "maximum number of epochs (default: 30)" in out
+    assert "initial learning rate (default: 0.0001)" in out
 
 
-@pytest.mark.slow
-def test_mirrored_strategy_on_two_logical_devices(tmp_path):
-    """The shared --strategy / --devices flags: the scratch CNN on two logical CPU devices."""
-    proc = run_module("apps.cifar_cnn.train", "--strategy", "mirrored", "--devices", "2",
-                      "--epochs", "1", "--limit", "600", "--test-limit", "100",
-                      "--batch-size", "32", "--run-dir", tmp_path / "r", "--export-dir",
-                      tmp_path / "m", "--verbose", "0", timeout=900)
-    assert "2 replica(s) | global batch 64" in proc.stdout
-    assert (tmp_path / "m" / "cifar_cnn" / "1" / "saved_model.pb").is_file()
+def test_names_follow_the_model():
+    from apps.cifar_cnn.train import APP
+
+    assert APP.model_names == ("cifar_cnn", "cifar_vgg16")
+    for argv, run, export in (([], "cifar_cnn", "cifar_cnn"),
+                              (["--model", "vgg16"], "cifar_vgg16", "cifar_vgg16"),
+                              (["--model", "vgg16", "--pretrain"], "cifar_vgg16_pretrain", None)):
+        args = APP.parse(argv)
+        assert APP.run_name(args) == run
+        assert (APP.export_name(args) if args.export else None) == export
+
+
+def test_epochs_bound_every_stage():
+    """--epochs 1 is a one-epoch run in every stage (stage 2 defaulted to 10 before)."""
+    from apps.cifar_cnn.train import APP
+    from apps.cifar_cnn.transfer import stage2_epochs
+
+    assert stage2_epochs(APP.parse(["--model", "vgg16", "--epochs", "1"])) == 1
+    assert stage2_epochs(APP.parse(["--model", "vgg16"])) == 10  # the default: 20 and 10
+    assert stage2_epochs(APP.parse(["--model", "vgg16", "--epochs", "5",
+                                    "--finetune-epochs", "3"])) == 3
 
 
 def test_transfer_benchmark_resume_reuses_finished_steps(tmp_path, monkeypatch):

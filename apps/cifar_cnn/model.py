@@ -132,6 +132,14 @@ def count_params(model: keras.Model) -> dict:
             "non_trainable": total(model.non_trainable_weights)}
 
 
+def print_params(label: str, model: keras.Model) -> dict:
+    """:func:`count_params`, printed (one line per model or training stage)."""
+    counts = count_params(model)
+    print(f"{label}: {counts['trainable']:,} trainable, {counts['non_trainable']:,} "
+          f"non-trainable parameters")
+    return counts
+
+
 def flops_per_example(model: keras.Model) -> dict:
     """Forward multiply-adds of the Conv2D and Dense layers, counted from their shapes (one
     multiply-add = 2 FLOPs; BN, ReLU, pooling are O(activations) and left out). Training costs

@@ -1,5 +1,5 @@
-"""CIFAR-10: train a CNN from scratch with data augmentation, or transfer VGG16; evaluate once on
-the test set; export a SavedModel that takes raw uint8 images.
+"""CIFAR-10: a CNN from scratch with data augmentation, or transfer learning from VGG16; evaluate
+once on the test set; export a SavedModel that takes raw uint8 images.
 
     python -m apps.cifar_cnn.train                                   # scratch CNN (cifar_cnn)
     python -m apps.cifar_cnn.train --epochs 2 --limit 5000           # a quick check
@@ -9,390 +9,271 @@ the test set; export a SavedModel that takes raw uint8 images.
     python -m apps.cifar_cnn.train --model vgg16 --classes vehicles --per-class 500 \
         --weights runs/cifar_vgg16_pretrain/vgg16_cifar_animals.weights.h5   # target: vehicles
 
-Reads top to bottom: data -> model -> train -> evaluate -> export.
-
 **Model 1, ``--model scratch``.** Three VGG-style Conv-BN-ReLU stages with dropout (model.py),
-trained with Adam and a cosine schedule on augmented batches. The augmentation (flip, pad-and-crop,
-rotation, contrast, brightness) runs in the tf.data pipeline on training batches only, in parallel
-with the training step; a grid of augmented images is saved as ``augmented_batch.png``.
+trained with Adam and a cosine schedule on augmented batches: the shared ``fit``. The augmentation
+(flip, pad-and-crop, rotation, contrast, brightness) runs in the tf.data pipeline on training
+batches only; a grid of augmented images is saved as ``augmented_batch.png``.
 
-**Model 2, ``--model vgg16``.** ``keras.applications.VGG16(include_top=False)`` + a new head.
-Stage 1 (feature extraction): the base is frozen and only the head trains. Two ways, as Chollet
-describes (*Deep Learning with Python*, 2nd ed., §8.3): ``--stage1 features`` (the default, the fast
-path for CPUs) runs the frozen base *once* over the images and trains the head on the stored
-features -- one forward pass of VGG16 per image in total, but no augmentation; ``--stage1
-end-to-end`` runs the frozen base on every augmented batch of every epoch. Stage 2 (fine-tuning,
-always end to end with augmentation): the top ``--finetune-blocks`` convolutional block(s) are
-unfrozen and training continues at ``--learning-rate x --finetune-lr-factor`` (1/100).
-
-Input size (``--image-size``, default 32, the native CIFAR size): VGG16 without its top accepts
-32x32 (five pools -> 1x1x512). The forward cost grows with the area: 0.31 G multiply-adds per image
-at 32, 1.25 G at 64 (4x), 2.8 G at 96 (9x). On two CPU cores 32 is what a run can afford, the
-weights this machine can have (``--pretrain``) are learned at 32, and the public ImageNet anchor
-(~64% frozen, ~80% fine-tuned) is at 32x32; with ImageNet weights, 64 or 96 bring CIFAR objects
-closer to ImageNet's scale and usually transfer better, at 4-9x the cost.
+**Model 2, ``--model vgg16``.** ``keras.applications.VGG16(include_top=False)`` + a new head,
+trained in stages (transfer.py): feature extraction with the base frozen, then fine-tuning of the
+top block(s) at a lower learning rate; or one stage with every layer trainable (``--train-all``,
+``--pretrain``). ``--epochs`` bounds every stage.
 """
 
 from __future__ import annotations
 
-import os
+from shared.app import App, Data, UserError
+from shared.flags import positive_int
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from shared.errors import UserError, exit_on_user_error  # noqa: E402
-from shared.flags import base_parser, positive_int  # noqa: E402
-
-MODEL_NAMES = {"scratch": "cifar_cnn", "vgg16": "cifar_vgg16"}
-
-# Benchmark budgets (python -m benchmarks.run cifar_cnn --budget NAME). ``default`` is the full
-# scratch-CNN configuration the >= 85% target is about (60 epochs); ``small`` is what a shared
-# two-core machine affords in one sitting. The VGG16 transfer comparison is
-# benchmarks/cifar_transfer.py; the FLOPs / peak measurement is benchmarks/cifar_flops.py.
-BENCHMARK = {
-    "metric": "accuracy",
-    "anchor": {"value": 0.79, "metric": "test accuracy", "target": ">= 0.85",
-               "source": "Keras examples/cifar10_cnn.py (75% after 25 epochs, 79% after 50)"},
-    "budgets": {
-        "default": [],
-        "small": ["--epochs", "3"],
-        "tiny": ["--epochs", "1", "--limit", "5000"],
-    },
-}
-
-# Defaults that differ between the two models (None in the parser = "the model's default").
-MODEL_DEFAULTS = {
-    "scratch": {
-        "epochs": 60,  # cifar10_cnn.py reports 79% at 50; BN + augmentation need ~50+ for 85%+
-        "batch_size": 128,  # a common CIFAR batch (He et al. 2016 §4.2 use 128)
-        "optimizer": "adam",  # Kingma & Ba 2015 (cifar10_cnn.py uses RMSprop 1e-4 without BN)
-        "learning_rate": 1e-3,  # Adam's default step size (Kingma & Ba 2015)
-        "schedule": "cosine",  # cosine to zero with 5% warm-up (Loshchilov & Hutter 2017)
-        "patience": 10,  # Algorithm 7.1's p; generous because the cosine tail keeps improving
-    },
-    "vgg16": {
-        "epochs": 20,  # stage 1: Chollet §8.3 trains the head for 20 epochs
-        "batch_size": 32,  # Chollet §8.3
-        "optimizer": "rmsprop",  # Chollet §8.3 (stage 1 rmsprop 1e-3, stage 2 RMSprop(1e-5))
-        "learning_rate": 1e-3,  # Chollet §8.3, stage 1 (stage 2: x finetune-lr-factor)
-        "schedule": "constant",  # Chollet §8.3
-        "patience": 5,  # Algorithm 7.1's p
-    },
-    "pretrain": {  # VGG16 from random init (no batch norm): a small Adam step is what trains it
-        "epochs": 30,  # source-task budget (see benchmarks/cifar_transfer.py)
-        "batch_size": 64,
-        "optimizer": "adam",
-        "learning_rate": 1e-4,  # common for plain VGG16 from scratch (no BN); 1e-3 stalls
-        "schedule": "cosine",  # Loshchilov & Hutter 2017
-        "patience": 5,
-    },
-}
+# The defaults that depend on the model (``--model``, then ``--train-all`` / ``--pretrain``):
+# parser defaults, so --help shows the ones in force.
+SCRATCH = dict(
+    epochs=60,  # cifar10_cnn.py reports 79% at 50; BN + augmentation need ~50+ for 85%+
+    batch_size=128,  # a common CIFAR batch (He et al. 2016 §4.2 use 128)
+    optimizer="adam",  # Kingma & Ba 2015 (cifar10_cnn.py uses RMSprop 1e-4 without BN)
+    learning_rate=1e-3,  # Adam's default step size (Kingma & Ba 2015)
+    schedule="cosine",  # cosine to zero with 5% warm-up (Loshchilov & Hutter 2017)
+    patience=10,  # Algorithm 7.1's p; generous because the cosine tail keeps improving
+)
+TRANSFER = dict(
+    epochs=20,  # stage 1: Chollet §8.3 trains the head for 20 epochs
+    batch_size=32,  # Chollet §8.3
+    optimizer="rmsprop",  # Chollet §8.3 (stage 1 rmsprop 1e-3, stage 2 RMSprop(1e-5))
+    learning_rate=1e-3,  # Chollet §8.3, stage 1 (stage 2: x finetune-lr-factor)
+    schedule="constant",  # Chollet §8.3
+    patience=5,  # Algorithm 7.1's p
+)
+VGG16_FROM_SCRATCH = dict(  # VGG16 from random init (no batch norm): a small Adam step trains it
+    epochs=30,  # source-task budget (see benchmarks/cifar_transfer.py)
+    batch_size=64,
+    optimizer="adam",
+    learning_rate=1e-4,  # common for plain VGG16 from scratch (no BN); 1e-3 stalls
+    schedule="cosine",  # Loshchilov & Hutter 2017
+    patience=5,
+)
+# --pretrain: VGG16 learns the six animal classes from random weights, and its product is the
+# weights file (usable as --weights PATH), not a served model.
+PRETRAIN = dict(VGG16_FROM_SCRATCH, train_all=True, classes="animals", weights="none",
+                export=False)
 
 
-def parse_args(argv=None):
-    parser = base_parser(
-        "python -m apps.cifar_cnn.train",
-        "CIFAR-10: a CNN from scratch with data augmentation, or transfer learning from VGG16.",
-    )
-    parser.set_defaults(epochs=None, batch_size=None, optimizer=None, learning_rate=None,
-                        schedule=None, patience=None,  # per model: see MODEL_DEFAULTS
-                        monitor="val_accuracy")  # Algorithm 7.1 watches the validation error
-    a = parser.add_argument_group("cifar_cnn")
-    a.add_argument("--model", choices=tuple(MODEL_NAMES), default="scratch",
-                   help="scratch: CNN from scratch (exported as cifar_cnn); vgg16: transfer "
-                        "learning (exported as cifar_vgg16)")
-    a.add_argument("--val-size", type=positive_int, default=5000,
-                   help="validation images held out of the 50,000 training images")
-    a.add_argument("--classes", choices=("all", "animals", "vehicles"), default=None,
-                   help="class subset (default all; --pretrain: animals)")
-    a.add_argument("--per-class", type=positive_int, default=None,
-                   help="labelled training images per class (the few-label transfer setting)")
-    a.add_argument("--test-limit", type=positive_int, default=None,
-                   help="evaluate on the first N test images only (quick checks; the reported "
-                        "test accuracy needs the whole test set)")
-    a.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="train without data augmentation")
-    a.add_argument("--steps-per-epoch", type=positive_int, default=None,
-                   help="cap the steps of each epoch (for quick checks)")
-    v = parser.add_argument_group("vgg16")
-    v.add_argument("--weights", default="imagenet",
-                   help="imagenet (Keras' notop file, checksum-verified, via mirror/cache/"
-                        "download), none (random init), or PATH to a weights file "
-                        "(e.g. from --pretrain)")
-    v.add_argument("--image-size", type=positive_int, default=32,
-                   help="VGG16 input size; images are resized inside the model (32 native; "
-                        "64/96 cost 4x/9x)")
-    v.add_argument("--stage1", choices=("features", "end-to-end"), default="features",
-                   help="feature extraction: train the head on features computed once (fast "
-                        "path, no augmentation) or end to end through the frozen base")
-    v.add_argument("--finetune-blocks", type=int, default=1,
-                   help="stage 2 unfreezes this many top conv blocks of VGG16 (0: no stage 2; "
-                        "Chollet unfreezes block 5)")
-    v.add_argument("--finetune-epochs", type=positive_int, default=10,
-                   help="stage 2 epochs (end to end with augmentation)")
-    v.add_argument("--finetune-lr-factor", type=float, default=0.01,
-                   help="stage 2 learning rate = --learning-rate x this (Chollet: 1e-5 vs 1e-3)")
-    v.add_argument("--train-all", action="store_true",
-                   help="one stage, every VGG16 layer trainable (training from scratch)")
-    v.add_argument("--pretrain", action="store_true",
-                   help="train the VGG16 base from scratch on the six animal classes and save its "
-                        "weights (usable as --weights PATH); implies --train-all")
-    v.add_argument("--save-weights", default=None,
-                   help="where --pretrain saves the base weights (default "
-                        "<run dir>/vgg16_cifar_animals.weights.h5)")
-    args = parser.parse_args(argv)
-    if args.pretrain and args.model != "vgg16":
-        parser.error("--pretrain trains the VGG16 base: use it with --model vgg16")
-    if args.image_size < 32:
-        parser.error("--image-size must be at least 32 (VGG16 without its top needs 32x32)")
-    if not 0 <= args.finetune_blocks <= 5:
-        parser.error("--finetune-blocks must be in 0..5 (VGG16 has five conv blocks)")
-    if not 0 < args.finetune_lr_factor <= 1:
-        parser.error("--finetune-lr-factor must be in (0, 1]")
-    if args.save_weights and not args.save_weights.endswith(".weights.h5"):
-        parser.error("--save-weights must end in .weights.h5")
-    if args.pretrain:
-        args.train_all = True
-        args.classes = args.classes or "animals"
-        if args.weights == "imagenet":
-            args.weights = "none"  # the point of --pretrain: weights this machine can make
-    args.classes = args.classes or "all"
-    defaults = MODEL_DEFAULTS["pretrain" if args.train_all and args.model == "vgg16"
-                              else args.model]
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
+class CifarCNN(App):
+    name = "cifar_cnn"
+    description = ("CIFAR-10: a CNN from scratch with data augmentation, or transfer learning "
+                   "from VGG16")
+    order = 2
+    metric = "accuracy"
+    model_names = ("cifar_cnn", "cifar_vgg16")  # --model scratch, --model vgg16
+    defaults = dict(monitor="val_accuracy")  # Algorithm 7.1 watches the validation error
+    presets = {"model": {"scratch": SCRATCH, "vgg16": TRANSFER},
+               "train_all": {"no": {}, "yes": VGG16_FROM_SCRATCH},
+               "pretrain": {"no": {}, "yes": PRETRAIN}}
+    # ``default`` is the full scratch-CNN configuration the >= 85% target is about (60 epochs);
+    # ``small`` is what a shared two-core machine affords in one sitting. The VGG16 transfer
+    # comparison is benchmarks/cifar_transfer.py, the FLOPs / peak one benchmarks/cifar_flops.py.
+    anchor = {"value": 0.79, "metric": "test accuracy", "target": ">= 0.85",
+              "source": "Keras examples/cifar10_cnn.py (75% after 25 epochs, 79% after 50)"}
+    budgets = {"default": [], "small": ["--epochs", "3"],
+               "tiny": ["--epochs", "1", "--limit", "5000"]}
+    smoke = ["--epochs", "1", "--limit", "600", "--test-limit", "100", "--steps-per-epoch", "2"]
 
+    def add_flags(self, a):
+        a.add_argument("--model", choices=("scratch", "vgg16"), default="scratch",
+                       help="scratch: CNN from scratch (cifar_cnn); vgg16: transfer learning "
+                            "(cifar_vgg16)")
+        a.add_argument("--val-size", type=positive_int, default=5000,
+                       help="validation images held out of the 50,000 training images")
+        a.add_argument("--classes", choices=("all", "animals", "vehicles"), default="all",
+                       help="class subset (--pretrain: animals)")
+        a.add_argument("--per-class", type=positive_int, default=None,
+                       help="labelled training images per class (the few-label transfer setting)")
+        a.add_argument("--test-limit", type=positive_int, default=None,
+                       help="evaluate on the first N test images only (quick checks)")
+        a.add_argument("--no-augment", dest="augment", action="store_false",
+                       help="train without data augmentation")
+        a.add_argument("--steps-per-epoch", type=positive_int, default=None,
+                       help="cap the steps of each epoch (for quick checks)")
+        # --model vgg16 only:
+        a.add_argument("--weights", default="imagenet",
+                       help="imagenet (Keras' notop file), none (random init), or PATH to a "
+                            "weights file (e.g. from --pretrain)")
+        a.add_argument("--image-size", type=positive_int, default=32,
+                       help="VGG16 input size; images are resized inside the model (32 native)")
+        a.add_argument("--stage1", choices=("features", "end-to-end"), default="features",
+                       help="stage 1 trains the head on features computed once (no "
+                            "augmentation) or end to end through the frozen base")
+        a.add_argument("--finetune-blocks", type=int, default=1,
+                       help="stage 2 unfreezes this many top conv blocks (0: no stage 2; "
+                            "Chollet unfreezes block 5)")
+        a.add_argument("--finetune-epochs", type=positive_int, default=10,
+                       help="stage 2 epochs (at most --epochs)")
+        a.add_argument("--finetune-lr-factor", type=float, default=0.01,
+                       help="stage 2 learning rate = --learning-rate x this (Chollet: 1e-5 vs "
+                            "1e-3)")
+        a.add_argument("--train-all", action="store_true",
+                       help="one stage, every VGG16 layer trainable (training from scratch)")
+        a.add_argument("--pretrain", action="store_true",
+                       help="train VGG16 from scratch on the six animal classes and save its "
+                            "base weights; implies --train-all")
+        a.add_argument("--save-weights", default=None,
+                       help="where --pretrain saves the base weights (default "
+                            "<run dir>/vgg16_cifar_animals.weights.h5)")
 
-def export(model, export_dir, metrics: dict, class_names, name: str, gate_margin=None):
-    """SavedModel whose ``serving_default`` takes raw uint8 images [batch, 32, 32, 3] and returns
-    ``probabilities`` [batch, k], ``class_ids`` [batch] (int64) and ``class_names`` [batch]
-    (string)."""
-    import tensorflow as tf
+    def preset_key(self, flag, value):
+        return value if flag == "model" else ("yes" if value else "no")
 
-    from shared.export import Gate, export_keras
+    def check(self, args):
+        if args.pretrain and args.model != "vgg16":
+            raise UserError("--pretrain trains the VGG16 base: use it with --model vgg16")
+        if args.train_all and args.model != "vgg16":
+            raise UserError("--train-all trains VGG16: use it with --model vgg16")
+        if args.image_size < 32:
+            raise UserError("--image-size must be at least 32 (VGG16 without its top needs 32x32)")
+        if not 0 <= args.finetune_blocks <= 5:
+            raise UserError("--finetune-blocks must be in 0..5 (VGG16 has five conv blocks)")
+        if not 0 < args.finetune_lr_factor <= 1:
+            raise UserError("--finetune-lr-factor must be in (0, 1]")
+        if args.save_weights and not args.save_weights.endswith(".weights.h5"):
+            raise UserError("--save-weights must end in .weights.h5")
 
-    names = tf.constant(list(class_names))
+    def export_name(self, args):
+        return self.model_names[args.model == "vgg16"]
 
-    def serve(images):
-        probabilities = model(tf.cast(images, tf.float32), training=False)
-        ids = tf.argmax(probabilities, axis=-1)
-        return {"probabilities": probabilities, "class_ids": ids,
-                "class_names": tf.gather(names, ids)}
-
-    signature = [tf.TensorSpec([None, 32, 32, 3], tf.uint8, name="images")]
-    gate = Gate("accuracy", gate_margin) if gate_margin is not None else None
-    return export_keras(name, {"serving_default": (serve, signature)}, [model], export_dir,
-                        metadata={"app": "cifar_cnn", "metrics": metrics,
-                                  "class_names": list(class_names)}, gate=gate)
-
-
-def print_params(stage: str, model) -> dict:
-    from apps.cifar_cnn.model import count_params
-
-    counts = count_params(model)
-    print(f"{stage}: {counts['trainable']:,} trainable, {counts['non_trainable']:,} "
-          f"non-trainable parameters")
-    return counts
-
-
-def stage_run(run, name: str):
-    """A sub-run (own history, early stopping, backup, learning curves) for one training stage."""
-    from shared.runs import Run
-
-    d = run.dir / name
-    d.mkdir(parents=True, exist_ok=True)
-    return Run(app=f"{run.app}/{name}", args=run.args, dir=d, strategy=run.strategy,
-               is_chief=run.is_chief)
-
-
-@exit_on_user_error
-def main(argv=None):
-    args = parse_args(argv)
-
-    from shared.runs import Run
-
-    run = Run.start("cifar_vgg16_pretrain" if args.pretrain else MODEL_NAMES[args.model], args)
-    import keras
-
-    from apps.cifar_cnn import data
-    from apps.cifar_cnn import model as M
-    from shared.flags import make_optimizer
+    def run_name(self, args):
+        return "cifar_vgg16_pretrain" if args.pretrain else self.export_name(args)
 
     # 1. Data: uint8 images, a seeded 45k/5k train/validation split, the test set kept aside;
-    #    optionally a class subset and a cap on the labelled images per class.
-    weights_path = data.vgg16_weights_path(args.weights) if args.model == "vgg16" else None
-    (x_tr, y_tr), (x_val, y_val), (x_test, y_test), names = data.load(
-        args.limit, args.seed, args.val_size, args.classes, args.per_class)
-    if args.test_limit:
-        x_test, y_test = x_test[: args.test_limit], y_test[: args.test_limit]
-    k = len(names)
-    batch = run.global_batch(args.batch_size)
-    train_ds = data.make_dataset(x_tr, y_tr, batch, training=True, augment=args.augment,
-                                 seed=args.seed)
-    val_ds = data.make_dataset(x_val, y_val, batch)
-    test_ds = data.make_dataset(x_test, y_test, batch)
-    steps = args.steps_per_epoch or -(-len(x_tr) // batch)
-    print(f"data: {len(x_tr)} train, {len(x_val)} validation, {len(x_test)} test images, "
-          f"{k} classes ({', '.join(names)})")
-    if args.augment and run.is_chief:
-        data.save_augmented_grid(x_tr, run.dir / "augmented_batch.png", args.seed,
-                                 names=[names[i] for i in y_tr[:8]])
+    #    optionally a class subset and a cap on the labelled images per class. VGG16's weights
+    #    are resolved first, so a missing file stops the run before anything is loaded.
+    def load_data(self, args, run):
+        from apps.cifar_cnn import data
 
-    def compile_(model, lr_scale=1.0, epochs=None):
-        import copy
+        weights = data.vgg16_weights_path(args.weights) if args.model == "vgg16" else None
+        (x_tr, y_tr), (x_val, y_val), (x_test, y_test), names = data.load(
+            args.limit, args.seed, args.val_size, args.classes, args.per_class)
+        if args.test_limit:
+            x_test, y_test = x_test[: args.test_limit], y_test[: args.test_limit]
+        batch = run.global_batch(args.batch_size)
+        out = Data(
+            train=data.make_dataset(x_tr, y_tr, batch, training=True, augment=args.augment,
+                                    seed=args.seed),
+            val=data.make_dataset(x_val, y_val, batch),
+            test=data.make_dataset(x_test, y_test, batch),
+            steps_per_epoch=args.steps_per_epoch or -(-len(x_tr) // batch),
+            examples_per_step=batch,
+            x_train=x_tr, y_train=y_tr, y_val=y_val, names=names, weights=weights,
+            record={},  # this run's own fields of metrics.json (parameter counts, FLOPs, ...)
+        )
+        print(f"data: {len(x_tr)} train, {len(x_val)} validation, {len(x_test)} test images, "
+              f"{len(names)} classes ({', '.join(names)})")
+        if args.augment and run.is_chief:
+            data.save_augmented_grid(x_tr, run.dir / "augmented_batch.png", args.seed,
+                                     names=[names[i] for i in y_tr[:8]])
+        if args.model == "scratch":  # the dead-ReLU and gradient-norm monitors' fixed batch
+            out.probe = (x_val[:256].astype("float32"), y_val[:256].astype("int32"))
+        return out
 
-        opt_args = copy.copy(args)
-        opt_args.learning_rate = args.learning_rate * lr_scale
-        opt_args.epochs = epochs or args.epochs
-        model.compile(optimizer=make_optimizer(opt_args, steps),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    # 2. Model, inside the strategy's scope: the scratch CNN, or VGG16's base (+ weights) and a
+    #    new head, trainable as the first stage wants it. The runner compiles it.
+    def build_model(self, args, data, run):
+        from apps.cifar_cnn import model as M
 
-    def fit(model, sub, train, val, epochs, probe=None, examples=batch):
-        model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=args.steps_per_epoch,
-                  callbacks=sub.callbacks(monitor=args.monitor, examples_per_step=examples,
-                                          probe=probe),
-                  shuffle=False, verbose=args.verbose)
+        if args.model == "scratch":
+            model = M.build_scratch_cnn(len(data.names))
+            data.record["params"] = M.print_params("scratch CNN", model)
+            data.record["flops_per_example"] = M.flops_per_example(model)
+            return model
+        from apps.cifar_cnn import transfer
 
-    def evaluate(model) -> dict:
-        test = model.evaluate(test_ds, return_dict=True, verbose=0)
-        return {"accuracy": float(test["accuracy"]), "loss": float(test["loss"])}
+        return transfer.build(args, data)
 
-    extra: dict = {}
-    if args.model == "scratch":
-        # 2. Model: Conv-BN-ReLU stages (model.py), built inside the strategy's scope.
+    # 3. Train: the scratch CNN with the shared fit (early stopping, cosine schedule, throughput,
+    #    dead-ReLU and gradient-norm monitors, CSV/TensorBoard, backup); VGG16 in stages.
+    def train(self, args, model, data, run):
+        if args.model == "scratch":
+            return super().train(args, model, data, run)
+        from apps.cifar_cnn import transfer
+
+        transfer.train_stages(self, args, model, data, run)
+
+    # 4. Evaluate once on the test set (VGG16: stage 1's accuracy too, measured between stages).
+    def evaluate(self, args, model, data, run):
+        from apps.cifar_cnn.transfer import test_metrics
+
+        stage1 = getattr(data, "stage1_metrics", None)
+        if stage1 is None:
+            return test_metrics(model, data.test)
+        if not args.finetune_blocks:  # no stage 2: the model is stage 1's
+            return {**stage1, "accuracy": stage1["stage1_accuracy"],
+                    "loss": stage1["stage1_loss"]}
+        return {**stage1, **test_metrics(model, data.test)}
+
+    # 5. Export: raw uint8 images [batch, 32, 32, 3] in; probabilities [batch, k], class ids
+    #    (int64) and class names (string) out.
+    def endpoints(self, args, model, data):
+        import tensorflow as tf
+
+        names = tf.constant(list(data.names))
+
+        def serve(images):
+            probabilities = model(tf.cast(images, tf.float32), training=False)
+            ids = tf.argmax(probabilities, axis=-1)
+            return {"probabilities": probabilities, "class_ids": ids,
+                    "class_names": tf.gather(names, ids)}
+
+        return {"serving_default": (serve, [tf.TensorSpec([None, 32, 32, 3], tf.uint8,
+                                                          name="images")])}
+
+    def export_metadata(self, args):
+        from apps.cifar_cnn.data import CLASS_NAMES, CLASS_SETS
+
+        return {"class_names": [CLASS_NAMES[c] for c in CLASS_SETS[args.classes]]}
+
+    def headline(self, metrics, record):
+        epochs = record.get("epochs_run") or sum(
+            s.get("epochs_run", 0) for s in record.get("stages", {}).values())
+        return (f"test accuracy {metrics['accuracy']:.4f}, test loss {metrics['loss']:.4f} "
+                f"({epochs} epochs, {record['wall_seconds']:.0f} s)")
+
+    def run(self, args):
+        """The shared runner's steps, except that ``finish`` also gets this run's own fields
+        (``data.record``): the contract's runner passes none, and metrics.json is written once."""
+        from shared.runs import Run
+
+        run = Run.start(self.run_name(args), args)
+        data = self.load_data(args, run)
         with run.strategy.scope():
-            model = M.build_scratch_cnn(k)
-            compile_(model)
-        extra["params"] = print_params("scratch CNN", model)
-        extra["flops_per_example"] = M.flops_per_example(model)
-        # 3. Train with the shared callbacks: early stopping (Algorithm 7.1, restores the best
-        #    weights), the learning-rate schedule and its log, throughput, dead-ReLU and
-        #    gradient-norm monitors on a fixed validation batch, CSV/TensorBoard, backup.
-        probe = (x_val[:256].astype("float32"), y_val[:256].astype("int32"))
-        fit(model, run, train_ds, val_ds, args.epochs, probe=probe)
-        # 4. Evaluate once on the test set.
-        metrics = evaluate(model)
-    else:
-        # 2. Model: VGG16 base (+ weights) and a new head; the fast path's feature extractor
-        #    shares the base's variables, the full model shares the head's.
-        with run.strategy.scope():
-            base = M.vgg16_base(args.image_size)
-            data.load_vgg16_weights(base, weights_path)
-            head = M.build_head(k)
-            model = M.build_vgg16_transfer(base, head, args.image_size)
-        print(f"VGG16 weights: {weights_path or 'random initialization'}; input resized to "
-              f"{args.image_size}x{args.image_size}")
-        if args.train_all:
-            # One stage, everything trainable: --pretrain (source task) and the scratch baseline.
-            M.set_trainable_blocks(base, 5)
-            with run.strategy.scope():
-                compile_(model)
-            extra["params"] = {"all": print_params("all layers trainable", model)}
-            sub = stage_run(run, "train_all")
-            fit(model, sub, train_ds, val_ds, args.epochs)
-            extra["examples_per_sec"] = sub.finish({}, ("accuracy",)).get("examples_per_sec")
-            metrics = evaluate(model)
-            if args.pretrain and run.is_chief:
-                path = save_base_weights(base, args.save_weights
-                                         or run.dir / "vgg16_cifar_animals.weights.h5")
-                print(f"saved the VGG16 base weights to {path} (use: --weights {path})")
-                extra["saved_weights"] = str(path)
-        else:
-            extra["params"] = {}
-            # Stage 1: feature extraction, base frozen.
-            M.set_trainable_blocks(base, 0)
-            with run.strategy.scope():
-                compile_(model)
-            extra["params"]["stage1"] = print_params("stage 1 (base frozen)", model)
-            sub = stage_run(run, "stage1")
-            done = sub.dir / "done.weights.h5"
-            if done.exists():  # a resumed run: stage 1 finished before the interruption
-                model.load_weights(str(done))
-                print(f"stage 1: restored from {done}")
-            elif args.stage1 == "features":
-                # The fast path: the frozen base sees each image once.
-                import time
+            model = self.build_model(args, data, run)
+            self.compile(args, model, data, run)
+        self.train(args, model, data, run)
+        metrics = self.evaluate(args, model, data, run)
+        record = run.finish(metrics, plot_metrics=self.plot_metrics, extra=data.record)
+        print(self.headline(metrics, record))
+        if args.export and run.is_chief:
+            path = self.export(args, model, data, metrics, run)
+            print(f"exported {path}")
+            record["export"] = str(path)
+        return record
 
-                extractor = M.build_feature_extractor(base, args.image_size)
-                t0 = time.time()
-                f_tr = extractor.predict(data.make_dataset(x_tr, y_tr, batch), verbose=0)
-                f_val = extractor.predict(val_ds, verbose=0)
-                secs = time.time() - t0
-                extra["feature_extraction"] = {"seconds": round(secs, 1),
-                                               "images_per_sec": (len(f_tr) + len(f_val)) / secs}
-                print(f"stage 1: extracted {f_tr.shape[1]} features of {len(f_tr) + len(f_val)} "
-                      f"images once in {secs:.0f} s")
-                with run.strategy.scope():
-                    compile_(head)
-                feats = data.feature_dataset(f_tr, y_tr, batch, training=True, seed=args.seed)
-                fit(head, sub, feats, data.feature_dataset(f_val, y_val, batch), args.epochs)
-            else:
-                fit(model, sub, train_ds, val_ds, args.epochs)
-            stage1 = sub.finish({}, ("accuracy",))
-            extra["examples_per_sec_stage1"] = stage1.get("examples_per_sec")
-            if run.is_chief and not done.exists():
-                save_weights_atomic(model, done)
-            metrics = {f"stage1_{k_}": v for k_, v in evaluate(model).items()}
-            print(f"stage 1 test accuracy {metrics['stage1_accuracy']:.4f}")
-            if args.finetune_blocks:
-                # Stage 2: unfreeze the top block(s), recompile (trainability is read at compile
-                # time), continue at a ~100x lower learning rate, end to end with augmentation.
-                M.set_trainable_blocks(base, args.finetune_blocks)
-                with run.strategy.scope():
-                    compile_(model, args.finetune_lr_factor, args.finetune_epochs)
-                extra["params"]["stage2"] = print_params(
-                    f"stage 2 (top {args.finetune_blocks} block(s) trainable)", model)
-                sub2 = stage_run(run, "stage2")
-                fit(model, sub2, train_ds, val_ds, args.finetune_epochs)
-                extra["examples_per_sec"] = sub2.finish({}, ("accuracy",)).get("examples_per_sec")
-                metrics.update(evaluate(model))
-            else:
-                metrics.update(accuracy=metrics["stage1_accuracy"], loss=metrics["stage1_loss"])
-            done.unlink(missing_ok=True)  # training complete: a re-run starts afresh
+    # The pipeline's first stage: the images and labels this run would train on.
+    def validate_data(self, args):
+        from shared.data import load_cifar10
+        from shared.validate import Report, check_image_app
 
-    record = run.finish(metrics, plot_metrics=("accuracy",))
-    for key, value in extra.items():
-        record.setdefault(key, value)
-    if run.is_chief:
-        from shared.io import atomic_write_json
+        train, test = load_cifar10()
+        if args.limit:
+            train = (train[0][: args.limit], train[1][: args.limit])
+        return check_image_app(Report(self.name, "cifar10"), train, test, (32, 32, 3), 10)
 
-        atomic_write_json(run.dir / "metrics.json", record)
-    print(f"test accuracy {metrics['accuracy']:.4f}, test loss {metrics['loss']:.4f} "
-          f"({record['wall_seconds']:.0f} s)")
+    def reference_inputs(self, model_name, limit=None):
+        from shared.data import load_cifar10
 
-    # 5. Export a versioned SavedModel (chief only). The pretraining run's model classifies the
-    #    six animals only; its product is the weights file, so it is not published.
-    if args.export and run.is_chief and not args.pretrain:
-        name = MODEL_NAMES[args.model]
-        path = export(model, args.export_dir, metrics, names, name, args.gate_margin)
-        print(f"exported {path}")
-        record["export"] = str(path)
-    return record
+        (x_train, _), _ = load_cifar10()
+        return {"images": x_train[:limit]}
 
 
-def save_weights_atomic(model, path):
-    """``save_weights`` into a temporary sibling, then rename: never half a weights file."""
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name[:-len('.weights.h5')]}.tmp.weights.h5")
-    try:
-        model.save_weights(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def save_base_weights(base, path):
-    path = str(path)
-    if not path.endswith(".weights.h5"):
-        raise UserError(f"{path}: weights files must end in .weights.h5")
-    return save_weights_atomic(base, path)
-
+APP = CifarCNN()
+main = APP.main
 
 if __name__ == "__main__":
     main()
