@@ -1,16 +1,21 @@
-"""word2vec: tokenizer and vocabulary, subsampling, pair generation, negatives, training, the
-word2vec file formats (read back by gensim), the SavedModel round trip, and error paths."""
+"""word2vec: tokenizer and vocabulary, subsampling, pair generation, negatives, sparse SGD, the
+learning-rate schedule, resume, the word2vec file formats (read back by gensim), the SavedModel
+round trip, data validation and the app's own flag checks. (--help, bad flags in general, missing
+data and the export's reload are the contract test's, tests/test_apps_contract.py.)"""
 
 from __future__ import annotations
 
 import csv
+import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from apps.word2vec import data
 from apps.word2vec import evaluate as ev
+from apps.word2vec.train import APP, main
 
 # --------------------------------------------------------------------------------------------
 # A tiny corpus with structure: subjects, verbs and objects drawn from small groups.
@@ -159,8 +164,6 @@ def test_evaluation_matches_a_hand_check():
 
 @pytest.fixture(scope="module")
 def trained(corpus_file, tmp_path_factory):
-    from apps.word2vec.train import main
-
     root = tmp_path_factory.mktemp("w2v-run")
     record = main(["--corpus", str(corpus_file), "--min-count", "2", "--dim", "16",
                    "--epochs", "3", "--batch-size", "64", "--sample", "1e-3",
@@ -173,6 +176,9 @@ def test_main_trains_and_writes_outputs(trained):
     record, root = trained
     run = root / "run"
     m = record["metrics"]
+    assert set(m) >= {"analogy_accuracy", "analogy_semantic", "analogy_syntactic",
+                      "analogy_questions", "wordsim_spearman", "corpus_tokens", "train_seconds",
+                      "words_per_sec", "xla"} and m["xla"] is True
     assert m["vocab_size"] == 1 + len(SUBJECTS) + len(VERBS) + len(OBJECTS)  # "the" + the groups
     assert "analogy_accuracy" in m and "wordsim_spearman" in m and m["words_per_sec"] > 0
     with open(run / "history.csv") as f:
@@ -204,6 +210,9 @@ def test_export_round_trip_with_unknown_words(trained):
 
     record, root = trained
     loaded = tf.saved_model.load(record["export"])
+    meta = json.loads((Path(record["export"]) / "assets.extra" / "ksuite.json").read_text())
+    assert meta["app"] == "word2vec" and meta["config"] == {
+        "dim": 16, "window": 5, "vectors": "v", "corpus": "tiny.txt"}
     assert {"serving_default", "embed", "nearest"} <= set(loaded.signatures)
     kv = KeyedVectors.load_word2vec_format(str(root / "run" / "vectors.bin"), binary=True)
     out = loaded.signatures["embed"](words=tf.constant(["King", "qwertyuiop"]))
@@ -225,8 +234,6 @@ def test_export_round_trip_with_unknown_words(trained):
 
 
 def test_missing_corpus_file_is_one_clear_error(tmp_path, capsys):
-    from apps.word2vec.train import main
-
     with pytest.raises(SystemExit) as exc:
         main(["--corpus", str(tmp_path / "nope.txt"), "--run-dir", str(tmp_path / "run"),
               "--no-export"])
@@ -237,9 +244,8 @@ def test_missing_corpus_file_is_one_clear_error(tmp_path, capsys):
 
 
 def test_bad_flags(tmp_path, capsys):
-    from apps.word2vec.train import main
-
-    for argv in (["--sample", "2"], ["--optimizer", "adam"], ["--window", "0"]):
+    for argv in (["--sample", "2"], ["--optimizer", "adam"], ["--window", "0"],
+                 ["--clipnorm", "1"]):
         with pytest.raises(SystemExit) as exc:
             main(argv + ["--run-dir", str(tmp_path / "run")])
         assert exc.value.code == 2
@@ -255,8 +261,6 @@ def test_corpus_with_no_frequent_word(tmp_path):
 
 def test_same_seed_same_vectors(corpus_file, tmp_path):
     """XLA on, op determinism off (the app's default): two runs with one seed agree exactly."""
-    from apps.word2vec.train import main
-
     out = []
     for i in range(2):
         main(["--corpus", str(corpus_file), "--min-count", "2", "--dim", "8", "--epochs", "1",
@@ -264,3 +268,46 @@ def test_same_seed_same_vectors(corpus_file, tmp_path):
               "--verbose", "0", "--seed", "7"])
         out.append((tmp_path / f"r{i}" / "vectors.bin").read_bytes())
     assert out[0] == out[1]
+
+
+def test_schedule_is_word2vec_linear_decay():
+    """The shared factory gives word2vec.c's schedule: plain SGD, alpha linear from 0.025 to
+    --final-learning-rate over steps x epochs (what the app built inline before the contract)."""
+    import keras
+
+    from shared.app import Data
+    from shared.optim import learning_rate, make_optimizer
+    from shared.schedules import LinearDecay
+
+    args = APP.parse(["--epochs", "3", "--final-learning-rate", "2e-4"])
+    config = APP.optimizer_config(args, Data(steps_per_epoch=7), name="sgd",
+                                  final_learning_rate=args.final_learning_rate)
+    schedule = learning_rate(config)
+    assert isinstance(schedule, LinearDecay)
+    assert schedule.get_config() == {"initial": 0.025, "final": 2e-4, "tau": 21}
+    assert float(schedule(0)) == pytest.approx(0.025) and float(schedule(21)) == pytest.approx(2e-4)
+    assert float(schedule(99)) == pytest.approx(2e-4)  # constant after tau
+    optimizer = make_optimizer(config)
+    assert type(optimizer) is keras.optimizers.SGD and float(optimizer.momentum) == 0.0
+
+
+def test_backup_epoch_resumes_after_the_last_saved_epoch(tmp_path):
+    from types import SimpleNamespace
+
+    from apps.word2vec.train import backup_epoch
+
+    run = SimpleNamespace(dir=tmp_path)
+    assert backup_epoch(run) == 0
+    meta = tmp_path / "checkpoints" / "backup" / "training_metadata.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"epoch": 2}))
+    assert backup_epoch(run) == 3  # epochs 0..2 done: the pipeline starts with epoch 3's pairs
+    meta.write_text("{not json")
+    assert backup_epoch(run) == 0
+
+
+def test_validate_data(corpus_file):
+    ok = APP.validate_data(APP.parse(["--corpus", str(corpus_file), "--min-count", "2"]))
+    assert ok.ok and [c.name for c in ok.checks] == ["corpus: count", "corpus: vocabulary"]
+    rare = APP.validate_data(APP.parse(["--corpus", str(corpus_file), "--min-count", "100000"]))
+    assert not rare.ok and rare.failed[0].name == "corpus: vocabulary"

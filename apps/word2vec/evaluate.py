@@ -170,3 +170,16 @@ def pca_map(path, words: list[str], vectors: np.ndarray, n: int = 250, skip: int
     atomic_savefig(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
+
+
+def write_vectors(folder, words: list[str], vectors: np.ndarray, probes,
+                  projector_words: int = 10_000) -> Path:
+    """A run's vectors on disk: neighbours of ``probes``, word2vec text and binary files (gensim
+    loads both), TensorBoard projector files and a PCA map."""
+    folder = Path(folder)
+    write_neighbours(folder / "neighbours.txt", nearest_neighbours(words, vectors, probes))
+    save_word2vec_format(folder / "vectors.txt", words, vectors, binary=False)
+    save_word2vec_format(folder / "vectors.bin", words, vectors, binary=True)
+    save_projector(folder / "projector", words, vectors, projector_words)
+    pca_map(folder / "pca_map.png", words, vectors)
+    return folder

@@ -60,19 +60,12 @@ class WordVectors(keras.layers.Layer):
         return {"neighbours": neighbours, "scores": top, "known": known}
 
 
-def export(words, vectors, export_dir, metrics: dict, gate_margin=None, name: str = "word2vec",
-           config: dict | None = None):
-    from shared.export import Gate, export_keras
-
-    layer = WordVectors(words, vectors, name="word_vectors")
+def endpoints(layer: WordVectors) -> dict:
+    """The export's signatures, on raw UTF-8 words (see the module docstring)."""
     words_spec = tf.TensorSpec([None], tf.string, name="words")
     k_spec = tf.TensorSpec([], tf.int32, name="k")
-    endpoints = {
+    return {
         "serving_default": (layer.embed, [words_spec]),
         "embed": (layer.embed, [words_spec]),
         "nearest": (layer.nearest, [words_spec, k_spec]),
     }
-    gate = Gate("analogy_accuracy", gate_margin) if gate_margin is not None else None
-    return export_keras(name, endpoints, [layer], export_dir,
-                        metadata={"app": "word2vec", "metrics": metrics, "config": config or {}},
-                        gate=gate)
