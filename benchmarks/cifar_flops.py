@@ -23,6 +23,8 @@ import argparse
 import os
 import time
 
+from benchmarks.side import Side  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -81,7 +83,7 @@ def main(argv=None):
 
     from apps.cifar_cnn import data
     from apps.cifar_cnn.model import build_scratch_cnn, flops_per_example
-    from benchmarks.run import append_record, git_commit, library_versions
+    from benchmarks.run import git_commit, library_versions
     from shared.runs import cpu_model
 
     keras.utils.set_random_seed(0)
@@ -139,9 +141,27 @@ def main(argv=None):
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "numpy": np.__version__,
     }
-    path = append_record("cifar_flops", record)
+    path = SIDE.append(record)
     print(f"-> {path}")
     return record
+
+
+def render(rows):
+    """The report's section lines for this benchmark's records."""
+    from benchmarks.report import commit, load, pct, table, when
+
+    headers = ["date", "batch", "examples/s (tf.data)", "examples/s (in memory)",
+               "train GFLOP/s (tf.data)", "matmul peak GFLOP/s", "fraction of peak (tf.data)",
+               "fraction of peak (in memory)", "1-min load before", "commit"]
+    return ["### Training FLOP/s as a fraction of this CPU's matmul peak", "",
+            *table(headers, [[when(r), r.get("batch_size"), r.get("examples_per_sec_pipeline"),
+                              r.get("examples_per_sec_memory"), r.get("achieved_gflops_pipeline"),
+                              r.get("matmul_peak_gflops"), pct(r.get("fraction_of_peak_pipeline")),
+                              pct(r.get("fraction_of_peak_memory")), load(r, "loadavg_before"),
+                              commit(r)] for r in rows])]
+
+
+SIDE = Side("cifar_flops", app="cifar_cnn", render=render)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.side import Side  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Flags per step and budget. default: the comparison as meant (source task trained to
@@ -102,7 +104,7 @@ def main(argv=None):
                              "are reused, an unfinished one continues from its last epoch")
     args = parser.parse_args(argv)
 
-    from benchmarks.run import append_record, fresh_or_resumed, git_commit, library_versions
+    from benchmarks.run import fresh_or_resumed, git_commit, library_versions
     from shared.runs import cpu_model
 
     budget = BUDGETS[args.budget]
@@ -151,12 +153,35 @@ def main(argv=None):
         "git_commit": git_commit(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    path = append_record("cifar_transfer", record)
+    path = SIDE.append(record)
     verdict = {True: "met", False: "NOT met", None: "not measured at this budget"}
     print(f"vehicles, 500 labels/class: scratch {acc['scratch']:.4f}, frozen {acc['frozen']:.4f}, "
           f"fine-tuned {acc['fine_tuned']:.4f} (target: fine-tuned - scratch >= 0.05: "
           f"{verdict[record['target_met']]}) -> {path}")
     return record
+
+
+def render(rows):
+    """The report's section lines for this benchmark's records."""
+    from benchmarks.report import commit, get, minutes, pct, table, verdict, wall_seconds, when
+
+    def gain(r):
+        value = r.get("fine_tuned_minus_scratch")
+        return "–" if value is None else f"{100 * value:+.1f} points"
+
+    headers = ["date", "budget", "scratch", "frozen", "fine-tuned", "fine-tuned − scratch",
+               "source (animals) accuracy", "wall", "target met", "commit"]
+    lines = ["### Transfer learning: VGG16 on vehicles, from scratch vs pretrained on animals", "",
+             "Test accuracy; target: fine-tuned beats scratch by >= 5 points.", "",
+             *table(headers, [[when(r), r.get("budget", "–"), pct(get(r, "accuracy", "scratch")),
+                               pct(get(r, "accuracy", "frozen")),
+                               pct(get(r, "accuracy", "fine_tuned")), gain(r),
+                               pct(r.get("source_accuracy")), minutes(wall_seconds(r)),
+                               verdict(r.get("target_met"), None), commit(r)] for r in rows])]
+    return lines + [f"Note ({when(r)}): {r['note']}" for r in rows if r.get("note")] + [""]
+
+
+SIDE = Side("cifar_transfer", app="cifar_cnn", render=render)
 
 
 if __name__ == "__main__":

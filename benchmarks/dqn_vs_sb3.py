@@ -20,7 +20,7 @@ storing, learning, target updates; no evaluation, no start-up). SB3's Atari envi
 ``<Game>NoFrameskip-v4`` through its ``AtariWrapper`` (no-op reset 30, frame skip 4 with max-pool,
 episodic life, FIRE reset, 84x84 grayscale, reward clipping) + ``VecFrameStack(4)`` -- the
 same preprocessing as ours. One JSON line per round is appended to
-``benchmarks/results/dqn_speed.jsonl``.
+``benchmarks/results/dqn_vs_sb3.jsonl``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.side import Side  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,7 +154,7 @@ def main(argv=None):
         spec = json.loads(args.worker)
         print(json.dumps(sb3_worker(spec["env"], spec["h"], spec["seed"])))
         return
-    from benchmarks.run import append_record, git_commit, library_versions
+    from benchmarks.run import git_commit, library_versions
     from shared.runs import cpu_model
 
     h = _hyper(args.env, args)
@@ -177,8 +179,27 @@ def main(argv=None):
             "cores": os.cpu_count(), "git_commit": git_commit(),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        path = append_record("dqn_speed", record)
+        path = SIDE.append(record)
         print(f"ours/SB3 = {record['ratio_ours_over_sb3']:.2f} -> {path}")
+
+
+def render(rows):
+    """The report's section lines for this benchmark's records."""
+    from benchmarks.report import commit, get, table, times, when
+
+    headers = ["date", "env", "steps", "ours steps/s", "SB3 steps/s", "ours / SB3", "ours CPU s",
+               "SB3 CPU s", "SB3 torch threads", "commit"]
+    return ["### Environment steps/s: ours vs Stable-Baselines3 DQN (same hyperparameters)", "",
+            *table(headers, [[when(r), r.get("env", "–"), r.get("steps"),
+                              get(r, "ours", "env_steps_per_sec"),
+                              get(r, "sb3", "env_steps_per_sec"),
+                              times(r.get("ratio_ours_over_sb3")),
+                              get(r, "ours", "process_cpu_seconds"),
+                              get(r, "sb3", "process_cpu_seconds"), get(r, "sb3", "torch_threads"),
+                              commit(r)] for r in rows])]
+
+
+SIDE = Side("dqn_vs_sb3", app="dqn", render=render)
 
 
 if __name__ == "__main__":

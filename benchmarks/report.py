@@ -6,14 +6,14 @@
 The page starts with a summary table (one row per app: target, anchor and its source, our best
 value at its budget, whether the target is met, epochs or env steps, wall time, throughput, peak
 memory). Then one section per app: the anchor, a table of its ``benchmarks.run`` records, its side
-benchmarks (input pipeline, FLOPs, transfer learning, gensim, generation speed, latency, SB3), and
-the images of its latest run (learning curves, sample grids, GIFs; the last generated text as an
-excerpt), copied to ``report_img/`` next to the page as ``<app>_<budget>_<file>``. Serving load
-gets its own section.
+benchmarks (each script declares its section and renderer: benchmarks/side.py), the app's notes
+(``benchmarks/notes/<app>.md``), and the images of its latest run (learning curves, sample
+grids, GIFs; the last generated text as an excerpt), copied to ``report_img/`` next to the page
+as ``<app>_<budget>_<file>``. Serving load gets its own section.
 
 Inputs: every ``<results>/*.jsonl`` file (one JSON object per line). Records of the main runner
 (``benchmarks.run``) sit in ``<app>.jsonl`` and carry ``budget``, ``metric``, ``value``; every
-other record is a side benchmark, recognized by its ``benchmark`` field or its file name.
+other file holds a side benchmark's records, named after the script that wrote them.
 Run directories are not kept in git: when a record's run directory is gone (or now holds a
 different run) the images copied earlier into ``report_img/`` are kept and linked.
 """
@@ -34,6 +34,9 @@ from shared.io import atomic_write_bytes, atomic_write_text
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = ROOT / "benchmarks" / "REPORT.md"
+# Hand-written notes per app (benchmarks/notes/<app>.md: e.g. measurements of options an app no
+# longer has), appended to its section: the page itself is generated and would lose them.
+NOTES = ROOT / "benchmarks" / "notes"
 MAX_IMAGE_BYTES = 2**20  # larger files (long GIFs) are not copied next to the page: the
 # repository keeps tracked files under 1 MiB; they stay in the run directory
 # Run-directory files shown next to an app, in this order, with their captions. Any other
@@ -70,7 +73,8 @@ def load_records(results: Path = RESULTS) -> dict[str, list[dict]]:
 
 
 def split_records(records: dict[str, list[dict]]) -> tuple[dict[str, list], dict[str, list]]:
-    """(runner records by app, side-benchmark records by kind)."""
+    """(runner records by app, side-benchmark records by the script that wrote them: the file
+    stem)."""
     runs: dict[str, list[dict]] = {}
     side: dict[str, list[dict]] = {}
     for stem, rows in records.items():
@@ -78,7 +82,7 @@ def split_records(records: dict[str, list[dict]]) -> tuple[dict[str, list], dict
             if stem in APPS and "benchmark" not in r and "metric" in r:
                 runs.setdefault(stem, []).append(r)
             else:
-                side.setdefault(r.get("benchmark") or stem, []).append(r)
+                side.setdefault(stem, []).append(r)
     return runs, side
 
 
@@ -321,118 +325,6 @@ def commit(record: dict) -> str:
     return record.get("git_commit") or "–"
 
 
-def side_input_pipeline(rows):
-    headers = ["date", "in-memory epoch s", "tf.data epoch s", "ratio", "ratio (fastest epochs)",
-               "pipeline alone epoch s", "examples/s", "target met"]
-    return ["### Input pipeline: tf.data vs batches already in memory", "",
-            "Median epoch seconds of the same model fed by the real `tf.data` pipeline and by "
-            "in-memory tensors; target: real / in-memory <= 1.1.", "",
-            *table(headers, [[when(r), r.get("epoch_seconds_in_memory"),
-                              r.get("epoch_seconds_real_pipeline"), r.get("ratio"),
-                              r.get("ratio_fastest_epochs"), r.get("pipeline_only_epoch_seconds"),
-                              r.get("examples_per_sec_real"), r.get("passed")] for r in rows])]
-
-
-def side_cifar_flops(rows):
-    headers = ["date", "batch", "examples/s (tf.data)", "examples/s (in memory)",
-               "train GFLOP/s (tf.data)", "matmul peak GFLOP/s", "fraction of peak (tf.data)",
-               "fraction of peak (in memory)", "1-min load before", "commit"]
-    return ["### Training FLOP/s as a fraction of this CPU's matmul peak", "",
-            *table(headers, [[when(r), r.get("batch_size"), r.get("examples_per_sec_pipeline"),
-                              r.get("examples_per_sec_memory"), r.get("achieved_gflops_pipeline"),
-                              r.get("matmul_peak_gflops"), pct(r.get("fraction_of_peak_pipeline")),
-                              pct(r.get("fraction_of_peak_memory")), load(r, "loadavg_before"),
-                              commit(r)] for r in rows])]
-
-
-def side_cifar_transfer(rows):
-    def gain(r):
-        value = r.get("fine_tuned_minus_scratch")
-        return "–" if value is None else f"{100 * value:+.1f} points"
-
-    headers = ["date", "budget", "scratch", "frozen", "fine-tuned", "fine-tuned − scratch",
-               "source (animals) accuracy", "wall", "target met", "commit"]
-    lines = ["### Transfer learning: VGG16 on vehicles, from scratch vs pretrained on animals", "",
-             "Test accuracy; target: fine-tuned beats scratch by >= 5 points.", "",
-             *table(headers, [[when(r), r.get("budget", "–"), pct(get(r, "accuracy", "scratch")),
-                               pct(get(r, "accuracy", "frozen")),
-                               pct(get(r, "accuracy", "fine_tuned")), gain(r),
-                               pct(r.get("source_accuracy")), minutes(wall_seconds(r)),
-                               verdict(r.get("target_met"), None), commit(r)] for r in rows])]
-    return lines + [f"Note ({when(r)}): {r['note']}" for r in rows if r.get("note")] + [""]
-
-
-def side_word2vec(rows):
-    def pair(r, key, fmt):
-        return f"{fmt(get(r, 'word2vec', key))} / {fmt(get(r, 'gensim', key))}"
-
-    def gap(r):
-        ours, theirs = get(r, "word2vec", "analogy_accuracy"), get(r, "gensim", "analogy_accuracy")
-        return "–" if ours is None or theirs is None else f"{100 * (ours - theirs):+.1f} points"
-
-    headers = ["date", "corpus", "tokens", "vocabulary", "analogy ours / gensim", "ours − gensim",
-               "WordSim ours / gensim", "words/s ours", "words/s gensim", "speed ratio",
-               "within 2 points", "commit"]
-    return ["### word2vec vs gensim `Word2Vec(sg=1)`, same corpus and settings", "",
-            "Analogy accuracy (30,000 most frequent words) and WordSim-353 Spearman, "
-            "ours / gensim; speed ratio = our words/s over gensim's (2 workers).", "",
-            *table(headers, [[when(r), r.get("corpus", "–"), r.get("tokens"),
-                              get(r, "word2vec", "vocab_size"), pair(r, "analogy_accuracy", pct),
-                              gap(r), pair(r, "wordsim_spearman", num),
-                              get(r, "word2vec", "words_per_sec"),
-                              get(r, "gensim", "words_per_sec"),
-                              times(r.get("speed_ratio")),
-                              get(r, "targets", "analogy_within_2_points"), commit(r)]
-                             for r in rows])]
-
-
-def side_generation(rows):
-    def speed(r, key):
-        return num(get(r, key, "chars_per_sec"), "chars/s")
-
-    headers = ["date", "in-graph generate", "predict_on_batch per char",
-               "keras-io predict per char", "speedup vs keras-io", "speedup vs predict_on_batch",
-               "target speedup", "commit"]
-    return ["### Generation speed: in-graph `generate` vs one `predict` per character", "",
-            *table(headers, [[when(r), speed(r, "in_graph_generate"),
-                              speed(r, "keras_predict_on_batch_per_char"),
-                              speed(r, "keras_io_predict_per_char"), times(r.get("speedup")),
-                              times(r.get("speedup_vs_predict_on_batch")),
-                              f">= {times(r.get('target_speedup'))}",
-                              commit(r)] for r in rows])]
-
-
-def side_latency(rows):
-    lengths = ("p10_length_review", "p50_length_review", "p90_length_review")
-
-    def cell(r, key):
-        res = get(r, "results", key)
-        return "–" if not res else f"{num(res.get('median_ms'))} / {num(res.get('p90_ms'))} ms"
-
-    def header(key):
-        words = sorted({get(r, "results", key, "words") for r in rows} - {None})
-        return f"{key.split('_')[0]} review ({'/'.join(map(str, words))} words)"
-
-    headers = ["date", *map(header, lengths), "repeats", "1-min load", "model", "commit"]
-    return ["### Single-review latency of the exported model (median / p90)", "",
-            *table(headers, [[when(r), *(cell(r, k) for k in lengths), r.get("repeat"),
-                              load(r, "load_average"), r.get("saved_model", "–"), commit(r)]
-                             for r in rows])]
-
-
-def side_dqn_speed(rows):
-    headers = ["date", "env", "steps", "ours steps/s", "SB3 steps/s", "ours / SB3", "ours CPU s",
-               "SB3 CPU s", "SB3 torch threads", "commit"]
-    return ["### Environment steps/s: ours vs Stable-Baselines3 DQN (same hyperparameters)", "",
-            *table(headers, [[when(r), r.get("env", "–"), r.get("steps"),
-                              get(r, "ours", "env_steps_per_sec"),
-                              get(r, "sb3", "env_steps_per_sec"),
-                              times(r.get("ratio_ours_over_sb3")),
-                              get(r, "ours", "process_cpu_seconds"),
-                              get(r, "sb3", "process_cpu_seconds"), get(r, "sb3", "torch_threads"),
-                              commit(r)] for r in rows])]
-
-
 def side_serving(rows):
     models = ", ".join(sorted({str(r["model"]) for r in rows if r.get("model")})) or "model ?"
     headers = ["date", "protocol", "clients", "server batching", "instances/request", "requests",
@@ -457,20 +349,14 @@ def side_generic(name, rows):
     return [f"### {name}", "", *table(keys, [[r.get(k) for k in keys] for r in rows])]
 
 
-# kind (``benchmark`` field or file stem) -> (section, renderer)
-SIDE = {
-    "input_pipeline": ("mnist_mlp", side_input_pipeline),
-    "mnist_input_pipeline": ("mnist_mlp", side_input_pipeline),
-    "cifar_flops": ("cifar_cnn", side_cifar_flops),
-    "cifar_transfer": ("cifar_cnn", side_cifar_transfer),
-    "word2vec_vs_gensim": ("word2vec", side_word2vec),
-    "shakespeare_lstm_generation": ("shakespeare_lstm", side_generation),
-    "single_review_latency": ("sentiment_gru", side_latency),
-    "sentiment_gru_latency": ("sentiment_gru", side_latency),
-    "dqn_vs_sb3": ("dqn", side_dqn_speed),
-    "dqn_speed": ("dqn", side_dqn_speed),
-    "serving_load": ("serving", side_serving),
-}
+def side_benchmarks() -> dict:
+    """name -> Side for every side benchmark script (benchmarks/side.py), plus the serving
+    load test, whose script renders here."""
+    from benchmarks.side import Side, discover
+
+    found = discover()
+    found.setdefault("serving_load", Side("serving_load", "serving", side_serving))
+    return found
 
 
 # ---------------------------------------------------------------------------------- per app
@@ -566,7 +452,7 @@ def runs_table(app: str, rows: list[dict], spec: dict) -> list[str]:
 
 
 def app_section(app: str, spec: dict, runs: list[dict], side: dict[str, list[dict]],
-                img_dir: Path, page_dir: Path) -> list[str]:
+                img_dir: Path, page_dir: Path, sides: dict | None = None) -> list[str]:
     anchor = spec.get("anchor", {})
     what = APPS.get(app, "")
     lines = [f"## {app}", "", f"{what[:1].upper()}{what[1:]}.", ""] if what else [f"## {app}", ""]
@@ -582,8 +468,10 @@ def app_section(app: str, spec: dict, runs: list[dict], side: dict[str, list[dic
     else:
         lines += ["No `ksuite bench` records yet.", ""]
     for kind, rows in side.items():
-        if SIDE.get(kind, (None,))[0] == app:
-            lines += SIDE[kind][1](rows)
+        if kind in (sides or {}) and sides[kind].app == app:
+            lines += sides[kind].render(rows)
+    if (NOTES / f"{app}.md").is_file():
+        lines += [(NOTES / f"{app}.md").read_text().rstrip(), ""]
 
     # Images: per budget, from the latest record whose run directory still holds its run --
     # among the budget's plain runs when it has any: a probe with extra flags (`default +
@@ -611,6 +499,7 @@ def render(records: dict[str, list[dict]], out: Path, img_dir: Path | None = Non
     img_dir = Path(img_dir) if img_dir else out.parent / "report_img"
     specs = benchmark_specs()
     runs, side = split_records(records)
+    sides = side_benchmarks()
     everything = [r for rows in records.values() for r in rows]
     cpu = next((r.get("cpu") or get(r, "machine", "cpu") for r in everything
                 if r.get("cpu") or get(r, "machine", "cpu")), "?")
@@ -628,9 +517,12 @@ def render(records: dict[str, list[dict]], out: Path, img_dir: Path | None = Non
                     [summary_row(app, specs.get(app, {}), runs.get(app, []), side)
                      for app in APPS])]
     for app in APPS:
-        lines += app_section(app, specs.get(app, {}), runs.get(app, []), side, img_dir, out.parent)
-    lines += side_serving(side["serving_load"]) if side.get("serving_load") else []
-    others = {k: v for k, v in side.items() if k not in SIDE}
+        lines += app_section(app, specs.get(app, {}), runs.get(app, []), side, img_dir, out.parent,
+                             sides)
+    for kind, bench in sides.items():
+        if bench.app not in APPS and side.get(kind):  # sections of their own (serving)
+            lines += bench.render(side[kind])
+    others = {k: v for k, v in side.items() if k not in sides}
     if others:
         lines += ["## Other records", ""]
         for name, rows in others.items():

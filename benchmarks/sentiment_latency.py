@@ -11,7 +11,7 @@ time: real test reviews of the 10th/50th/90th percentile length, each ``--repeat
 warm-up. Then the same version is served by the local TF-Serving-compatible server and each
 review is POSTed alone to ``/v1/models/sentiment_gru:predict`` by the suite's RestClient (one
 kept-alive HTTP session; ``rest_*`` results: JSON encoding, HTTP and the server included).
-One JSON line goes to ``benchmarks/results/sentiment_gru_latency.jsonl``.
+One JSON line goes to ``benchmarks/results/sentiment_latency.jsonl``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import os
 import tempfile
 import time
 
+from benchmarks.side import Side  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.run import append_record, git_commit, library_versions  # noqa: E402
+from benchmarks.run import git_commit, library_versions  # noqa: E402
 from shared.errors import UserError, exit_on_user_error  # noqa: E402
 from shared.runs import cpu_model  # noqa: E402
 
@@ -147,8 +149,32 @@ def main(argv=None):
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if args.record:
-        print(f"-> {append_record('sentiment_gru_latency', record)}")
+        print(f"-> {SIDE.append(record)}")
     return record
+
+
+def render(rows):
+    """The report's section lines for this benchmark's records."""
+    from benchmarks.report import commit, get, load, num, table, when
+
+    lengths = ("p10_length_review", "p50_length_review", "p90_length_review")
+
+    def cell(r, key):
+        res = get(r, "results", key)
+        return "–" if not res else f"{num(res.get('median_ms'))} / {num(res.get('p90_ms'))} ms"
+
+    def header(key):
+        words = sorted({get(r, "results", key, "words") for r in rows} - {None})
+        return f"{key.split('_')[0]} review ({'/'.join(map(str, words))} words)"
+
+    headers = ["date", *map(header, lengths), "repeats", "1-min load", "model", "commit"]
+    return ["### Single-review latency of the exported model (median / p90)", "",
+            *table(headers, [[when(r), *(cell(r, k) for k in lengths), r.get("repeat"),
+                              load(r, "load_average"), r.get("saved_model", "–"), commit(r)]
+                             for r in rows])]
+
+
+SIDE = Side("sentiment_latency", app="sentiment_gru", render=render)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ Weights do not change the speed, so by default the model is freshly initialized 
 ``--saved-model`` to time an already exported version's ``generate`` instead (the baseline then
 uses a freshly built model of the architecture given by the flags). Each side is timed after one
 warm-up call; the median of ``--repeats`` timings is reported. One JSON line goes to
-``benchmarks/results/shakespeare_lstm_generation.jsonl``.
+``benchmarks/results/shakespeare_generation_speed.jsonl``.
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ import statistics
 import tempfile
 import time
 
+from benchmarks.side import Side  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.run import append_record, git_commit, library_versions  # noqa: E402
+from benchmarks.run import git_commit, library_versions  # noqa: E402
 from shared.errors import UserError, exit_on_user_error  # noqa: E402
 from shared.flags import positive_int  # noqa: E402
 from shared.runs import cpu_model  # noqa: E402
@@ -171,8 +173,30 @@ def main(argv=None):
           f"(in-graph is {record['speedup_vs_predict_on_batch']}x faster)")
     print(f"speedup {record['speedup']}x (target >= 20x); load average {record['load_average']}")
     if args.record:
-        print(f"-> {append_record('shakespeare_lstm_generation', record)}")
+        print(f"-> {SIDE.append(record)}")
     return record
+
+
+def render(rows):
+    """The report's section lines for this benchmark's records."""
+    from benchmarks.report import commit, get, num, table, times, when
+
+    def speed(r, key):
+        return num(get(r, key, "chars_per_sec"), "chars/s")
+
+    headers = ["date", "in-graph generate", "predict_on_batch per char",
+               "keras-io predict per char", "speedup vs keras-io", "speedup vs predict_on_batch",
+               "target speedup", "commit"]
+    return ["### Generation speed: in-graph `generate` vs one `predict` per character", "",
+            *table(headers, [[when(r), speed(r, "in_graph_generate"),
+                              speed(r, "keras_predict_on_batch_per_char"),
+                              speed(r, "keras_io_predict_per_char"), times(r.get("speedup")),
+                              times(r.get("speedup_vs_predict_on_batch")),
+                              f">= {times(r.get('target_speedup'))}",
+                              commit(r)] for r in rows])]
+
+
+SIDE = Side("shakespeare_generation_speed", app="shakespeare_lstm", render=render)
 
 
 if __name__ == "__main__":

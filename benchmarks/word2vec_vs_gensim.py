@@ -14,7 +14,7 @@ words (all tokens, as gensim counts them) times epochs over the training wall ti
 
 Subsampling: gensim discards with word2vec.c's rule (keep sqrt(t/f) + t/f), so the app runs
 with ``--subsample-rule word2vec`` here for equal settings (``--subsample-rule paper`` to compare
-the paper's rule instead). One JSON record is appended to ``benchmarks/results/word2vec.jsonl``.
+the paper's rule instead). One JSON record is appended to ``benchmarks/results/word2vec_vs_gensim.jsonl``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import argparse
 import os
 import tempfile
 import time
+
+from benchmarks.side import Side  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -44,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--subsample-rule", choices=("paper", "word2vec"), default="word2vec")
     p.add_argument("--skip-gensim", action="store_true")
     p.add_argument("--no-record", dest="record", action="store_false",
-                   help="print only; do not append to benchmarks/results/word2vec.jsonl")
+                   help="print only; do not append to benchmarks/results/word2vec_vs_gensim.jsonl")
     return p.parse_known_args(argv)  # unknown flags go to the app (e.g. --batch-size)
 
 
@@ -81,7 +83,7 @@ def main(argv=None):
     args, extra = parse_args(argv)
     from apps.word2vec import data
     from apps.word2vec.train import main as app_main
-    from benchmarks.run import append_record, git_commit, library_versions
+    from benchmarks.run import git_commit, library_versions
     from shared.runs import cpu_model
 
     path, name = data.resolve_corpus(args.dataset, args.corpus)
@@ -135,13 +137,43 @@ def main(argv=None):
             "analogy_within_2_points": record["analogy_gap_points"] <= 2.0,
             "speed_at_least_quarter": record["speed_ratio"] >= 0.25,
         }
-    out = append_record("word2vec", record) if args.record else "(not recorded)"
+    out = SIDE.append(record) if args.record else "(not recorded)"
     print(f"word2vec: analogy {ours['analogy_accuracy']:.4f}, WordSim "
           f"{ours['wordsim_spearman']:.4f}, {ours['words_per_sec']:,.0f} words/s")
     if gensim:
         print(f"gap {record['analogy_gap_points']:+.2f} points (gensim - ours), speed ratio "
               f"{record['speed_ratio']:.3f} -> {out}")
     return record
+
+
+def render(rows):
+    """The report's section lines for this benchmark's records."""
+    from benchmarks.report import commit, get, num, pct, table, times, when
+
+    def pair(r, key, fmt):
+        return f"{fmt(get(r, 'word2vec', key))} / {fmt(get(r, 'gensim', key))}"
+
+    def gap(r):
+        ours, theirs = get(r, "word2vec", "analogy_accuracy"), get(r, "gensim", "analogy_accuracy")
+        return "–" if ours is None or theirs is None else f"{100 * (ours - theirs):+.1f} points"
+
+    headers = ["date", "corpus", "tokens", "vocabulary", "analogy ours / gensim", "ours − gensim",
+               "WordSim ours / gensim", "words/s ours", "words/s gensim", "speed ratio",
+               "within 2 points", "commit"]
+    return ["### word2vec vs gensim `Word2Vec(sg=1)`, same corpus and settings", "",
+            "Analogy accuracy (30,000 most frequent words) and WordSim-353 Spearman, "
+            "ours / gensim; speed ratio = our words/s over gensim's (2 workers).", "",
+            *table(headers, [[when(r), r.get("corpus", "–"), r.get("tokens"),
+                              get(r, "word2vec", "vocab_size"), pair(r, "analogy_accuracy", pct),
+                              gap(r), pair(r, "wordsim_spearman", num),
+                              get(r, "word2vec", "words_per_sec"),
+                              get(r, "gensim", "words_per_sec"),
+                              times(r.get("speed_ratio")),
+                              get(r, "targets", "analogy_within_2_points"), commit(r)]
+                             for r in rows])]
+
+
+SIDE = Side("word2vec_vs_gensim", app="word2vec", render=render)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ class App:
     def export_name(self, args) -> str:
         return self.model_names[0]
 
-    def export_metadata(self, args) -> dict:
+    def export_metadata(self, args, data: Data) -> dict:
         """Extra fields of the export's ``assets.extra/ksuite.json``."""
         return {}
 
@@ -151,7 +151,7 @@ class App:
         return export_keras(self.export_name(args), self.endpoints(args, model, data),
                             self.tracked(args, model, data), args.export_dir,
                             metadata={"app": self.name, "metrics": metrics,
-                                      **self.export_metadata(args)},
+                                      **self.export_metadata(args, data)},
                             gate=gate)
 
     def validate_data(self, args):

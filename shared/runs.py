@@ -23,9 +23,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared import callbacks as cb
+from typing import TYPE_CHECKING
+
 from shared import distribute
 from shared.io import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:  # Keras is imported when a run builds its callbacks, not with this module
+    from shared import callbacks as cb
 
 
 def library_versions(*extra: str) -> dict:
@@ -129,6 +133,8 @@ class Run:
         early stopping, plateau rule (if --schedule plateau), NaN termination, learning-rate
         and throughput logging, diagnostics on a probe batch, CSV, TensorBoard, backup."""
         import keras
+
+        from shared import callbacks as cb
 
         args = self.args
         out: list = []

@@ -200,7 +200,7 @@ def test_train_export_round_trip(tmp_path):
 
     record = main([*FAST, "--run-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "sm")])
     m = record["metrics"]
-    assert m["target_updates"] == 400 // 50
+    assert record["target_updates"] == 400 // 50
     assert m["env_steps"] == 400 and m["eval_episodes"] == 2 and np.isfinite(m["eval_return"])
     for f in ("history.csv", "metrics.json", "returns.png", "eval_episode.gif",
               "learning_curves.png"):
@@ -255,7 +255,7 @@ def test_resume_from_checkpoint(tmp_path):
     with np.load(ckpt / "replay.npz") as f:
         assert int(f["size"]) == 150 + state["episodes"] + 1  # one extra slot per episode
     second = main(args)
-    assert second["metrics"]["resumed_from_period"] == 1
+    assert second["resumed_from_period"] == 1
     assert second["metrics"]["env_steps"] == 450
     assert len((run / "history.csv").read_text().strip().splitlines()) == 1 + 3
     assert not ckpt.exists()

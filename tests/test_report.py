@@ -47,11 +47,11 @@ def bench(tmp_path):
     _write_jsonl(results / "cifar_cnn.jsonl",
                  _runner("cifar_cnn", "tiny", 0.16, tmp_path / "runs" / "gone"),
                  _runner("cifar_cnn", "tiny", 0.17, None, command=None))
-    _write_jsonl(results / "dqn_speed.jsonl",
+    _write_jsonl(results / "dqn_vs_sb3.jsonl",
                  {"benchmark": "dqn_vs_sb3", "env": "CartPole-v1", "steps": 10000,
                   "ours": {"env_steps_per_sec": 730.1}, "sb3": {"env_steps_per_sec": 298.5},
                   "ratio_ours_over_sb3": 2.446, "time": "2026-11-22T17:26:21+0000"})
-    _write_jsonl(results / "word2vec.jsonl",  # keys missing on purpose
+    _write_jsonl(results / "word2vec_vs_gensim.jsonl",  # keys missing on purpose
                  {"app": "word2vec", "benchmark": "word2vec_vs_gensim", "corpus": "gutenberg",
                   "tokens": 2500000, "word2vec": {"analogy_accuracy": 0.285},
                   "gensim": {"analogy_accuracy": 0.27},
@@ -167,3 +167,20 @@ def test_a_resumed_run_reports_the_time_of_all_its_epochs(tmp_path):
     assert report.wall_seconds(resumed) == 300.2
     fresh = _runner("cifar_cnn", "default", 0.86, None, resumed=False, epoch_seconds_total=300.2)
     assert report.wall_seconds(fresh) == 80.5
+
+
+def test_side_benchmarks_name_themselves():
+    """Each side benchmark script declares its name (= its module, = its record file), its
+    section and its renderer; the committed record files all belong to an app or a script."""
+    from apps import registry
+    from benchmarks.report import RESULTS, side_benchmarks
+
+    sides = side_benchmarks()
+    assert {"cifar_flops", "cifar_transfer", "dqn_vs_sb3", "mnist_input_pipeline",
+            "sentiment_latency", "shakespeare_generation_speed", "word2vec_vs_gensim",
+            "serving_load"} <= set(sides)
+    for name, side in sides.items():
+        assert side.name == name and (side.app in registry() or side.app == "serving")
+        assert isinstance(side.render([]), list)
+    for path in RESULTS.glob("*.jsonl"):
+        assert path.stem in registry() or path.stem in sides, path.name

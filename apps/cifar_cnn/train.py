@@ -224,7 +224,7 @@ class CifarCNN(App):
         return {"serving_default": (serve, [tf.TensorSpec([None, 32, 32, 3], tf.uint8,
                                                           name="images")])}
 
-    def export_metadata(self, args):
+    def export_metadata(self, args, data):
         from apps.cifar_cnn.data import CLASS_NAMES, CLASS_SETS
 
         return {"class_names": [CLASS_NAMES[c] for c in CLASS_SETS[args.classes]]}
@@ -235,25 +235,8 @@ class CifarCNN(App):
         return (f"test accuracy {metrics['accuracy']:.4f}, test loss {metrics['loss']:.4f} "
                 f"({epochs} epochs, {record['wall_seconds']:.0f} s)")
 
-    def run(self, args):
-        """The shared runner's steps, except that ``finish`` also gets this run's own fields
-        (``data.record``): the contract's runner passes none, and metrics.json is written once."""
-        from shared.runs import Run
-
-        run = Run.start(self.run_name(args), args)
-        data = self.load_data(args, run)
-        with run.strategy.scope():
-            model = self.build_model(args, data, run)
-            self.compile(args, model, data, run)
-        self.train(args, model, data, run)
-        metrics = self.evaluate(args, model, data, run)
-        record = run.finish(metrics, plot_metrics=self.plot_metrics, extra=data.record)
-        print(self.headline(metrics, record))
-        if args.export and run.is_chief:
-            path = self.export(args, model, data, metrics, run)
-            print(f"exported {path}")
-            record["export"] = str(path)
-        return record
+    def record_extra(self, args, model, data, run):
+        return data.record  # parameter counts, FLOPs, per-stage throughput, saved weights
 
     # The pipeline's first stage: the images and labels this run would train on.
     def validate_data(self, args):

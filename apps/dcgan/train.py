@@ -252,7 +252,7 @@ class DCGANApp(App):
 
         return model_name(args.dataset)
 
-    def export_metadata(self, args):
+    def export_metadata(self, args, data):
         from apps.dcgan.data import DATASETS, NUM_CLASSES
 
         # "conditional": an AC-GAN, whose code c (the argmax of z's first 10) is class c.

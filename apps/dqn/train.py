@@ -357,10 +357,13 @@ class DQN(App):
             "replay_bytes_per_slot": round(memory.bytes_per_slot, 1),
             "replay_naive_bytes_per_transition": data.naive_bytes,
             "env_steps_per_sec": evaluate.steady_rate(run.history_csv),  # median period
-            "target_updates": state["target_updates"],
-            "resumed_from_period": state["resumed_from"],
-            "checkpoint_seconds": round(state["checkpoint_seconds"], 1),
         }
+
+    def record_extra(self, args, model, data, run):
+        state = data.state  # facts of the run beside the metrics, as before the contract
+        return {"target_updates": state["target_updates"],
+                "resumed_from_period": state["resumed_from"],
+                "checkpoint_seconds": round(state["checkpoint_seconds"], 1)}
 
     def headline(self, metrics, record):
         m = metrics
@@ -392,7 +395,7 @@ class DQN(App):
 
         return f"dqn_{game_name(args.env)}"
 
-    def export_metadata(self, args):
+    def export_metadata(self, args, data):
         return {"env": args.env}
 
     # The pipeline's first stage. The 'data' of an RL agent is its environment: check the

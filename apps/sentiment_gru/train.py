@@ -168,7 +168,7 @@ class SentimentGRU(App):
     def tracked(self, args, model, data):
         return [data.vectorizer, model]
 
-    def export_metadata(self, args):
+    def export_metadata(self, args, data):
         return {"config": {k: getattr(args, k) for k in CONFIG_KEYS}}
 
     # The pipeline's first stage: the reviews this run would train and test on.

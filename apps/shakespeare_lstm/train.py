@@ -11,7 +11,6 @@ Reads top to bottom: data -> model -> train -> evaluate -> export. The in-graph 
 
 from __future__ import annotations
 
-import argparse
 import math
 
 from shared.app import App, Data, UserError
@@ -212,13 +211,8 @@ class ShakespeareLSTM(App):
             data.served.model = served
         return data.served
 
-    def export(self, args, model, data, metrics, run):
-        # export_metadata() sees the flags only; the vocabulary comes from the data.
-        args = argparse.Namespace(**vars(args), vocabulary=["[UNK]", *data.vocab])
-        return super().export(args, model, data, metrics, run)
-
-    def export_metadata(self, args):
-        return {"vocabulary": args.vocabulary}
+    def export_metadata(self, args, data):
+        return {"vocabulary": ["[UNK]", *data.vocab]}
 
     # The pipeline's first stage: the text this run would train on.
     def validate_data(self, args):

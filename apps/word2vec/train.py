@@ -253,15 +253,10 @@ class Word2Vec(App):
     def tracked(self, args, model, data):
         return [self.word_vectors(args, model, data)]
 
-    def export(self, args, model, data, metrics, run):
-        # The export's config names the corpus actually read (--dataset auto: text8 or
-        # gutenberg), which only the data knows; export_metadata() is given the flags alone.
-        self._corpus_name = data.corpus.name
-        return super().export(args, model, data, metrics, run)
-
-    def export_metadata(self, args):
+    # The config names the corpus actually read (--dataset auto: text8 or gutenberg).
+    def export_metadata(self, args, data):
         return {"config": {"dim": args.dim, "window": args.window, "vectors": args.vectors,
-                           "corpus": getattr(self, "_corpus_name", None)}}
+                           "corpus": data.corpus.name}}
 
     # The pipeline's first stage: enough tokens for a window, and a vocabulary at --min-count
     # that covers most of the corpus.
