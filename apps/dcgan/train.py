@@ -44,6 +44,9 @@ class DCGANApp(App):
               "target": "IS >= 9.0 and FD within 5x of real-train-vs-real-test",
               "source": "issue 8's figure for real test images (the suite's 99.36% "
                         "classifier reads them at 9.78: the ceiling in metrics.json)"}
+    # The contract test's tiny run (tests/test_apps_contract.py).
+    smoke = ["--epochs", "1", "--steps-per-epoch", "2", "--limit", "256", "--batch-size", "32",
+             "--eval-samples", "50", "--classifier-epochs", "1", "--classifier-limit", "1000"]
     budgets = {
         # --score-every only adds a quality curve (2,000 samples every 2 epochs).
         "default": ["--score-every", "2"],

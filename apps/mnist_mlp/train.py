@@ -26,6 +26,8 @@ class MnistMLP(App):
     )
     anchor = {"value": 0.9840, "metric": "test accuracy", "target": ">= 0.984 in <= 15 epochs",
               "source": "Keras examples/mnist_mlp.py, 20 epochs"}
+    # The contract test's tiny run (tests/test_apps_contract.py).
+    smoke = ["--epochs", "1", "--limit", "1000"]
     budgets = {"default": [], "small": ["--epochs", "3"],
                "tiny": ["--epochs", "1", "--limit", "5000"]}
 
@@ -76,7 +78,8 @@ class MnistMLP(App):
             probabilities = model(tf.cast(images, tf.float32), training=False)
             return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1)}
 
-        return {"serving_default": (serve, [tf.TensorSpec([None, 28, 28], tf.uint8, name="images")])}
+        spec = tf.TensorSpec([None, 28, 28], tf.uint8, name="images")
+        return {"serving_default": (serve, [spec])}
 
     # The pipeline's first stage: the images and labels this run would train on.
     def validate_data(self, args):

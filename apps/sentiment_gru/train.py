@@ -42,6 +42,10 @@ class SentimentGRU(App):
     )
     anchor = {"value": 0.87, "metric": "test accuracy", "target": ">= 0.89",
               "source": "Géron, GRU with masking (86.96-87.00%)"}
+    # The contract test's tiny run (tests/test_apps_contract.py).
+    smoke = ["--epochs", "1", "--limit", "1000", "--test-limit", "200",
+             "--no-bidirectional", "--units", "16", "--embedding-dim", "32",
+             "--sequence-length", "40", "--max-tokens", "2000", "--embeddings", "random"]
     budgets = {
         "default": [],
         "small": ["--epochs", "3", "--embeddings", "random"],  # quicker, below the target

@@ -50,6 +50,9 @@ class ShakespeareLSTM(App):
     )
     anchor = {"value": 1.4786, "metric": "validation nats/char",
               "target": "<= 1.45", "source": "Géron, stateful GRU"}
+    # The contract test's tiny run (tests/test_apps_contract.py).
+    smoke = ["--epochs", "1", "--limit", "20000", "--units", "32", "--embed-dim", "16",
+             "--seq-len", "50", "--batch-size", "16", "--sample-chars", "20"]
     budgets = {
         # The defaults: what 2 shared CPU cores afford in ~40 minutes.
         "default": [],

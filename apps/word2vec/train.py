@@ -75,6 +75,8 @@ class Word2Vec(App):
               "target": "within 2 points of gensim on the same corpus",
               "source": "gensim skip-gram on text8 (dim 100, window 5, 5 epochs)"}
     # The side-by-side comparison with gensim is benchmarks/word2vec_vs_gensim.py.
+    # The contract test's tiny run (tests/test_apps_contract.py).
+    smoke = ["--dataset", "gutenberg", "--limit", "100000", "--epochs", "1", "--dim", "16"]
     budgets = {
         "default": [],
         "small": ["--dataset", "gutenberg", "--limit", "3000000"],
