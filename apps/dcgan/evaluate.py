@@ -183,13 +183,15 @@ def train_classifier(x_train, y_train, x_test, y_test, folder, epochs: int = CLA
     from shared import callbacks as cb
     from shared.data import train_val_split
     from shared.io import atomic_write_json
+    from shared.optim import OptimizerConfig, make_optimizer
 
     keras.utils.set_random_seed(seed)  # the same classifier whatever ran before in the process
     val = _validation_size(len(x_train))
     (x_tr, y_tr), (x_val, y_val) = train_val_split(x_train, y_train, val, seed)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     model = build_classifier(x_train.shape[1:], num_classes)
-    model.compile(keras.optimizers.Adam(1e-3),  # keras-io mnist_convnet: adam
+    # keras-io mnist_convnet: Adam at 1e-3, through the suite's one optimizer factory
+    model.compile(make_optimizer(OptimizerConfig("adam", 1e-3)),
                   "sparse_categorical_crossentropy", metrics=["accuracy"])
     early = cb.EarlyStopping(monitor="val_accuracy", patience=3, restore_best=True, verbose=0)
     throughput = cb.Throughput(128)
