@@ -89,6 +89,11 @@ def decode_predict(body: bytes, specs_by_signature: dict[str, dict]) -> tuple:
     return sig_name, columnar_to_inputs(doc["inputs"], specs, bools), True
 
 
+def encode_predict(outputs: dict[str, np.ndarray], columnar: bool) -> bytes:
+    """The JSON answer of predict outputs (also run in the worker process for large ones)."""
+    return json_bytes(outputs_to_rest(outputs, columnar))
+
+
 class RestApi:
     """``handle(method, path, body) -> (status, json bytes)`` and the pieces the IO loop uses."""
 

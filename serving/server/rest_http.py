@@ -1,11 +1,14 @@
 """The REST front end on tornado: bodies streamed in (413 past the limit), small predict bodies
-parsed on the IO loop, large ones in a worker process (json.loads of 50 MB holds the GIL for a
-second, which would stall every other request), models run on worker or batch threads, every
-answer JSON, metrics recorded per request."""
+parsed on the IO loop, large ones parsed, and large answers written, in a worker process
+(json.loads or json.dumps of 50 MB holds the GIL for seconds, which would stall every other
+request), models run on worker or batch threads, every answer JSON, metrics recorded per
+request. After a large request the C heap is trimmed, so its memory goes back to the system."""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import threading
@@ -13,13 +16,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from http import HTTPStatus
 
-from serving.server.rest import api_of, decode_predict, error_body, model_of
+from serving.server.rest import api_of, decode_predict, encode_predict, error_body, model_of
 
 log = logging.getLogger("serving.server")
 
 # REST predict bodies up to this size are parsed on the IO loop; larger ones in the worker.
 INLINE_JSON_BYTES = 256 * 1024
-# Outputs with more values than this are turned into JSON on a worker thread.
+# Outputs with more values than this are turned into JSON in the worker process.
 INLINE_JSON_VALUES = 50_000
 MAX_URL_BYTES = 16 * 1024
 MAX_HEADER_BYTES = 64 * 1024
@@ -27,19 +30,77 @@ MAX_HEADER_BYTES = 64 * 1024
 _ALL_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "CONNECT")
 
 
+_LIBC = None
+
+
+def trim_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc ``malloc_trim``; a no-op
+    elsewhere). Freed large buffers otherwise stay in the process's resident set."""
+    global _LIBC
+    if _LIBC is None:
+        name = ctypes.util.find_library("c")
+        try:
+            _LIBC = ctypes.CDLL(name) if name else False
+        except OSError:
+            _LIBC = False
+    if _LIBC and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)  # ctypes releases the GIL during the call
+
+
+def _decode_in_worker(body: bytes, specs: dict):
+    try:
+        return decode_predict(body, specs)
+    finally:
+        del body
+        trim_heap()
+
+
+def _encode_in_worker(outputs: dict, columnar: bool) -> bytes:
+    try:
+        return encode_predict(outputs, columnar)
+    finally:
+        del outputs
+        trim_heap()
+
+
+def _noop() -> None:
+    return None
+
+
 class ParsePool:
-    """One worker process (spawned on first use) that parses large JSON bodies."""
+    """One worker process (spawned on first use) that parses large JSON bodies and writes large
+    JSON answers."""
 
     def __init__(self):
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def submit(self, body: bytes, specs: dict):
+    def _submit(self, fn, *args):
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
                     max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-            return self._pool.submit(decode_predict, body, specs)
+            future = self._pool.submit(fn, *args)
+            # The queue's feeder thread (and the worker's loop) keep a reference to the last
+            # message they handled; a small message after a large one lets the large one go.
+            future.add_done_callback(self._flush)
+            return future
+
+    def _flush(self, _future) -> None:
+        with self._lock:
+            if self._pool is not None:
+                try:
+                    self._pool.submit(_noop)
+                except RuntimeError:  # shutting down
+                    pass
+
+    def submit(self, body: bytes, specs: dict):
+        """A Future of ``decode_predict(body, specs)``."""
+        return self._submit(_decode_in_worker, body, specs)
+
+    def encode(self, outputs: dict, columnar: bool):
+        """A Future of the JSON answer (bytes) of these predict outputs."""
+        return self._submit(_encode_in_worker, outputs, columnar)
 
     def close(self) -> None:
         with self._lock:
@@ -48,10 +109,9 @@ class ParsePool:
                 self._pool = None
 
 
-async def outputs_reply(api, plan, loop, pool, deadline) -> tuple[int, bytes]:
-    """Run a planned predict off the IO loop and answer its JSON."""
-    from serving.codec import json_bytes, outputs_to_rest
-
+async def outputs_reply(api, plan, loop, pool, parse_pool, deadline) -> tuple[int, bytes]:
+    """Run a planned predict off the IO loop and answer its JSON (written in the worker
+    process when the outputs are large)."""
     servable, sig, inputs, columnar = plan
     service = api.service
     if service.core.batcher is not None:
@@ -61,11 +121,10 @@ async def outputs_reply(api, plan, loop, pool, deadline) -> tuple[int, bytes]:
                                              "Predict", deadline)
     if service.logs.wants(servable.name):
         await loop.run_in_executor(pool, api.log_predict, servable, sig, inputs, outputs)
+    del plan, inputs
     if sum(v.size for v in outputs.values()) > INLINE_JSON_VALUES:
-        result = await loop.run_in_executor(pool, outputs_to_rest, outputs, columnar)
-    else:
-        result = outputs_to_rest(outputs, columnar)
-    return 200, json_bytes(result)
+        return 200, await asyncio.wrap_future(parse_pool.encode(outputs, columnar))
+    return 200, encode_predict(outputs, columnar)
 
 
 def make_rest_handler(server):
@@ -94,6 +153,7 @@ def make_rest_handler(server):
             self._chunks: list[bytes] = []
             self._size = 0
             self._code = "OK"
+            self._big_answer = False
             length = self.request.headers.get("Content-Length")
             self._too_big = bool(length and length.isdigit() and int(length) > self.limit)
 
@@ -116,6 +176,7 @@ def make_rest_handler(server):
 
                 code = HTTP_TO_CODE.get(status, "UNKNOWN")
             self._code = code or "OK"
+            self._big_answer = len(payload) > INLINE_JSON_BYTES
             self.set_status(status, reason=reason)
             self.finish(payload)
 
@@ -125,6 +186,8 @@ def make_rest_handler(server):
             if metrics is not None and model:
                 metrics.request(model, self._api, "REST", self._code,
                                 time.perf_counter() - self._start)
+            if self._size > INLINE_JSON_BYTES or self._big_answer:
+                self.server.rest_pool.submit(trim_heap)
 
         def _refusal(self, method: str) -> tuple[int, bytes] | None:
             uri = self.request.uri or ""
@@ -181,7 +244,9 @@ def make_rest_handler(server):
                             self.server.parse_pool.submit(body, api.specs_of(servable)))
                     del body
                     plan = api.finish_plan(servable, decoded)
-                    return await outputs_reply(api, plan, loop, pool, deadline)
+                    del decoded
+                    return await outputs_reply(api, plan, loop, pool, self.server.parse_pool,
+                                               deadline)
             return await loop.run_in_executor(pool, api.handle, method, path, body, deadline)
 
         async def get(self, *_):
