@@ -272,6 +272,16 @@ class DCGANApp(App):
         return check_image_app(Report(self.name, args.dataset), train, test,
                                DATASETS[args.dataset], 10)
 
+    # What `ksuite skew` compares logged requests with: the latent vectors the generator was
+    # trained on, z ~ N(0, I) (Radford et al.), a fixed sample of them.
+    def reference_inputs(self, model_name, limit=None):
+        import numpy as np
+
+        from apps.dcgan.model import LATENT_DIM
+
+        rng = np.random.default_rng(0)
+        return {"latent": rng.standard_normal((limit or 10_000, LATENT_DIM)).astype("float32")}
+
 
 APP = DCGANApp()
 main = APP.main

@@ -190,6 +190,14 @@ class SentimentGRU(App):
             check_labels(report, split, y, 2, n=len(x))
         return report
 
+    # What `ksuite skew` compares logged requests with: the training reviews, as served (text).
+    def reference_inputs(self, model_name, limit=None):
+        from apps.sentiment_gru.data import dataset_dir, read_reviews
+
+        x, _ = read_reviews(dataset_dir() / "train", seed=42, shuffle=True)
+        return {"reviews": [r.decode("utf-8", "replace") if isinstance(r, bytes) else r
+                            for r in x[:limit]]}
+
 
 APP = SentimentGRU()
 main = APP.main
