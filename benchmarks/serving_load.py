@@ -1,17 +1,22 @@
-"""Load test of the serving path on loopback: N concurrent clients for T seconds against the MNIST
-model, over REST and gRPC, with server-side batching off and on.
+"""Load test of the serving path on loopback (issue 26): 32 concurrent clients send N requests per
+protocol (REST and gRPC) to the MNIST model, with server-side batching off and on; then the same
+again while a new model version is published mid-run.
 
-The server (``python -m serving.server``, the local TF-Serving stand-in) runs in its own process;
-the load generator is one asyncio loop in this process (keep-alive HTTP/1.1 connections for REST,
-``grpc.aio`` channels for gRPC), so the two share the machine's cores but not a GIL. Each client
-sends one 28x28 uint8 digit per request, back to back. Every loop is bounded in time
-(``--seconds``) and in count (``--max-requests``), and only 127.0.0.1 is used.
+The server (``python -m serving.server``, the local TF-Serving stand-in, with
+``serving/monitoring.config``) runs in its own process over a temporary copy of the model's
+newest version; the load generator is one asyncio loop in this process (keep-alive HTTP/1.1
+connections for REST, ``grpc.aio`` channels for gRPC). Each request carries one 28x28 uint8
+digit. Only 127.0.0.1 is used.
 
-For every (batching, protocol, clients) it prints p50/p99 latency, requests/s and errors, and
-appends one JSON record to ``benchmarks/results/serving_load.jsonl``.
+For every (batching, phase, protocol) it prints requests, errors, the clients' p50/p99 and the
+p50/p99 the server's own Prometheus histogram (``:tensorflow:serving:request_latency``, scraped
+before and after the run, interpolated within its buckets) reports, with their ratio, and appends
+one JSON record to ``benchmarks/results/serving_load.jsonl``. In the ``publish`` phase a new
+version folder is renamed into the base path once half of the requests are sent; failed requests
+are counted and the versions gRPC answers from are recorded.
 
-    python -m benchmarks.serving_load                          # 32 and 64 clients, 10 s each
-    python -m benchmarks.serving_load --clients 32 --seconds 30 --protocols grpc --batching on
+    python -m benchmarks.serving_load                            # 50,000 requests per protocol
+    python -m benchmarks.serving_load --requests 2000 --batching on
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,11 +42,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from shared.errors import UserError, exit_on_user_error  # noqa: E402
-from shared.runs import cpu_model, library_versions  # noqa: E402
+from shared.errors import UserError, exit_on_user_error
+from shared.runs import cpu_model, library_versions
 
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "serving_load.jsonl"
 REQUEST_TIMEOUT = 10.0
+LATENCY = ":tensorflow:serving:request_latency"
 
 
 def free_port() -> int:
@@ -58,11 +65,14 @@ class ServerProcess:
     def __init__(self, model_name: str, base_path: Path, batching: bool, params_file: str | None,
                  extra: list[str]):
         self.grpc_port, self.rest_port = free_port(), free_port()
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="serving_load_", suffix=".log",
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - open while the server runs
+            "w+", prefix="serving_load_", suffix=".log",
                                                delete=False)
         cmd = [sys.executable, "-m", "serving.server", f"--port={self.grpc_port}",
                f"--rest_api_port={self.rest_port}", f"--model_name={model_name}",
-               f"--model_base_path={base_path}", "--host=127.0.0.1", *extra]
+               f"--model_base_path={base_path}", "--host=127.0.0.1",
+               "--file_system_poll_wait_seconds=1",
+               f"--monitoring_config_file={REPO / 'serving' / 'monitoring.config'}", *extra]
         if batching:
             cmd.append("--enable_batching")
             if params_file:
@@ -85,6 +95,24 @@ class ServerProcess:
             except OSError:
                 time.sleep(0.25)
         raise UserError(f"server did not come up within {timeout:.0f} s; log: {self.log.name}")
+
+    def latency_buckets(self, entrypoint: str) -> list[tuple[float, float]]:
+        """(upper bound in microseconds, cumulative count) of the server's request_latency
+        histogram for one entrypoint (REST or GRPC), summed over its other labels."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = f"http://127.0.0.1:{self.rest_port}/monitoring/prometheus/metrics"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            text = r.read().decode()
+        sums: dict[float, float] = {}
+        for fam in text_string_to_metric_families(text):
+            if fam.name != LATENCY:
+                continue
+            for smp in fam.samples:
+                if smp.name.endswith("_bucket") and smp.labels.get("entrypoint") == entrypoint:
+                    le = float(smp.labels["le"])
+                    sums[le] = sums.get(le, 0.0) + smp.value
+        return sorted(sums.items())
 
     def peak_rss_mb(self) -> float | None:
         try:
@@ -114,24 +142,34 @@ class ServerProcess:
 
 
 class Recorder:
-    def __init__(self, warmup: float, seconds: float, max_requests: int):
-        now = time.perf_counter()
-        self.measure_start = now + warmup
-        self.end = self.measure_start + seconds
-        self.max_requests = max_requests
+    """Latencies and errors of one run of ``total`` requests (the first ``warmup`` unrecorded);
+    ``on_half`` is called once when half of the recorded requests have been sent."""
+
+    def __init__(self, total: int, warmup: int = 0, on_half=None):
+        self.total, self.warmup = total + warmup, warmup
         self.latencies: list[float] = []
         self.errors = 0
         self.error_samples: list[str] = []
-        self.sent = 0  # every request, warm-up included (the count bound)
+        self.versions: set[int] = set()
+        self.sent = 0
+        self.on_half = on_half
+        self.started = self.finished = 0.0
 
     def running(self) -> bool:
-        return time.perf_counter() < self.end and self.sent < self.max_requests
+        if self.sent == self.warmup:
+            self.started = time.perf_counter()
+        if self.on_half is not None and self.sent >= self.warmup + (self.total -
+                                                                     self.warmup) // 2:
+            self.on_half, fn = None, self.on_half
+            fn()
+        return self.sent < self.total
 
-    def record(self, started: float, ok: bool, detail: str = "") -> None:
-        if started < self.measure_start:
+    def record(self, index: int, started: float, ok: bool, detail: str = "") -> None:
+        self.finished = time.perf_counter()
+        if index < self.warmup:
             return
         if ok:
-            self.latencies.append(time.perf_counter() - started)
+            self.latencies.append(self.finished - started)
         else:
             self.errors += 1
             if len(self.error_samples) < 5:
@@ -154,7 +192,7 @@ async def _rest_client(port: int, model: str, bodies: list[bytes], rec: Recorder
     checked = False
     while rec.running():
         i = (i + 1) % len(heads)
-        rec.sent += 1
+        index, rec.sent = rec.sent, rec.sent + 1
         started = time.perf_counter()
         try:
             if writer is None:
@@ -171,9 +209,9 @@ async def _rest_client(port: int, model: str, bodies: list[bytes], rec: Recorder
             if ok and not checked:  # check one answer per client in full
                 ok = len(json.loads(body)["predictions"]) == 1
                 checked = True
-            rec.record(started, ok, f"HTTP {status}: {body[:200]!r}")
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
-            rec.record(started, False, f"{type(exc).__name__}: {exc}")
+            rec.record(index, started, ok, f"HTTP {status}: {body[:200]!r}")
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+            rec.record(index, started, False, f"{type(exc).__name__}: {exc}")
             if writer is not None:
                 writer.close()
             reader = writer = None
@@ -203,14 +241,15 @@ async def _grpc_clients(port: int, model: str, clients: int, rec: Recorder) -> N
         i = random.randrange(len(requests))
         while rec.running():
             i = (i + 1) % len(requests)
-            rec.sent += 1
+            index, rec.sent = rec.sent, rec.sent + 1
             started = time.perf_counter()
             try:
                 resp = await stub.Predict(requests[i], timeout=REQUEST_TIMEOUT)
-                rec.record(started, resp.outputs["classes"].tensor_shape.dim[0].size == 1,
-                           "bad answer")
+                rec.versions.add(resp.model_spec.version.value)
+                rec.record(index, started,
+                           resp.outputs["classes"].tensor_shape.dim[0].size == 1, "bad answer")
             except grpc.aio.AioRpcError as exc:
-                rec.record(started, False, f"{exc.code().name}: {exc.details()}")
+                rec.record(index, started, False, f"{exc.code().name}: {exc.details()}")
 
     try:
         await asyncio.gather(*(one(k) for k in range(clients)))
@@ -219,13 +258,13 @@ async def _grpc_clients(port: int, model: str, clients: int, rec: Recorder) -> N
             await c.close()
 
 
-def run_load(protocol: str, port: int, model: str, clients: int, seconds: float, warmup: float,
-             max_requests: int) -> Recorder:
+def run_load(protocol: str, port: int, model: str, clients: int, requests: int,
+             warmup: int, on_half=None) -> Recorder:
     if protocol == "grpc":  # import before the clock starts (TensorFlow takes seconds)
         import grpc  # noqa: F401
         import tensorflow  # noqa: F401
         from tensorflow_serving.apis import predict_pb2  # noqa: F401
-    rec = Recorder(warmup, seconds, max_requests)
+    rec = Recorder(requests, warmup, on_half)
 
     async def main():
         if protocol == "rest":
@@ -239,6 +278,52 @@ def run_load(protocol: str, port: int, model: str, clients: int, seconds: float,
     return rec
 
 
+def histogram_quantile(q: float, before: list, after: list) -> float | None:
+    """The q-quantile (ms) of the observations between two scrapes of a cumulative histogram
+    (microsecond buckets), interpolated linearly within its bucket as Prometheus does."""
+    start = dict(before)
+    buckets = [(le, count - start.get(le, 0.0)) for le, count in after]
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank, lower, below = q * buckets[-1][1], 0.0, 0.0
+    for le, cum in buckets:
+        if cum >= rank:
+            if le == float("inf"):
+                return lower / 1000
+            share = (rank - below) / (cum - below) if cum > below else 1.0
+            return (lower + (le - lower) * share) / 1000
+        lower, below = le, cum
+    return lower / 1000
+
+
+class Publisher:
+    """A temporary base path holding a copy of the model's newest version; ``publish()`` renames
+    a staged copy in as the next version (one atomic rename, as an exporter does)."""
+
+    def __init__(self, source: Path):
+        newest = max((c for c in source.iterdir() if c.name.isdigit()), key=lambda c: int(c.name))
+        self.root = Path(tempfile.mkdtemp(prefix="serving_load_"))
+        self.base = self.root / source.name
+        self.version = int(newest.name)
+        shutil.copytree(newest, self.base / str(self.version))
+        self.published: list[tuple[int, float]] = []
+
+    def stage(self) -> Path:
+        staged = self.root / "staging" / str(self.version + 1)
+        if not staged.exists():
+            shutil.copytree(self.base / str(self.version), staged)
+        return staged
+
+    def publish(self) -> None:
+        staged = self.stage()
+        self.version += 1
+        os.rename(staged, self.base / str(self.version))
+        self.published.append((self.version, time.perf_counter()))
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 # -------------------------------------------------------------------------------------------------
 
 
@@ -246,21 +331,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.serving_load",
         description="Loopback load test of the serving path (local TF-Serving-compatible "
-                    "server in a separate process): p50/p99 latency, requests/s and errors for "
-                    "REST and gRPC, batching off and on.")
+                    "server in a separate process): client and server-histogram p50/p99, "
+                    "requests/s and errors for REST and gRPC, batching off and on, then again "
+                    "while a new version is published.")
     p.add_argument("--model-base-path", default="saved_models/mnist_mlp",
-                   help="the MNIST model's base path, <path>/<version>/ (default: %(default)s)")
+                   help="the MNIST model's base path, <path>/<version>/; its newest version is "
+                        "copied to a temporary folder (default: %(default)s)")
     p.add_argument("--model-name", default="mnist_mlp")
-    p.add_argument("--clients", type=int, nargs="+", default=[32, 64],
-                   help="concurrent clients per run (default: 32 64)")
-    p.add_argument("--seconds", type=float, default=10.0,
-                   help="measured seconds per run (default: %(default)s)")
-    p.add_argument("--warmup", type=float, default=2.0,
-                   help="unmeasured seconds before each run (default: %(default)s)")
-    p.add_argument("--max-requests", type=int, default=500_000,
-                   help="bound on requests per run, warm-up included (default: %(default)s)")
+    p.add_argument("--clients", type=int, default=32,
+                   help="concurrent clients (default: %(default)s)")
+    p.add_argument("--requests", type=int, default=50_000,
+                   help="measured requests per protocol and phase (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=500,
+                   help="unmeasured requests before each run (default: %(default)s)")
     p.add_argument("--protocols", nargs="+", choices=("rest", "grpc"), default=["rest", "grpc"])
     p.add_argument("--batching", nargs="+", choices=("off", "on"), default=["off", "on"])
+    p.add_argument("--phases", nargs="+", choices=("steady", "publish"),
+                   default=["steady", "publish"])
     p.add_argument("--batching-parameters-file", default=str(REPO / "serving" / "batching.config"),
                    help="for batching on (default: serving/batching.config)")
     p.add_argument("--server-arg", action="append", default=[],
@@ -271,14 +358,48 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _ms(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 3)
+
+
+def measure(server: ServerProcess, protocol: str, args, publisher: Publisher | None) -> dict:
+    """One run: the clients' and the server's latency percentiles, errors, versions."""
+    port = server.rest_port if protocol == "rest" else server.grpc_port
+    entry = "REST" if protocol == "rest" else "GRPC"
+    run_load(protocol, port, args.model_name, args.clients, 0, args.warmup)
+    before = server.latency_buckets(entry)
+    if publisher is not None:
+        publisher.stage()
+    rec = run_load(protocol, port, args.model_name, args.clients, args.requests, 0,
+                   publisher.publish if publisher is not None else None)
+    after = server.latency_buckets(entry)
+    lat = np.array(rec.latencies) * 1000
+    seconds = rec.finished - rec.started
+    out = {"requests": len(lat) + rec.errors, "errors": rec.errors,
+           "seconds": round(seconds, 3),
+           "rps": round(len(lat) / seconds, 1) if seconds > 0 else None}
+    for q in (50, 99):
+        client = float(np.percentile(lat, q)) if len(lat) else None
+        srv = histogram_quantile(q / 100, before, after)
+        out[f"p{q}_ms"], out[f"server_p{q}_ms"] = _ms(client), _ms(srv)
+        out[f"server_to_client_p{q}"] = round(srv / client, 3) if client and srv else None
+    out["server_histogram_count"] = (after[-1][1] - dict(before).get(after[-1][0], 0)
+                                     if after else 0)
+    if protocol == "grpc":
+        out["versions_answered"] = sorted(rec.versions)
+    if rec.error_samples:
+        out["error_samples"] = rec.error_samples
+    return out
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    base = Path(args.model_base_path)
-    if not base.is_absolute():
-        base = (Path.cwd() / base).resolve()
-    if not base.is_dir() or not any(c.name.isdigit() and (c / "saved_model.pb").exists()
-                                    for c in base.iterdir()):
+    source = Path(args.model_base_path)
+    if not source.is_absolute():
+        source = (Path.cwd() / source).resolve()
+    if not source.is_dir() or not any(c.name.isdigit() and (c / "saved_model.pb").exists()
+                                      for c in source.iterdir()):
         raise UserError(f"no SavedModel version under {args.model_base_path}: export the MNIST "
                         "model first (python -m apps.mnist_mlp.train) or pass --model-base-path")
     params = None
@@ -287,49 +408,45 @@ def main(argv: list[str] | None = None) -> int:
 
         params = BatchingParameters.from_file(args.batching_parameters_file).__dict__
     machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
-    libs = library_versions("grpcio", "tornado", "protobuf")
-    print(f"{'batching':>8} {'protocol':>8} {'clients':>7} {'requests':>9} {'errors':>6} "
-          f"{'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+    libs = library_versions("grpcio", "tornado", "protobuf", "prometheus_client")
+    print(f"{'batching':>8} {'phase':>7} {'protocol':>8} {'requests':>8} {'errors':>6} "
+          f"{'p50 ms':>7} {'srv p50':>7} {'ratio':>5} {'p99 ms':>7} {'srv p99':>7} "
+          f"{'ratio':>5} {'req/s':>7}")
     records = []
     for batching in args.batching:
-        server = ServerProcess(args.model_name, base, batching == "on",
+        publisher = Publisher(source)
+        server = ServerProcess(args.model_name, publisher.base, batching == "on",
                                args.batching_parameters_file, args.server_arg)
         try:
-            status = server.wait_ready()
-            version = max(int(s["version"]) for s in status["model_version_status"]
-                          if s["state"] == "AVAILABLE")
-            for protocol in args.protocols:
-                port = server.rest_port if protocol == "rest" else server.grpc_port
-                for clients in args.clients:
+            server.wait_ready()
+            for phase in args.phases:
+                for protocol in args.protocols:
                     load0 = os.getloadavg()[0]
-                    rec = run_load(protocol, port, args.model_name, clients, args.seconds,
-                                   args.warmup, args.max_requests)
-                    lat = np.array(rec.latencies) * 1000
-                    n = len(lat)
-                    measured = min(time.perf_counter(), rec.end) - rec.measure_start
+                    first = publisher.version
+                    r = measure(server, protocol, args,
+                                publisher if phase == "publish" else None)
                     record = {
-                        "app": "serving", "protocol": protocol, "clients": clients,
-                        "seconds": round(measured, 3), "batching": batching == "on",
-                        "requests": n + rec.errors, "errors": rec.errors,
-                        "p50_ms": round(float(np.percentile(lat, 50)), 3) if n else None,
-                        "p99_ms": round(float(np.percentile(lat, 99)), 3) if n else None,
-                        "rps": round(n / measured, 1) if measured > 0 else None,
-                        "model": args.model_name, "model_version": version,
-                        "model_base_path": str(base),
+                        "app": "serving", "benchmark": "serving_load", "phase": phase,
+                        "protocol": protocol, "clients": args.clients,
+                        "batching": batching == "on", **r,
+                        "model": args.model_name, "model_version": first,
+                        "published_version": publisher.version if phase == "publish" else None,
+                        "model_base_path": str(source),
                         "server_peak_rss_mb": server.peak_rss_mb(),
-                        "instances_per_request": 1,
+                        "instances_per_request": 1, "warmup_requests": args.warmup,
                         "batching_parameters": params if batching == "on" else None,
                         "server": "serving.server (local TF-Serving-compatible)",
+                        "server_latency_source": f"{LATENCY} histogram, bucket-interpolated",
                         "machine": {**machine, "loadavg_1min_before": round(load0, 2)},
                         "libraries": libs,
                         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     }
-                    if rec.error_samples:
-                        record["error_samples"] = rec.error_samples
                     records.append(record)
-                    print(f"{batching:>8} {protocol:>8} {clients:>7} {record['requests']:>9} "
-                          f"{rec.errors:>6} {record['p50_ms'] or 0:>8.2f} "
-                          f"{record['p99_ms'] or 0:>8.2f} {record['rps'] or 0:>8.1f}",
+                    print(f"{batching:>8} {phase:>7} {protocol:>8} {r['requests']:>8} "
+                          f"{r['errors']:>6} {r['p50_ms'] or 0:>7.2f} "
+                          f"{r['server_p50_ms'] or 0:>7.2f} {r['server_to_client_p50'] or 0:>5.2f} "
+                          f"{r['p99_ms'] or 0:>7.2f} {r['server_p99_ms'] or 0:>7.2f} "
+                          f"{r['server_to_client_p99'] or 0:>5.2f} {r['rps'] or 0:>7.1f}",
                           flush=True)
                     if args.output:
                         out = Path(args.output)
@@ -338,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
                             fh.write(json.dumps(record) + "\n")
         finally:
             server.stop()
+            publisher.close()
     total = sum(r["requests"] for r in records)
     errors = sum(r["errors"] for r in records)
     print(f"total: {total} requests, {errors} errors"

@@ -23,12 +23,12 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("tensorflow_serving")
 psutil = pytest.importorskip("psutil")
 
-from helpers import child_env, free_ports  # noqa: E402
-from test_serving_tfserving import half_plus_two  # noqa: E402
+from helpers import child_env, free_ports
+from test_serving_tfserving import half_plus_two
 
-from serving import ServingError  # noqa: E402
-from serving.client import GrpcClient  # noqa: E402
-from serving.server import ModelServer, ServerOptions  # noqa: E402
+from serving import ServingError
+from serving.client import GrpcClient
+from serving.server import ModelServer, ServerOptions
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -197,7 +197,7 @@ def proc(tmp_path_factory):
     cfg = root / "models.config"
     cfg.write_text(config_text(("hp2", root / "hp2"), ("work", root / "work")))
     grpc_port, rest_port = free_ports(2)
-    log = open(root / "server.log", "w+")
+    log = open(root / "server.log", "w+")  # noqa: SIM115 - open while the server runs
     # oneDNN's CPU allocator keeps a pool as large as the largest tensor it has allocated
     # (reused, not grown); without it, what the memory test measures is the server's own.
     p = subprocess.Popen(
@@ -209,8 +209,8 @@ def proc(tmp_path_factory):
     try:
         ok = wait_for(lambda: p.poll() is not None or _up(url), 120)
         assert ok and p.poll() is None, (root / "server.log").read_text()[-3000:]
-        yield dict(url=url, grpc=f"127.0.0.1:{grpc_port}", process=psutil.Process(p.pid),
-                   log=root / "server.log")
+        yield {"url": url, "grpc": f"127.0.0.1:{grpc_port}",
+               "process": psutil.Process(p.pid), "log": root / "server.log"}
     finally:
         p.terminate()
         try:

@@ -18,10 +18,10 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow_serving")
 
-from serving import skew  # noqa: E402
-from serving.client import GrpcClient, RestClient  # noqa: E402
-from serving.server import ModelServer, ServerOptions  # noqa: E402
-from shared.export import export_keras  # noqa: E402
+from serving import skew
+from serving.client import GrpcClient, RestClient
+from serving.server import ModelServer, ServerOptions
+from shared.export import export_keras
 
 pytestmark = pytest.mark.timeout(300)
 
