@@ -33,3 +33,19 @@ def test_unknown_app_and_command_are_clear_errors():
     assert proc.returncode == 2 and "unknown app 'resnet'" in proc.stderr
     proc = run_module("ksuite.cli", "frobnicate", check=False, timeout=60)
     assert proc.returncode == 2 and "unknown command" in proc.stderr
+
+
+def test_skew_reference_comes_from_the_app_declaring_the_model(mirror):
+    """`ksuite skew MODEL` finds the app that exports MODEL and takes its training inputs as the
+    signature sees them; an unknown model is one clear error."""
+    import numpy as np
+    import pytest
+
+    from ksuite.skew import reference_loader
+    from shared.errors import UserError
+
+    ref = reference_loader("mnist_mlp")
+    assert set(ref) == {"images"} and ref["images"].dtype == np.uint8
+    assert ref["images"].shape[1:] == (28, 28) and len(ref["images"]) == 60000
+    with pytest.raises(UserError, match="no app exports a model called 'resnet'"):
+        reference_loader("resnet")
