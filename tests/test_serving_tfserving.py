@@ -124,8 +124,13 @@ def test_huge_declared_tensor_is_refused_before_allocating(hp2):
     assert hp2["grpc"].predict("half_plus_two", {"x": x})["y"].tolist() == [[2.5]]
 
 
-def test_multi_inference_runs_classify_and_regress_on_one_set_of_examples(hp2):
+def test_multi_inference_runs_classify_and_regress_on_one_set_of_examples(hp2, monkeypatch):
     from tensorflow_serving.apis import inference_pb2
+
+    servable = hp2["server"].core.get_servable("half_plus_two", None, None)
+    runs = []
+    session_run = servable.call
+    monkeypatch.setattr(servable, "call", lambda sig, *a: runs.append(sig) or session_run(sig, *a))
 
     req = inference_pb2.MultiInferenceRequest()
     for sig, method in (("classify_x_to_y", "tensorflow/serving/classify"),
@@ -143,6 +148,8 @@ def test_multi_inference_runs_classify_and_regress_on_one_set_of_examples(hp2):
     scores = [c.classes[0].score for c in resp.results[0].classification_result.classifications]
     assert scores == [2.5, 4.0]
     assert [r.value for r in resp.results[1].regression_result.regressions] == [2.5, 4.0]
+    # one session run for both tasks, fetching y (the output of both) once
+    assert len(runs) == 1 and len(runs[0].fetches) == 1
     req.tasks[1].model_spec.name = "other"
     with pytest.raises(ServingError) as e:
         g.call(g.prediction.MultiInference, req)

@@ -7,6 +7,7 @@ import numpy as np
 
 from serving import ServingError
 from serving.codec import dtype_name
+from serving.server.servable import Signature
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
@@ -158,10 +159,25 @@ def regress(service, request, deadline: float | None = None):
                 regression_pb2.RegressionResponse())
 
 
+def joint_signature(sigs: list) -> Signature:
+    """One Signature over signatures sharing their input: the first's feeds, and each distinct
+    output tensor of any of them, keyed by its tensor name."""
+    outputs, fetches = {}, []
+    for sig in sigs:
+        for spec, fetch in zip(sig.outputs.values(), sig.fetches, strict=True):
+            if spec.tensor_name not in outputs:
+                outputs[spec.tensor_name] = spec
+                fetches.append(fetch)
+    first = sigs[0]
+    return Signature("\n".join(sig.name for sig in sigs), first.method_name, first.inputs,
+                     outputs, first.feeds, fetches)
+
+
 def multi_inference(service, request, deadline: float | None = None):
     """Several classify/regress tasks of one model version over one set of examples, with TF
-    Serving's checks (one model and version, no signature twice, one shared input tensor); each
-    task's signature runs on the same examples tensor."""
+    Serving's checks (one model and version, no signature twice, one shared input tensor), run as
+    TF Serving runs them: one session run that feeds the examples once and fetches every task's
+    outputs."""
     from tensorflow_serving.apis import inference_pb2
 
     if not request.tasks:
@@ -196,9 +212,11 @@ def multi_inference(service, request, deadline: float | None = None):
     n = len(examples)
     if service.metrics is not None:
         service.metrics.examples(servable.name, n)
+    joint = joint_signature([sig for _, sig in sigs])
+    fetched = service.run(servable, joint, {"inputs": examples}, deadline, "MultiInference")
     resp = inference_pb2.MultiInferenceResponse()
     for task, sig in sigs:
-        out = service.run(servable, sig, {"inputs": examples}, deadline, "MultiInference")
+        out = {key: fetched[spec.tensor_name] for key, spec in sig.outputs.items()}
         result = resp.results.add()
         service.fill_spec(result.model_spec, servable, sig.name)
         if task.method_name == CLASSIFY_METHOD:
