@@ -114,6 +114,14 @@ class ServerProcess:
                     sums[le] = sums.get(le, 0.0) + smp.value
         return sorted(sums.items())
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU seconds the server process has used."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+
     def peak_rss_mb(self) -> float | None:
         try:
             for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -370,19 +378,38 @@ def measure(server: ServerProcess, protocol: str, args, publisher: Publisher | N
     before = server.latency_buckets(entry)
     if publisher is not None:
         publisher.stage()
+    server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
     rec = run_load(protocol, port, args.model_name, args.clients, args.requests, 0,
                    publisher.publish if publisher is not None else None)
+    client_cpu = time.process_time() - client_cpu
+    server_cpu = server.cpu_seconds() - server_cpu if server_cpu is not None else None
     after = server.latency_buckets(entry)
     lat = np.array(rec.latencies) * 1000
     seconds = rec.finished - rec.started
     out = {"requests": len(lat) + rec.errors, "errors": rec.errors,
            "seconds": round(seconds, 3),
            "rps": round(len(lat) / seconds, 1) if seconds > 0 else None}
+    # The clients' latencies put in the server's buckets and read the same way: the histogram's
+    # buckets grow by 1.8x, so its interpolated quantiles can be off by more than 10% by
+    # themselves; this ratio compares the spans measured, not the resolution.
+    bounds = [le for le, _ in after]
+    binned = [(le, float(np.count_nonzero(lat * 1000 <= le))) for le in bounds]
     for q in (50, 99):
         client = float(np.percentile(lat, q)) if len(lat) else None
         srv = histogram_quantile(q / 100, before, after)
         out[f"p{q}_ms"], out[f"server_p{q}_ms"] = _ms(client), _ms(srv)
         out[f"server_to_client_p{q}"] = round(srv / client, 3) if client and srv else None
+        same = histogram_quantile(q / 100, [], binned) if len(lat) else None
+        out[f"client_binned_p{q}_ms"] = _ms(same)
+        out[f"server_to_client_binned_p{q}"] = round(srv / same, 3) if same and srv else None
+    # CPU per request and share of one core over the run, of this process (the clients) and of
+    # the server: with both on the same few cores the clients' own time is part of their latency.
+    n = max(1, out["requests"])
+    out["client_cpu_ms_per_request"] = round(1000 * client_cpu / n, 3)
+    out["client_cpu_cores"] = round(client_cpu / seconds, 3) if seconds > 0 else None
+    if server_cpu is not None:
+        out["server_cpu_ms_per_request"] = round(1000 * server_cpu / n, 3)
+        out["server_cpu_cores"] = round(server_cpu / seconds, 3) if seconds > 0 else None
     out["server_histogram_count"] = (after[-1][1] - dict(before).get(after[-1][0], 0)
                                      if after else 0)
     if protocol == "grpc":
@@ -410,8 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
     libs = library_versions("grpcio", "tornado", "protobuf", "prometheus_client")
     print(f"{'batching':>8} {'phase':>7} {'protocol':>8} {'requests':>8} {'errors':>6} "
-          f"{'p50 ms':>7} {'srv p50':>7} {'ratio':>5} {'p99 ms':>7} {'srv p99':>7} "
-          f"{'ratio':>5} {'req/s':>7}")
+          f"{'p50 ms':>7} {'srv p50':>7} {'ratio':>5} {'binned':>6} {'p99 ms':>7} {'srv p99':>7} "
+          f"{'ratio':>5} {'binned':>6} {'req/s':>7} {'load':>5}")
     records = []
     for batching in args.batching:
         publisher = Publisher(source)
@@ -437,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
                         "batching_parameters": params if batching == "on" else None,
                         "server": "serving.server (local TF-Serving-compatible)",
                         "server_latency_source": f"{LATENCY} histogram, bucket-interpolated",
-                        "machine": {**machine, "loadavg_1min_before": round(load0, 2)},
+                        "machine": {**machine, "loadavg_1min_before": round(load0, 2),
+                                    "loadavg_1min_after": round(os.getloadavg()[0], 2)},
                         "libraries": libs,
                         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     }
@@ -445,8 +473,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{batching:>8} {phase:>7} {protocol:>8} {r['requests']:>8} "
                           f"{r['errors']:>6} {r['p50_ms'] or 0:>7.2f} "
                           f"{r['server_p50_ms'] or 0:>7.2f} {r['server_to_client_p50'] or 0:>5.2f} "
+                          f"{r['server_to_client_binned_p50'] or 0:>6.2f} "
                           f"{r['p99_ms'] or 0:>7.2f} {r['server_p99_ms'] or 0:>7.2f} "
-                          f"{r['server_to_client_p99'] or 0:>5.2f} {r['rps'] or 0:>7.1f}",
+                          f"{r['server_to_client_p99'] or 0:>5.2f} "
+                          f"{r['server_to_client_binned_p99'] or 0:>6.2f} {r['rps'] or 0:>7.1f} "
+                          f"{load0:>5.2f}",
                           flush=True)
                     if args.output:
                         out = Path(args.output)

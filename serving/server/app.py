@@ -10,7 +10,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from serving.server.core import ServerCore
-from serving.server.grpc_api import channel_args, servicers
+from serving.server.grpc_api import channel_args, latency_interceptor, servicers
 from serving.server.options import ServerOptions, parse_args
 from serving.server.rest import RestApi
 from serving.server.rest_http import ParsePool, make_rest_handler
@@ -80,7 +80,9 @@ class ModelServer:
                    ("grpc.max_send_message_length", 2**31 - 1),
                    ("grpc.so_reuseport", 0)]
         options += channel_args(self.opts.grpc_channel_arguments)
-        self._grpc = grpc.server(self.grpc_pool, options=options, maximum_concurrent_rpcs=None)
+        interceptors = [latency_interceptor(self.metrics)] if self.metrics is not None else []
+        self._grpc = grpc.server(self.grpc_pool, options=options, interceptors=interceptors,
+                                 maximum_concurrent_rpcs=None)
         pred, add_pred, models, add_models = servicers(self)
         add_pred(pred, self._grpc)
         add_models(models, self._grpc)

@@ -3,6 +3,7 @@ official ``tensorflow_serving.apis`` messages, on grpcio's threaded server."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from typing import Any
@@ -14,6 +15,10 @@ from serving.server.service import map_error, validate_inputs
 from shared.errors import UserError
 
 log = logging.getLogger("serving.server")
+
+# The timing record of the call running in this context (set by ``latency_interceptor``).
+_CALL: contextvars.ContextVar[dict | None] = contextvars.ContextVar("ksuite_grpc_call",
+                                                                    default=None)
 
 
 def channel_args(text: str) -> list[tuple[str, Any]]:
@@ -91,6 +96,44 @@ def _spec_args(spec):
             spec.version_label or None)
 
 
+def latency_interceptor(metrics):
+    """A grpc server interceptor that makes ``request_latency`` span, as TF Serving's does, the
+    server's whole hold of a call: from the moment grpcio accepts it (on its polling thread,
+    before the hand-off to the thread pool and the request's parsing) until the answer is
+    serialized and handed back to grpcio. TF Serving's C++ handler starts on a thread of its
+    own as the call arrives and its protobufs cost little, so its handler span is that span;
+    here the hand-off and the (de)serialization are Python's and take a share of the time."""
+    import grpc
+
+    class LatencyInterceptor(grpc.ServerInterceptor):
+        def intercept_service(self, continuation, details):
+            start = time.perf_counter()
+            handler = continuation(details)
+            if handler is None or handler.unary_unary is None:
+                return handler
+            behavior, serialize = handler.unary_unary, handler.response_serializer
+
+            def timed(request, context):
+                call = {"start": start, "api": ""}
+                _CALL.set(call)
+                failed = True
+                try:
+                    answer = behavior(request, context)
+                    data = serialize(answer) if serialize is not None else answer
+                    failed = False
+                    return data
+                finally:
+                    if call["api"]:
+                        code = "INTERNAL" if failed and call["code"] == "OK" else call["code"]
+                        metrics.request(call["model"], call["api"], "GRPC", code,
+                                        time.perf_counter() - start)
+
+            return grpc.unary_unary_rpc_method_handler(
+                timed, request_deserializer=handler.request_deserializer)
+
+    return LatencyInterceptor()
+
+
 def servicers(server):
     """(PredictionService, its add function, ModelService, its add function) for ``server``.
     Each call runs on one of --grpc_max_threads threads; with batching it waits there for its
@@ -114,7 +157,8 @@ def servicers(server):
     def guard(api: str):
         def wrap(fn):
             def wrapper(self, request, context):
-                start = time.perf_counter()
+                call = _CALL.get()
+                start = call["start"] if call is not None else time.perf_counter()
                 model = request.tasks[0].model_spec.name if api == "MultiInference" and \
                     request.tasks else getattr(getattr(request, "model_spec", None), "name", "")
                 code = "OK"
@@ -131,8 +175,11 @@ def servicers(server):
                     context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
                 finally:
                     if server.metrics is not None and api:
-                        server.metrics.request(model, api, "GRPC", code,
-                                               time.perf_counter() - start)
+                        if call is not None:  # recorded once the answer is serialized
+                            call.update(model=model, api=api, code=code)
+                        else:
+                            server.metrics.request(model, api, "GRPC", code,
+                                                   time.perf_counter() - start)
 
             wrapper.__name__ = fn.__name__
             return wrapper

@@ -67,13 +67,17 @@ class ServerOptions:
         return BatchingParameters()
 
     def threads(self) -> tuple[int, int]:
-        """(REST worker threads, gRPC worker threads). Handler threads block while their request
-        waits in a batch, so with batching there must be enough of them to fill batches."""
+        """(REST worker threads, gRPC worker threads). The model runs outside the GIL but parsing
+        and answering hold it, so more threads than 2 per core only contend for it: on a loaded
+        loop grpcio's polling thread and the IO loop then wait to take new requests in, which
+        the request latency histogram cannot see. Calls past the pool wait in its queue, inside
+        the measured span. Handler threads block while their request waits in a batch, so with
+        batching there must be enough of them to fill batches."""
         cpus = os.cpu_count() or 1
-        auto = 4 * cpus
+        auto = max(4, 2 * cpus)
         if self.enable_batching:
             auto = max(auto, min(2 * self.batching().max_batch_size, 128))
-        return (self.rest_api_num_threads or max(auto, 8), self.grpc_max_threads or max(auto, 16))
+        return self.rest_api_num_threads or auto, self.grpc_max_threads or auto
 
 
 def _bool(text: str) -> bool:

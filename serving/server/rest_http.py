@@ -1,5 +1,6 @@
-"""The REST front end on tornado: bodies streamed in (413 past the limit), small predict bodies
-parsed on the IO loop, large ones parsed, and large answers written, in a worker process
+"""The REST front end on tornado: bodies streamed in (413 past the limit), small predicts handled
+whole on a worker thread (the IO loop only reads and writes), large bodies parsed, and large
+answers written, in a worker process
 (json.loads or json.dumps of 50 MB holds the GIL for seconds, which would stall every other
 request), models run on worker or batch threads, every answer JSON, metrics recorded per
 request. After a large request the C heap is trimmed, so its memory goes back to the system."""
@@ -20,7 +21,8 @@ from serving.server.rest import api_of, decode_predict, encode_predict, error_bo
 
 log = logging.getLogger("serving.server")
 
-# REST predict bodies up to this size are parsed on the IO loop; larger ones in the worker.
+# REST predict bodies up to this size are parsed on a worker thread; larger ones in the
+# worker process.
 INLINE_JSON_BYTES = 256 * 1024
 # Outputs with more values than this are turned into JSON in the worker process.
 INLINE_JSON_VALUES = 50_000
@@ -127,6 +129,21 @@ async def outputs_reply(api, plan, loop, pool, parse_pool, deadline) -> tuple[in
     return 200, encode_predict(outputs, columnar)
 
 
+def small_predict(api, servable, body: bytes, deadline) -> tuple:
+    """A predict with a small body, whole on one worker thread (parse, run, log, answer), so the
+    IO loop only reads requests and writes answers: ``(200, json bytes)``, or ``(None, outputs,
+    columnar)`` when the outputs are large enough to be written in the worker process."""
+    servable, sig, inputs, columnar = api.finish_plan(
+        servable, decode_predict(body, api.specs_of(servable)))
+    del body
+    outputs = api.service.run(servable, sig, inputs, deadline)
+    api.log_predict(servable, sig, inputs, outputs)
+    del inputs
+    if sum(v.size for v in outputs.values()) > INLINE_JSON_VALUES:
+        return None, outputs, columnar
+    return 200, encode_predict(outputs, columnar)
+
+
 def make_rest_handler(server):
     """The tornado RequestHandler class for ``server`` (a ModelServer)."""
     import tornado.web
@@ -222,6 +239,18 @@ def make_rest_handler(server):
             deadline = time.monotonic() + timeout if timeout > 0 else None
             api = self.server.rest
             try:
+                servable = api.resolve(path) if method == "POST" else None
+                if servable is not None and len(body) <= INLINE_JSON_BYTES:
+                    # one hand-off to a worker thread and back, no task of its own
+                    work = asyncio.get_running_loop().run_in_executor(
+                        self.server.rest_pool, small_predict, api, servable, body, deadline)
+                    del body
+                    answer = await asyncio.wait_for(work, timeout or None)
+                    if answer[0] is None:
+                        answer = 200, await asyncio.wrap_future(
+                            self.server.parse_pool.encode(*answer[1:]))
+                    self._reply(*answer)
+                    return
                 work = self._work(api, method, path, body, deadline)
                 self._reply(*await asyncio.wait_for(work, timeout or None))
             except TimeoutError:
@@ -236,12 +265,9 @@ def make_rest_handler(server):
             pool = self.server.rest_pool
             if method == "POST":
                 servable = api.resolve(path)
-                if servable is not None:
-                    if len(body) <= INLINE_JSON_BYTES:
-                        decoded = decode_predict(body, api.specs_of(servable))
-                    else:
-                        decoded = await asyncio.wrap_future(
-                            self.server.parse_pool.submit(body, api.specs_of(servable)))
+                if servable is not None:  # a large body (small ones go to small_predict)
+                    decoded = await asyncio.wrap_future(
+                        self.server.parse_pool.submit(body, api.specs_of(servable)))
                     del body
                     plan = api.finish_plan(servable, decoded)
                     del decoded
