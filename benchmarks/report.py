@@ -325,20 +325,6 @@ def commit(record: dict) -> str:
     return record.get("git_commit") or "–"
 
 
-def side_serving(rows):
-    models = ", ".join(sorted({str(r["model"]) for r in rows if r.get("model")})) or "model ?"
-    headers = ["date", "protocol", "clients", "server batching", "instances/request", "requests",
-               "errors", "requests/s", "p50 ms", "p99 ms", "server peak RSS MB"]
-    return ["## serving", "",
-            f"Load test of the local TF-Serving-compatible server ({models}): closed-loop clients "
-            "for the given seconds.", "",
-            *table(headers, [[when(r), r.get("protocol", "–"), r.get("clients"),
-                              {True: "on", False: "off"}.get(r.get("batching"), "–"),
-                              r.get("instances_per_request"), r.get("requests"), r.get("errors"),
-                              r.get("rps"), r.get("p50_ms"), r.get("p99_ms"),
-                              r.get("server_peak_rss_mb")] for r in rows])]
-
-
 def side_generic(name, rows):
     """A record kind this module does not know: its first ten scalar fields."""
     keys: list[str] = []
@@ -350,13 +336,10 @@ def side_generic(name, rows):
 
 
 def side_benchmarks() -> dict:
-    """name -> Side for every side benchmark script (benchmarks/side.py), plus the serving
-    load test, whose script renders here."""
-    from benchmarks.side import Side, discover
+    """name -> Side for every side benchmark script (benchmarks/side.py)."""
+    from benchmarks.side import discover
 
-    found = discover()
-    found.setdefault("serving_load", Side("serving_load", "serving", side_serving))
-    return found
+    return discover()
 
 
 # ---------------------------------------------------------------------------------- per app

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.side import Side  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -492,6 +494,40 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total: {total} requests, {errors} errors"
           + (f"; appended {len(records)} records to {args.output}" if args.output else ""))
     return 0 if errors == 0 else 1
+
+
+def render(rows):
+    """The report's serving section for these records: client percentiles beside the server's
+    own request_latency histogram."""
+    from benchmarks.report import table, when
+
+    models = ", ".join(sorted({str(r["model"]) for r in rows if r.get("model")})) or "model ?"
+    headers = ["date", "phase", "protocol", "clients", "server batching", "requests", "errors",
+               "requests/s", "client p50 / p99 ms", "server p50 / p99 ms", "server / client",
+               "1-min load", "server peak RSS MB"]
+
+    def pair(a, b, digits=1):
+        return "–" if a is None or b is None else f"{a:.{digits}f} / {b:.{digits}f}"
+
+    def load_of(r):
+        value = (r.get("machine") or {}).get("loadavg_1min_before")
+        return "–" if value is None else f"{value:.1f}"
+
+    return ["## serving", "",
+            f"Load test of the local TF-Serving-compatible server ({models}): closed-loop clients; "
+            "`publish` renames a new version into the base path half-way through.", "",
+            *table(headers, [[when(r), r.get("phase", "steady"), r.get("protocol", "–"),
+                              r.get("clients"),
+                              {True: "on", False: "off"}.get(r.get("batching"), "–"),
+                              r.get("requests"), r.get("errors"), r.get("rps"),
+                              pair(r.get("p50_ms"), r.get("p99_ms")),
+                              pair(r.get("server_p50_ms"), r.get("server_p99_ms")),
+                              pair(r.get("server_to_client_p50"), r.get("server_to_client_p99"),
+                                   2),
+                              load_of(r), r.get("server_peak_rss_mb")] for r in rows])]
+
+
+SIDE = Side("serving_load", app="serving", render=render)
 
 
 if __name__ == "__main__":
