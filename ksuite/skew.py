@@ -1,6 +1,6 @@
 """``ksuite skew MODEL --log DIR``: training-serving skew of a served model.
 
-serving/skew.py computes the statistics and distances; this glue finds the app that exports
+serving/skew/ computes the statistics and distances; this glue finds the app that exports
 ``MODEL`` in the registry and asks it for its training inputs as the serving signature sees them
 (``App.reference_inputs``).
 """

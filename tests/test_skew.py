@@ -1,4 +1,4 @@
-"""Training-serving skew (serving/skew.py): distances, statistics per kind, the command."""
+"""Training-serving skew (serving/skew/): distances, statistics per kind, the command."""
 
 from __future__ import annotations
 
@@ -272,3 +272,16 @@ def test_command_errors_are_one_line(tmp_path, digits, capsys, case):
     assert not (tmp_path / "o").exists()
     if case == "other_model":
         assert "no request-log records of model 'mnist_mlp'" in lines[0]
+
+
+def test_report_files_are_written_and_named(tmp_path):
+    """to_json and plot return the paths they wrote (main prints them)."""
+    import numpy as np
+
+    from serving import skew
+
+    rng = np.random.default_rng(0)
+    report = skew.compare({"x": rng.normal(size=(500, 3))}, {"x": rng.normal(size=(100, 3))})
+    assert report.to_json(tmp_path / "skew.json") == tmp_path / "skew.json"
+    assert report.plot(tmp_path / "skew.png") == tmp_path / "skew.png"
+    assert (tmp_path / "skew.json").stat().st_size > 0 and (tmp_path / "skew.png").exists()
