@@ -16,7 +16,11 @@
 3. **gate**: compare the candidate's metric with the version labelled ``stable`` in the serving
    config (``--serving-config``); refuse (exit 3, candidate deleted) when it is worse by more than
    ``--margin``. The default margin 0 is TFX's: its Keras tutorial blesses a model only when
-   it is not worse than the baseline (``change_threshold`` with ``absolute: -1e-10``);
+   it is not worse than the baseline (``change_threshold`` with ``absolute: -1e-10``). With
+   ``--class-margin M`` (classifiers), also refuse when any class's test recall is below the
+   stable version's recall of that class by more than M (the one line names the class): the
+   course's "behaviour on subpopulations", read from both versions' ``per_class`` metrics in
+   ``assets.extra/ksuite.json`` (shared/export.Gate says why per-class recall);
 4. **publish** the candidate as the next integer version (an atomic rename, so a server never
    sees it half-written) and label it ``canary`` in the serving config; ``stable`` does not move.
 
@@ -45,6 +49,7 @@ from pathlib import Path
 
 from apps import get as get_app
 from apps import registry
+from shared.app import App
 from shared.errors import UserError, exit_on_user_error
 from shared.export import Gate, GateRefused, publish, read_metadata, versions
 from shared.io import atomic_write_json, atomic_write_text
@@ -192,6 +197,10 @@ def parse_args(argv):
     p.add_argument("--margin", type=float, default=0.0,
                    help="publish only if the metric is not worse than stable's by more than this "
                         "(default 0: not worse, as TFX's Evaluator in its Keras tutorial)")
+    p.add_argument("--class-margin", type=float, default=None,
+                   help="also refuse when any class's test recall is below stable's by more "
+                        "than this (classifiers; default: off). Per-class, not the worst-class "
+                        "minimum, which can hide a class that fell")
     p.add_argument("--run-dir", default=None,
                    help="where the training run and pipeline.json go "
                         "(default runs/pipeline/<app>-<time>)")
@@ -208,6 +217,8 @@ def parse_args(argv):
             raise UserError(f"{flag} is set by the pipeline; do not pass it to the app")
     if args.margin < 0:
         raise UserError("--margin must be >= 0")
+    if args.class_margin is not None and args.class_margin < 0:
+        raise UserError("--class-margin must be >= 0")
     args.app_flags = [f for f in app_flags if f != "--"]
     args.argv = list(argv)
     return args
@@ -225,12 +236,15 @@ def run_pipeline(args) -> dict:
 
     app = args.app
     declared = get_app(app)
+    if args.class_margin is not None and type(declared).class_names is App.class_names:
+        raise UserError(f"--class-margin: {app} is not a classifier (it declares no classes)")
     export_dir = Path(args.export_dir)
     config_path = Path(args.serving_config or export_dir / "models.config")
     run_dir = Path(args.run_dir or f"runs/pipeline/{app}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"app": app, "command": "ksuite pipeline " + " ".join(args.argv),
-              "run_dir": str(run_dir), "serving_config": str(config_path), "margin": args.margin}
+              "run_dir": str(run_dir), "serving_config": str(config_path), "margin": args.margin,
+              "class_margin": args.class_margin}
 
     def finish(stage: str, **extra) -> dict:
         record.update(stage=stage, **extra)
@@ -272,7 +286,8 @@ def run_pipeline(args) -> dict:
     try:
         labels = labels_of(load_config(config_path), name)
         stable = labels.get("stable")
-        gate = Gate(metric, args.margin, higher_is_better=higher)
+        gate = Gate(metric, args.margin, higher_is_better=higher,
+                    class_margin=args.class_margin)
         if stable is None:
             verdict = "gate: no stable version in the serving config; publishing"
         else:

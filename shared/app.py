@@ -126,6 +126,21 @@ class App:
         test = model.evaluate(data.test, return_dict=True, verbose=0)
         return {k: float(v) for k, v in test.items()}
 
+    def class_names(self, args, data: Data) -> list[str] | None:
+        """A classifier's class names, in label order (label k is ``names[k]``); ``None`` (the
+        default) for an app that is not a classifier. Declaring them is all it takes to get the
+        per-class evaluation (shared/evaluation.py): confusion matrix, per-class
+        precision/recall/F1 in ``metrics.json``, the worst class for the promotion gate."""
+        return None
+
+    def test_predictions(self, args, model, data: Data):
+        """``(y_true, y_pred)`` class ids over the test set, for the per-class evaluation.
+        Default: ``data.test``'s ``(x, y)`` batches through the model (argmax of the scores, or
+        ``p >= 0.5`` for one sigmoid unit)."""
+        from shared.evaluation import predict_dataset
+
+        return predict_dataset(model, data.test)
+
     def endpoints(self, args, model, data: Data) -> dict:
         """The export's signatures: ``{name: (function, [tf.TensorSpec, ...])}``; the one called
         ``serving_default`` answers requests that name none. Raw inputs in, always."""
@@ -227,6 +242,7 @@ class App:
             model.summary(print_fn=lambda line, **_: print(line))
         self.train(args, model, data, run)
         metrics = self.evaluate(args, model, data, run)
+        self.evaluate_per_class(args, model, data, run, metrics)
         record = run.finish(metrics, plot_metrics=self.plot_metrics,
                             extra=self.record_extra(args, model, data, run))
         print(self.headline(metrics, record))
@@ -235,6 +251,19 @@ class App:
             print(f"exported {path}")
             record["export"] = str(path)
         return record
+
+    def evaluate_per_class(self, args, model, data: Data, run, metrics: dict) -> None:
+        """A classifier's per-class figures into ``metrics`` (every worker computes them, as it
+        evaluates); the confusion matrix files into the run directory, on the chief only."""
+        names = self.class_names(args, data)
+        if not names:
+            return
+        from shared.evaluation import per_class_report
+
+        report = per_class_report(*self.test_predictions(args, model, data), names)
+        metrics.update(report.metrics())
+        if run.is_chief:
+            report.write(run.dir, title=f"{self.run_name(args)}: confusion matrix (test set)")
 
     def main(self, argv=None) -> dict:
         """The entry point of ``python -m apps.<app>.train`` and ``ksuite train <app>``."""

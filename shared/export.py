@@ -59,11 +59,20 @@ def read_metadata(version_dir: str | Path) -> dict:
 
 @dataclass(frozen=True)
 class Gate:
-    """Refuse to publish when ``metric`` is worse than the reference version's by > ``margin``."""
+    """Refuse to publish when ``metric`` is worse than the reference version's by > ``margin``;
+    with ``class_margin`` (a classifier's option; ``None``: off), also when any class's test
+    recall (``per_class`` in the metrics, shared/evaluation.py) dropped by more than it.
+
+    Per-class recall rather than the worst-class minimum: the minimum can hide a regression
+    (the old worst class improves while another class falls to just above it), and a class's
+    recall is measured on that class's own examples only -- the subpopulation the check is
+    about -- whereas its precision moves with the other classes' errors. The refusal names the
+    class with the largest drop; classes either version did not measure are not compared."""
 
     metric: str
     margin: float = 0.0
     higher_is_better: bool = True
+    class_margin: float | None = None
 
     def check(self, model_base: str | Path, metrics: dict, reference: int | None = None) -> str:
         """Return a one-line verdict, or raise GateRefused. ``reference`` defaults to the latest
@@ -86,7 +95,29 @@ class Gate:
                    f"(margin {self.margin})")
         if worse_by > self.margin + 1e-9:  # tolerance for float round-off at the boundary
             raise GateRefused(f"gate refused the new version: {verdict}")
+        if self.class_margin is not None:
+            verdict += "; " + self.check_classes(metrics, previous, reference)
         return f"gate passed: {verdict}"
+
+    def check_classes(self, metrics: dict, previous: dict, reference) -> str:
+        """The per-class recall check: a verdict fragment, or raise GateRefused naming the class
+        whose recall dropped most."""
+        from shared.evaluation import recall_drops
+
+        if "per_class" not in metrics:
+            raise UserError("gate: --class-margin needs per-class metrics, and the candidate "
+                            "has none (not a classifier?)")
+        if "per_class" not in previous:
+            return f"version {reference} recorded no per-class metrics"
+        drops = recall_drops(metrics["per_class"], previous["per_class"])
+        if not drops:
+            return f"no class measured by both the candidate and version {reference}"
+        name, new, old = drops[0]
+        line = (f"class {name!r} recall: candidate {new:.5f} vs version {reference} {old:.5f} "
+                f"(class margin {self.class_margin})")
+        if old - new > self.class_margin + 1e-9:
+            raise GateRefused(f"gate refused the new version: {line}")
+        return f"largest per-class recall drop: {line}"
 
 
 def publish(

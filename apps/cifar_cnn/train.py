@@ -208,6 +208,12 @@ class CifarCNN(App):
                     "loss": stage1["stage1_loss"]}
         return {**stage1, **test_metrics(model, data.test)}
 
+    # Per-class evaluation (the runner's, after evaluate): the classes of the subset this run
+    # learned, through the default ``test_predictions`` on ``data.test`` -- the final model,
+    # whichever path (scratch, VGG16 stages) trained it.
+    def class_names(self, args, data):
+        return list(data.names)
+
     # 5. Export: raw uint8 images [batch, 32, 32, 3] in; probabilities [batch, k], class ids
     #    (int64) and class names (string) out.
     def endpoints(self, args, model, data):

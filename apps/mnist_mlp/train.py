@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from shared.app import App, Data, UserError
 
+# Fashion-MNIST's labels 0..9 (Xiao et al. 2017, Table 1).
+FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                 "Sneaker", "Bag", "Ankle boot")
+
 
 class MnistMLP(App):
     name = "mnist_mlp"
@@ -69,6 +73,11 @@ class MnistMLP(App):
         from apps.mnist_mlp.model import build_mlp
 
         return build_mlp(tuple(args.hidden), args.dropout)
+
+    # Per-class evaluation (the runner's): the confusion matrix and each class's
+    # precision/recall/F1 on the test set, through the default ``test_predictions``.
+    def class_names(self, args, data):
+        return list(FASHION_NAMES if args.dataset == "fashion_mnist" else map(str, range(10)))
 
     # 3. Export: raw uint8 images [batch, 28, 28] in; probabilities [batch, 10] and classes out.
     def endpoints(self, args, model, data):

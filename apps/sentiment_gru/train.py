@@ -143,6 +143,19 @@ class SentimentGRU(App):
         return {"accuracy": float(test["accuracy"]), "loss": float(test["loss"]),
                 "test_reviews": int(len(data.x_test))}
 
+    # Per-class evaluation (the runner's): negative / positive reviews, P(positive) >= 0.5.
+    def class_names(self, args, data):
+        from apps.sentiment_gru.data import LABELS
+
+        return list(LABELS)
+
+    def test_predictions(self, args, model, data):
+        from apps.sentiment_gru.data import make_dataset
+        from shared.evaluation import predict_dataset
+
+        return predict_dataset(model, make_dataset(data.vectorizer, data.x_test, data.y_test,
+                                                   data.batch))
+
     def headline(self, metrics, record):
         return (f"test accuracy {metrics['accuracy']:.4f}, test loss {metrics['loss']:.4f} on "
                 f"{metrics['test_reviews']} reviews ({record.get('epochs_run', '?')} epochs, "
