@@ -29,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from shared.errors import UserError, exit_on_user_error  # noqa: E402
-from shared.flags import base_parser  # noqa: E402
+from shared.flags import add_optimizer_betas, base_parser  # noqa: E402
 
 
 class Data(types.SimpleNamespace):
@@ -92,6 +92,17 @@ class App:
         from shared.optim import OptimizerConfig
 
         return OptimizerConfig.from_args(args, data.steps_per_epoch or 1, **overrides)
+
+    def regularize(self, args, model, data: Data, run) -> None:
+        """``--l2``/``--l1``/``--max-norm`` on the built model's kernels, before compile
+        (shared/regularizers.py: which variables, how, and which apps it reaches)."""
+        from shared.regularizers import RegularizerConfig, apply_weight_penalties
+
+        config = RegularizerConfig.from_args(args)
+        if config.active:
+            touched = apply_weight_penalties(model, config)
+            print(f"regularization: l2 {config.l2}, l1 {config.l1}, max-norm {config.max_norm} "
+                  f"on {len(touched)} kernels (biases, batch-norm and embeddings excluded)")
 
     def compile(self, args, model, data: Data, run) -> None:
         """Compile inside the strategy's scope with the one optimizer factory."""
@@ -194,6 +205,7 @@ class App:
         parser.set_defaults(**self.defaults)
         self.add_flags(parser.add_argument_group(self.name))
         self.add_flag_groups(parser)
+        add_optimizer_betas(parser)  # after the app's flags: an app's own --beta1 wins (DCGAN)
         return parser
 
     def add_flag_groups(self, parser) -> None:
@@ -237,6 +249,7 @@ class App:
         data = self.load_data(args, run)
         with run.strategy.scope():
             model = self.build_model(args, data, run)
+            self.regularize(args, model, data, run)
             self.compile(args, model, data, run)
         if args.verbose and hasattr(model, "summary"):
             model.summary(print_fn=lambda line, **_: print(line))

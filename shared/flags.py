@@ -3,7 +3,11 @@
 Shared: ``--epochs N``, ``--batch-size B`` (per replica), ``--learning-rate``, ``--optimizer``,
 ``--schedule``, ``--patience``, ``--limit N`` (only the first N training examples), ``--seed S``,
 ``--run-dir DIR``, ``--export-dir DIR`` (default ``saved_models/``), ``--no-export``,
-``--gate-margin M``, ``--strategy``, ``--devices``. An app adds its own flags and its own (cited)
+``--gate-margin M``, ``--strategy``, ``--devices``; the optimizer's and schedules' parameters
+(``--momentum``, ``--beta1``/``--beta2``, ``--clip-global-norm``, ``--decay-factor``,
+``--decay-every``, ``--exponential-rate``) and the
+weight-norm penalties (``--l2``, ``--l1``, ``--max-norm``, shared/regularizers.py). An app
+adds its own flags and its own (cited)
 defaults through its declaration (shared/app.py); the optimizer they name is built by
 shared/optim.py.
 """
@@ -38,6 +42,25 @@ def positive_float(text: str) -> float:
     return value
 
 
+def unit_float(text: str) -> float:
+    """A number in [0, 1) (momentum, Adam's betas)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be in [0, 1)")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A factor in (0, 1) (a learning-rate drop)."""
+    value = positive_float(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be in (0, 1)")
+    return value
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (``error: ...``) and exit 2."""
 
@@ -66,6 +89,29 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="validation quantity early stopping watches (val_loss, val_accuracy, ...)")
     g.add_argument("--clipnorm", type=positive_float, default=None,
                    help="clip each gradient to this L2 norm")
+    p = parser.add_argument_group("optimizer, schedule and regularization (shared by every app)")
+    parser.optimizer_group = p  # add_optimizer_betas adds --beta1/--beta2 here
+    p.add_argument("--momentum", type=unit_float, default=0.9,
+                   help="SGD momentum of --optimizer momentum/nesterov (Sutskever et al. 2013)")
+    p.add_argument("--clip-global-norm", type=positive_float, default=None,
+                   help="clip the whole gradient's norm (Pascanu et al. 2013); replaces --clipnorm")
+    p.add_argument("--decay-factor", type=positive_float, default=0.1,
+                   help="--schedule step: multiply lr by this at each drop (He et al. 2016: 0.1)")
+    p.add_argument("--decay-every", type=positive_float, default=None,
+                   help="--schedule step: drop every N epochs (default: every third of the run)")
+    p.add_argument("--exponential-rate", type=positive_float, default=0.96,
+                   help="--schedule exponential: multiply lr by this per epoch (TF tutorials)")
+    # --plateau-factor (fraction, default 0.1) and --plateau-patience (positive_int, default
+    # None: half of --patience) wait for shared/runs.py's Run.callbacks to build its plateau
+    # rule from OptimizerConfig.from_args (it reads only --schedule today); the config fields
+    # and plateau_callback take them already.
+    p.add_argument("--l2", type=positive_float, default=None,
+                   help="add l2 * sum(w^2) of every kernel to the loss (biases, BN excluded)")
+    p.add_argument("--l1", type=positive_float, default=None,
+                   help="add l1 * sum(|w|) of every kernel to the loss (biases, BN excluded)")
+    p.add_argument("--max-norm", type=positive_float, default=None,
+                   help="after each step, rescale each unit's incoming weights to norm <= this "
+                        "(Srivastava et al. 2014)")
     g.add_argument("--limit", type=positive_int, default=None,
                    help="use only the first N training examples")
     g.add_argument("--seed", type=int, default=42, help="seed for every random choice")
@@ -90,3 +136,14 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="split the CPU into N logical devices (to exercise multi-device code "
                         "without GPUs), or use the first N GPUs")
     return parser
+
+
+def add_optimizer_betas(parser) -> None:
+    """Adam's ``--beta1``/``--beta2`` (Kingma & Ba 2015: 0.9, 0.999), added after the app's own
+    flags so that an app declaring its own (DCGAN's ``--beta1`` 0.5, Radford et al.) keeps it."""
+    group = getattr(parser, "optimizer_group", parser)
+    for flag, default, cite in (("--beta1", 0.9, "0.9"), ("--beta2", 0.999, "0.999")):
+        if flag in parser._option_string_actions:  # the app's own flag wins
+            continue
+        group.add_argument(flag, type=unit_float, default=default,
+                           help=f"Adam/AdamW {flag[2:]} (Kingma & Ba 2015: {cite})")

@@ -12,9 +12,16 @@ from dataclasses import dataclass, replace
 
 from shared.errors import UserError
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad", "adadelta")
 # The `--schedule` choices; shared/schedules.py builds them (Keras is imported only there).
 SCHEDULES = ("constant", "step", "exponential", "inverse_time", "linear", "cosine", "plateau")
+
+
+# OptimizerConfig field <- the shared flag's dest (shared/flags.py), when the flag is given.
+_FLAGS = {"global_clipnorm": "clip_global_norm", "momentum": "momentum", "beta_1": "beta1",
+          "beta_2": "beta2", "decay_factor": "decay_factor", "decay_every": "decay_every",
+          "exponential_rate": "exponential_rate", "plateau_factor": "plateau_factor",
+          "plateau_patience": "plateau_patience"}
 
 
 @dataclass(frozen=True)
@@ -36,15 +43,32 @@ class OptimizerConfig:
     epsilon: float = 1e-7  # Keras' default for Adam and RMSprop
     centered: bool = False  # RMSprop normalised by the gradient's variance (Graves 2013)
     final_learning_rate: float | None = None  # the `linear` schedule's floor (default 1% of lr)
+    initial_accumulator: float = 0.1  # AdaGrad's starting sum of squares (Keras default)
+    adadelta_rho: float = 0.95  # Adadelta's decay (Zeiler 2012 §4.1: 0.95; Keras default)
+    decay_factor: float = 0.1  # `step`: x0.1 at each drop (He et al. 2016, divide by 10)
+    decay_every: float | None = None  # `step`: drop every N epochs (None: every third of the run)
+    exponential_rate: float = 0.96  # `exponential`: x0.96 per epoch (TensorFlow tutorials)
+    plateau_factor: float = 0.1  # `plateau`: divide by 10 (Goodfellow §8.3 / He et al. 2016)
+    plateau_patience: int | None = None  # `plateau`: epochs to wait (None: half of --patience)
 
     @classmethod
     def from_args(cls, args, steps_per_epoch: int, **overrides) -> "OptimizerConfig":
         """The shared flags' values (``--optimizer``, ``--learning-rate``, ``--schedule``,
-        ``--epochs``, ``--clipnorm``), then an app's ``overrides``."""
+        ``--epochs``, ``--clipnorm``, ``--clip-global-norm``, ``--momentum``, ``--beta1``,
+        ``--beta2``, the schedules' ``--decay-factor``, ``--decay-every``,
+        ``--exponential-rate``, ``--plateau-factor``, ``--plateau-patience``), then an app's
+        ``overrides``. A flag a parser lacks keeps the field's default. ``--clip-global-norm``
+        replaces the per-variable ``--clipnorm`` (Keras takes one of the two)."""
         values = dict(name=args.optimizer, learning_rate=args.learning_rate,
                       schedule=args.schedule, epochs=args.epochs,
                       steps_per_epoch=max(1, int(steps_per_epoch)),
                       clipnorm=getattr(args, "clipnorm", None))
+        for field_name, flag in _FLAGS.items():
+            value = getattr(args, flag, None)
+            if value is not None:
+                values[field_name] = value
+        if values.get("global_clipnorm"):
+            values["clipnorm"] = None
         values.update(overrides)
         return cls(**values)
 
@@ -57,7 +81,9 @@ def learning_rate(config: OptimizerConfig):
     """The learning rate (a float, or a schedule over the optimizer's step counter)."""
     from shared.schedules import make_schedule
 
-    options = {}
+    options = {"factor": config.decay_factor, "rate": config.exponential_rate}
+    if config.decay_every is not None:  # epochs -> optimizer steps
+        options["every"] = max(1, round(config.decay_every * config.steps_per_epoch))
     if config.final_learning_rate is not None:
         options["final"] = config.final_learning_rate
     return make_schedule(config.schedule, config.learning_rate, config.steps_per_epoch,
@@ -70,6 +96,9 @@ def make_optimizer(config: OptimizerConfig):
 
     lr = learning_rate(config)
     kw = {}
+    if config.clipnorm and config.global_clipnorm:
+        raise UserError("clip either each gradient (--clipnorm) or the global norm "
+                        "(--clip-global-norm), not both")
     if config.clipnorm:
         kw["clipnorm"] = config.clipnorm
     if config.global_clipnorm:
@@ -89,17 +118,25 @@ def make_optimizer(config: OptimizerConfig):
     if name == "adamw":  # weight decay 0.004 (Keras default; Loshchilov & Hutter 2019)
         return keras.optimizers.AdamW(lr, beta_1=config.beta_1, beta_2=config.beta_2,
                                       epsilon=config.epsilon, **kw)
+    if name == "adagrad":  # Duchi et al. 2011
+        return keras.optimizers.Adagrad(lr, initial_accumulator_value=config.initial_accumulator,
+                                        epsilon=config.epsilon, **kw)
+    if name == "adadelta":  # Zeiler 2012
+        return keras.optimizers.Adadelta(lr, rho=config.adadelta_rho, epsilon=config.epsilon,
+                                         **kw)
     raise UserError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
 def plateau_callback(config: OptimizerConfig, monitor: str, patience: int | None):
-    """The divide-by-10-on-plateau rule (the `plateau` schedule), or None for other schedules:
-    the plateau waits half of early stopping's patience, so it acts before training stops."""
+    """The divide-on-plateau rule (the `plateau` schedule), or None for other schedules: x
+    ``plateau_factor`` (default 0.1) after ``plateau_patience`` epochs without improvement
+    (default half of early stopping's patience, so it acts before training stops)."""
     if config.schedule != "plateau":
         return None
     from shared.callbacks import DivideOnPlateau
 
-    return DivideOnPlateau(monitor=monitor, factor=0.1, patience=max(1, (patience or 4) // 2))
+    wait = config.plateau_patience or max(1, (patience or 4) // 2)
+    return DivideOnPlateau(monitor=monitor, factor=config.plateau_factor, patience=wait)
 
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "OptimizerConfig", "learning_rate", "make_optimizer",

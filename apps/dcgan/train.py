@@ -103,6 +103,8 @@ class DCGANApp(App):
         if args.patience is not None:
             raise UserError("--patience: early stopping is off for the GAN: its discriminator "
                             "and generator losses do not measure sample quality (use --epochs)")
+        if args.l2 or args.l1:  # its train_step's losses are its own (--max-norm works)
+            raise UserError("--l2/--l1: the GAN's losses are its own (use --max-norm)")
         if args.k < 1:
             raise UserError("--k must be a positive integer")
         if not 0 <= args.beta1 < 1:

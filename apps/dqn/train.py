@@ -213,6 +213,8 @@ class DQN(App):
         for name in ("start_epsilon", "end_epsilon", "eval_epsilon", "sticky_actions"):
             if not 0.0 <= getattr(args, name) <= 1.0:
                 raise UserError(f"--{name.replace('_', '-')} must be in [0, 1]")
+        if args.l2 or args.l1 or args.clip_global_norm:  # TD loss is its own; --clipnorm is global
+            raise UserError("--l2/--l1/--clip-global-norm: not for the DQN (--clipnorm is global)")
         if not 0.0 <= args.gamma <= 1.0:
             raise UserError("--gamma must be in [0, 1]")
         if args.optimizer not in ("adam", "rmsprop"):

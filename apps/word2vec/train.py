@@ -134,6 +134,8 @@ class Word2Vec(App):
         if args.optimizer != "sgd":
             raise UserError("word2vec trains with plain sparse SGD (--optimizer sgd), as "
                             "word2vec.c")
+        if args.l2 or args.l1 or args.max_norm or args.clip_global_norm:  # embedding tables
+            raise UserError("word2vec's sparse SGD: no --l2/--l1/--max-norm/--clip-global-norm")
         if args.clipnorm is not None:
             raise UserError("word2vec's sparse SGD does not clip gradients (no --clipnorm), as "
                             "word2vec.c")
