@@ -91,25 +91,25 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="clip each gradient to this L2 norm")
     p = parser.add_argument_group("optimizer, schedule and regularization (shared by every app)")
     parser.optimizer_group = p  # add_optimizer_betas adds --beta1/--beta2 here
-    p.add_argument("--momentum", type=unit_float, default=0.9,
+    p.add_argument("--momentum", type=unit_float, default=0.9, metavar="MU",
                    help="SGD momentum of --optimizer momentum/nesterov (Sutskever et al. 2013)")
-    p.add_argument("--clip-global-norm", type=positive_float, default=None,
+    p.add_argument("--clip-global-norm", type=positive_float, default=None, metavar="NORM",
                    help="clip the whole gradient's norm (Pascanu et al. 2013); replaces --clipnorm")
-    p.add_argument("--decay-factor", type=positive_float, default=0.1,
+    p.add_argument("--decay-factor", type=positive_float, default=0.1, metavar="F",
                    help="--schedule step: multiply lr by this at each drop (He et al. 2016: 0.1)")
-    p.add_argument("--decay-every", type=positive_float, default=None,
-                   help="--schedule step: drop every N epochs (default: every third of the run)")
-    p.add_argument("--exponential-rate", type=positive_float, default=0.96,
+    p.add_argument("--decay-every", type=positive_float, default=None, metavar="N",
+                   help="--schedule step: drop every N epochs (None: every third of the run)")
+    p.add_argument("--exponential-rate", type=positive_float, default=0.96, metavar="R",
                    help="--schedule exponential: multiply lr by this per epoch (TF tutorials)")
     # --plateau-factor (fraction, default 0.1) and --plateau-patience (positive_int, default
     # None: half of --patience) wait for shared/runs.py's Run.callbacks to build its plateau
     # rule from OptimizerConfig.from_args (it reads only --schedule today); the config fields
     # and plateau_callback take them already.
-    p.add_argument("--l2", type=positive_float, default=None,
+    p.add_argument("--l2", type=positive_float, default=None, metavar="LAMBDA",
                    help="add l2 * sum(w^2) of every kernel to the loss (biases, BN excluded)")
-    p.add_argument("--l1", type=positive_float, default=None,
+    p.add_argument("--l1", type=positive_float, default=None, metavar="LAMBDA",
                    help="add l1 * sum(|w|) of every kernel to the loss (biases, BN excluded)")
-    p.add_argument("--max-norm", type=positive_float, default=None,
+    p.add_argument("--max-norm", type=positive_float, default=None, metavar="C",
                    help="after each step, rescale each unit's incoming weights to norm <= this "
                         "(Srivastava et al. 2014)")
     g.add_argument("--limit", type=positive_int, default=None,
@@ -145,5 +145,5 @@ def add_optimizer_betas(parser) -> None:
     for flag, default, cite in (("--beta1", 0.9, "0.9"), ("--beta2", 0.999, "0.999")):
         if flag in parser._option_string_actions:  # the app's own flag wins
             continue
-        group.add_argument(flag, type=unit_float, default=default,
+        group.add_argument(flag, type=unit_float, default=default, metavar="BETA",
                            help=f"Adam/AdamW {flag[2:]} (Kingma & Ba 2015: {cite})")
