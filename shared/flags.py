@@ -101,10 +101,10 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="--schedule step: drop every N epochs (None: every third of the run)")
     p.add_argument("--exponential-rate", type=positive_float, default=0.96, metavar="R",
                    help="--schedule exponential: multiply lr by this per epoch (TF tutorials)")
-    # --plateau-factor (fraction, default 0.1) and --plateau-patience (positive_int, default
-    # None: half of --patience) wait for shared/runs.py's Run.callbacks to build its plateau
-    # rule from OptimizerConfig.from_args (it reads only --schedule today); the config fields
-    # and plateau_callback take them already.
+    p.add_argument("--plateau-factor", type=fraction, default=0.1, metavar="F",
+                   help="--schedule plateau: multiply lr by this on a plateau (He et al. 2016)")
+    p.add_argument("--plateau-patience", type=positive_int, default=None, metavar="P",
+                   help="--schedule plateau: epochs without improvement (None: half --patience)")
     p.add_argument("--l2", type=positive_float, default=None, metavar="LAMBDA",
                    help="add l2 * sum(w^2) of every kernel to the loss (biases, BN excluded)")
     p.add_argument("--l1", type=positive_float, default=None, metavar="LAMBDA",

@@ -150,8 +150,11 @@ class Run:
             out.append(self.early_stopping)
         from shared.optim import OptimizerConfig, plateau_callback
 
-        plateau = plateau_callback(OptimizerConfig(schedule=getattr(args, "schedule", "constant")),
-                                   monitor, patience)
+        plateau = plateau_callback(
+            OptimizerConfig(schedule=getattr(args, "schedule", "constant"),
+                            plateau_factor=getattr(args, "plateau_factor", 0.1),
+                            plateau_patience=getattr(args, "plateau_patience", None)),
+            monitor, patience)
         if plateau is not None:
             out.append(plateau)
         out.append(cb.TerminateOnNaN())

@@ -173,3 +173,22 @@ def test_help_has_one_line_per_new_flag():
                  "--decay-every", "--exponential-rate", "--l2", "--l1", "--max-norm"):
         assert flag in text, flag
     assert "adagrad" in text and "adadelta" in text
+
+
+def test_plateau_flags_reach_the_runs_callback(tmp_path):
+    """--plateau-factor / --plateau-patience reach the DivideOnPlateau that Run.callbacks adds."""
+    from apps.mnist_mlp.train import APP
+    from shared.callbacks import DivideOnPlateau
+    from shared.runs import Run
+
+    args = APP.parse(["--schedule", "plateau", "--plateau-factor", "0.5",
+                      "--plateau-patience", "3", "--run-dir", str(tmp_path)])
+    run = Run(app="t", args=args, dir=tmp_path, strategy=None)
+    (rule,) = [c for c in run.callbacks(backup=False, tensorboard=False)
+               if isinstance(c, DivideOnPlateau)]
+    assert rule.factor == 0.5 and rule.patience == 3
+    default = APP.parse(["--schedule", "plateau", "--patience", "6"])
+    run = Run(app="t", args=default, dir=tmp_path, strategy=None)
+    (rule,) = [c for c in run.callbacks(backup=False, tensorboard=False)
+               if isinstance(c, DivideOnPlateau)]
+    assert rule.factor == 0.1 and rule.patience == 3  # half of early stopping's patience
