@@ -6,9 +6,10 @@ Each one is a script ``benchmarks/<name>.py`` that declares itself once, at modu
     SIDE = Side("cifar_flops", app="cifar_cnn", render=render)   # name, section, renderer
 
 and appends its records with ``SIDE.append(record)`` to ``benchmarks/results/<name>.jsonl``: the
-record file is named after the script that writes it (its declared name must be its module's). ``benchmarks.report`` discovers the scripts
-(:func:`discover`); nothing lists them again. A script must be cheap to import (TensorFlow and
-its app inside functions), since the report imports every one of them.
+record file is named after the script that writes it (its declared name must be its module's).
+``benchmarks.report`` discovers the scripts (:func:`discover`); nothing lists them again. A
+script must be cheap to import (TensorFlow and its app inside functions), since the report
+imports every one of them.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ words (all tokens, as gensim counts them) times epochs over the training wall ti
 
 Subsampling: gensim discards with word2vec.c's rule (keep sqrt(t/f) + t/f), so the app runs
 with ``--subsample-rule word2vec`` here for equal settings (``--subsample-rule paper`` to compare
-the paper's rule instead). One JSON record is appended to ``benchmarks/results/word2vec_vs_gensim.jsonl``.
+the paper's rule instead). One JSON record is appended to
+``benchmarks/results/word2vec_vs_gensim.jsonl``.
 """
 
 from __future__ import annotations

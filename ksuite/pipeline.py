@@ -8,7 +8,8 @@
 ``pipeline`` runs, for any app:
 
 1. **validate** the data the app is about to train on (its ``validate_data``, with the checks of
-   shared/validate.py: schema, value ranges, label balance); on failure print the report and stop (exit 4) before any training;
+   shared/validate.py: schema, value ranges, label balance); on failure print the report and
+   stop (exit 4) before any training;
 2. **train and evaluate** with the app's own train script, in a child process, exporting into a
    candidates folder that neither TensorFlow Serving nor ``ksuite serving-config`` look at
    (``<export-dir>/.candidates/``); the app evaluates on its test split and records the metrics in
