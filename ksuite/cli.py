@@ -29,6 +29,7 @@ COMMANDS = {
     "pipeline": ("ksuite.pipeline", "validate data, train, gate against stable, publish canary"),
     "promote": ("ksuite.pipeline:main_promote", "label a model's canary version stable"),
     "rollback": ("ksuite.pipeline:main_rollback", "point stable back at the previous version"),
+    "lr-find": ("ksuite.lr_find", "learning-rate range test on an app: loss vs lr, a suggested lr"),
     "demo": ("ksuite.demo", "the main job: train MNIST, export, reload, serve and query it"),
 }
 
