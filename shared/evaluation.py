@@ -157,11 +157,16 @@ def predicted_classes(outputs) -> np.ndarray:
 
 def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray]:
     """``(y_true, y_pred)`` over a finite dataset of ``(x, y)`` batches, in one pass: each batch
-    goes through ``model.predict_on_batch`` (the compiled predict function) beside its labels."""
+    goes through one compiled forward pass beside its labels. The model is called directly, not
+    through ``predict_on_batch``: under a ``tf.distribute`` strategy that one feeds the whole
+    batch to every replica and returns every replica's copy of the answer."""
+    import tensorflow as tf
+
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     labels, predictions = [], []
     for x, y in dataset:
         labels.append(np.asarray(y).reshape(-1))
-        predictions.append(predicted_classes(model.predict_on_batch(x)))
+        predictions.append(predicted_classes(np.asarray(forward(x))))
     if not labels:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(labels), np.concatenate(predictions)
