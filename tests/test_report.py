@@ -184,3 +184,16 @@ def test_side_benchmarks_name_themselves():
         assert isinstance(side.render([]), list)
     for path in RESULTS.glob("*.jsonl"):
         assert path.stem in registry() or path.stem in sides, path.name
+
+
+def test_headline_is_the_budgets_own_command():
+    """A probe with extra flags does not become the headline when the budget has a plain run."""
+    from benchmarks.report import best_run
+
+    spec = {"budgets": {"default": [], "small": ["--epochs", "3"]}, "higher_is_better": True}
+    plain = {"budget": "default", "value": 0.980,
+             "command": "python -m apps.x.train --run-dir r --no-export"}
+    probe = {"budget": "default", "value": 0.990,
+             "command": "python -m apps.x.train --l2 1e-4 --run-dir r --no-export"}
+    assert best_run([plain, probe], spec) is plain
+    assert best_run([probe], spec) is probe  # no plain run: the probe, shown with its flags
