@@ -296,11 +296,25 @@ class DeadReLUMonitor(keras.callbacks.Callback):
 
 class GradientNormMonitor(keras.callbacks.Callback):
     """Global L2 norm of the loss gradient on a fixed probe batch, ``grad_norm`` in the logs each
-    epoch (a vanishing or exploding gradient shows here first)."""
+    epoch (a vanishing or exploding gradient shows here first).
 
-    def __init__(self, probe_x, probe_y, every: int = 1):
+    ``curvature=True`` also logs the curvature along the gradient, ``grad_curvature`` = g'Hg (one
+    Hessian-vector product, forward over backward), and the step size it implies,
+    ``curvature_step`` = g'g / g'Hg: the second-order Taylor expansion f(x - eg) ~ f(x) - e g'g
+    + e^2 g'Hg / 2 is smallest there (Goodfellow et al. §4.3.1, eqs. 4.9-4.10; §8.2.1). A
+    learning rate far above it overshoots along the gradient; g'Hg <= 0 means no such bound."""
+
+    def __init__(self, probe_x, probe_y, every: int = 1, curvature: bool = False):
         super().__init__()
         self.probe_x, self.probe_y, self.every = probe_x, probe_y, every
+        self.curvature = curvature
+
+    def _variables(self):
+        return [w.value if hasattr(w, "value") else w for w in self.model.trainable_weights]
+
+    def _loss(self, x, y):
+        y_pred = self.model(x, training=False)
+        return self.model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
 
     def compute(self) -> float:
         import tensorflow as tf
@@ -308,16 +322,36 @@ class GradientNormMonitor(keras.callbacks.Callback):
         x = tf.convert_to_tensor(self.probe_x)
         y = tf.convert_to_tensor(self.probe_y)
         with tf.GradientTape() as tape:
-            y_pred = self.model(x, training=False)
-            loss = self.model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
-        weights = self.model.trainable_weights
-        grads = tape.gradient(loss, [w.value if hasattr(w, "value") else w for w in weights])
+            loss = self._loss(x, y)
+        grads = tape.gradient(loss, self._variables())
         grads = [g for g in grads if g is not None]
         return float(tf.linalg.global_norm(grads).numpy()) if grads else 0.0
+
+    def compute_curvature(self) -> tuple[float, float]:
+        """(g'Hg, g'g) on the probe batch."""
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(self.probe_x)
+        y = tf.convert_to_tensor(self.probe_y)
+        variables = self._variables()
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                loss = self._loss(x, y)
+            grads = inner.gradient(loss, variables)
+            pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+            fixed = [tf.stop_gradient(g) for g, _ in pairs]
+            g_dot_g = tf.add_n([tf.reduce_sum(g * f) for (g, _), f in zip(pairs, fixed)])
+        hv = outer.gradient(g_dot_g, [v for _, v in pairs])
+        ghg = tf.add_n([tf.reduce_sum(f * h) for f, h in zip(fixed, hv) if h is not None])
+        return float(ghg.numpy()), float(g_dot_g.numpy())
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch % self.every == 0 and logs is not None:
             logs["grad_norm"] = self.compute()
+            if self.curvature:
+                ghg, gg = self.compute_curvature()
+                logs["grad_curvature"] = ghg
+                logs["curvature_step"] = gg / ghg if ghg > 0 else float("inf")
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):

@@ -129,6 +129,11 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     o.add_argument("--gate-margin", type=float, default=None,
                    help="refuse to publish if the test metric is worse than the latest published "
                         "version's by more than this")
+    diag = parser.add_argument_group("diagnostics")
+    diag.add_argument("--histograms", type=positive_int, default=None, metavar="N",
+                      help="TensorBoard: the model graph and weight histograms every N epochs")
+    diag.add_argument("--curvature", action="store_true",
+                      help="log g'Hg along the gradient on the probe batch (Goodfellow §4.3.1)")
     d = parser.add_argument_group("distribution")
     d.add_argument("--strategy", choices=STRATEGIES, default="default",
                    help="tf.distribute strategy; multi_worker reads TF_CONFIG")

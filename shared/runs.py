@@ -165,7 +165,8 @@ class Run:
         if probe is not None:
             out.append(cb.DeadReLUMonitor(probe[0]))
             if len(probe) > 1:
-                out.append(cb.GradientNormMonitor(probe[0], probe[1]))
+                out.append(cb.GradientNormMonitor(probe[0], probe[1],
+                                                  curvature=getattr(args, "curvature", False)))
         out.extend(extra or [])
         # A resumed run appends to its history (cut back to the epochs the backup holds, in
         # case the kill fell between the history row and the backup); a fresh one starts anew.
@@ -175,7 +176,10 @@ class Run:
             self._truncate_history(json.loads(meta.read_text()).get("epoch", 0))
         out.append(keras.callbacks.CSVLogger(str(self.history_csv), append=resuming))
         if tensorboard:
-            out.append(keras.callbacks.TensorBoard(str(self.dir / "tensorboard"), write_graph=False))
+            histograms = getattr(args, "histograms", 0) or 0  # --histograms N: every N epochs
+            out.append(keras.callbacks.TensorBoard(str(self.dir / "tensorboard"),
+                                                   histogram_freq=histograms,
+                                                   write_graph=bool(histograms)))
         if backup:
             self.backup = cb.AtomicBackupAndRestore(
                 str(self.dir.parent.parent / "checkpoints" / "backup") if not self.is_chief

@@ -550,3 +550,52 @@ def test_early_stopping_state_survives_an_interrupted_fit(tmp_path):
     assert (es2.best_epoch, es2.best_step, es2.stopped_epoch) == (1, 4, 5)
     assert same_weights(model2.get_weights(), rec.weights[0])
     assert not state.exists() and not backup.exists()
+
+
+def test_curvature_along_the_gradient_is_exact_for_least_squares():
+    """For L(w) = mean((Xw - y)^2): g = 2/n X'(Xw - y), H = 2/n X'X, so g'Hg and the step
+    g'g / g'Hg are known in closed form (Goodfellow et al. §4.3.1)."""
+    import keras
+    import numpy as np
+
+    from shared.callbacks import GradientNormMonitor
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 3)).astype("float32")
+    y = rng.normal(size=(32, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, use_bias=False)])
+    model.compile("sgd", "mse")
+    w = model.get_weights()[0].astype("float64")
+    n = len(x)
+    g = 2 / n * x.T.astype("float64") @ (x.astype("float64") @ w - y)
+    hessian = 2 / n * x.T.astype("float64") @ x.astype("float64")
+    monitor = GradientNormMonitor(x, y, curvature=True)
+    monitor.set_model(model)
+    ghg, gg = monitor.compute_curvature()
+    exact_ghg, exact_gg = (g.T @ hessian @ g).item(), (g.T @ g).item()
+    np.testing.assert_allclose(ghg, exact_ghg, rtol=1e-4)
+    np.testing.assert_allclose(gg, exact_gg, rtol=1e-4)
+    logs = {}
+    monitor.on_epoch_end(0, logs)
+    assert set(logs) == {"grad_norm", "grad_curvature", "curvature_step"}
+    np.testing.assert_allclose(logs["curvature_step"], exact_gg / exact_ghg, rtol=1e-4)
+
+
+def test_histograms_and_curvature_flags_reach_the_run_callbacks(tmp_path):
+    import keras
+
+    from apps.mnist_mlp.train import APP
+    from shared.callbacks import GradientNormMonitor
+    from shared.runs import Run
+
+    args = APP.parse(["--histograms", "2", "--curvature", "--run-dir", str(tmp_path)])
+    run = Run(app="t", args=args, dir=tmp_path, strategy=None)
+    callbacks = run.callbacks(probe=([[0.0]], [0]), backup=False)
+    (board,) = [c for c in callbacks if isinstance(c, keras.callbacks.TensorBoard)]
+    assert board.histogram_freq == 2 and board.write_graph
+    (monitor,) = [c for c in callbacks if isinstance(c, GradientNormMonitor)]
+    assert monitor.curvature
+    plain = Run(app="t", args=APP.parse([]), dir=tmp_path, strategy=None)
+    (board,) = [c for c in plain.callbacks(backup=False)
+                if isinstance(c, keras.callbacks.TensorBoard)]
+    assert board.histogram_freq == 0 and not board.write_graph
