@@ -20,14 +20,6 @@ from pathlib import Path
 from shared.errors import UserError, exit_on_user_error
 from shared.lr_finder import BETA, DIVERGE, MAX_LR, MIN_LR, RULES, STEPS
 
-# Refused before any data is loaded: their training has no single loss whose rate one sweep sets.
-REFUSED = {
-    "dcgan": "its training is a two-player game (generator and discriminator, each with its own "
-             "optimizer); neither loss falling means a better rate",
-    "dqn": "it trains in its own agent loop on a moving TD target (no fixed dataset for fit); "
-           "its loss per step does not measure learning",
-}
-
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -71,8 +63,8 @@ def run(argv: list[str]) -> dict:
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
     name, rest = argv[0], argv[1:]
     app = get(name)
-    if name in REFUSED:
-        raise UserError(f"lr-find cannot run {name}: {REFUSED[name]}")
+    if app.no_lr_find:  # declared by the app: refused before any data is loaded
+        raise UserError(f"lr-find cannot run {name}: {app.no_lr_find}")
     opts, app_argv = parser().parse_known_args(rest)
     if opts.steps < 2:
         raise UserError("--steps must be at least 2")

@@ -60,6 +60,7 @@ class App:
     loss: object = "sparse_categorical_crossentropy"  # what the default compile uses
     compile_metrics: tuple = ("accuracy",)
     reads_files: bool = True  # reads dataset files (False: e.g. Gymnasium environments)
+    no_lr_find: str | None = None  # why `ksuite lr-find` cannot sweep this app (None: it can)
     smoke: list[str] | None = None  # flags of the contract test's tiny run (default: budgets' tiny)
     anchor: dict = {}  # the published figure the report compares with
     budgets: dict = {"default": []}  # benchmark budgets: name -> extra flags

@@ -141,6 +141,9 @@ class DQN(App):
                                  "after 10M steps, CleanRL; 18.9, Mnih et al. 2015)",
                        "source": "Mnih et al. 2015, Extended Data Table 2"},
     }
+    # `ksuite lr-find`: no fixed dataset, a moving TD target.
+    no_lr_find = ("it trains in its own agent loop on a moving TD target (no fixed dataset for "
+                  "fit); its loss per step does not measure learning")
     # The contract test's tiny run: CartPole, 200 steps, 38 gradient steps.
     smoke = ["--steps", "200", "--epochs", "1", "--learning-starts", "50", "--train-frequency",
              "4", "--gradient-steps", "1", "--target-update", "50", "--batch-size", "16",
