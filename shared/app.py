@@ -89,6 +89,12 @@ class App:
         """The model, built inside the strategy's scope (the runner opens it)."""
         raise NotImplementedError
 
+    def load_all_data(self, args, run) -> Data:
+        """Algorithm 7.2's data: the training *and* validation examples as ``train`` (``val``
+        None), the test set unchanged. An app that holds out a validation split provides it;
+        ``--retrain-on-all`` is refused for the others."""
+        raise NotImplementedError
+
     def optimizer_config(self, args, data: Data, **overrides):
         from shared.optim import OptimizerConfig
 
@@ -230,9 +236,19 @@ class App:
         args = parser.parse_args(argv)
         try:
             self.check(args)
+            if getattr(args, "retrain_on_all", False):
+                self.check_retrain_on_all(args)
         except UserError as exc:
             parser.error(str(exc))
         return args
+
+    def check_retrain_on_all(self, args) -> None:
+        if type(self).load_all_data is App.load_all_data:
+            raise UserError(f"{self.name} has no validation split to retrain on "
+                            "(--retrain-on-all)")
+        if args.schedule == "plateau":
+            raise UserError("--retrain-on-all needs a schedule fixed in steps, not "
+                            "--schedule plateau (its decisions come from the validation set)")
 
     def preset_key(self, flag: str, value) -> str:
         """Which row of ``presets[flag]`` a flag's value selects (default: the value itself)."""
@@ -248,13 +264,20 @@ class App:
 
         run = Run.start(self.run_name(args), args)
         data = self.load_data(args, run)
-        with run.strategy.scope():
-            model = self.build_model(args, data, run)
-            self.regularize(args, model, data, run)
-            self.compile(args, model, data, run)
+        model = self.build(args, data, run)
         if args.verbose and hasattr(model, "summary"):
             model.summary(print_fn=lambda line, **_: print(line))
-        self.train(args, model, data, run)
+        first_pass = self.first_pass_done(run) if args.retrain_on_all else None
+        if first_pass is None:
+            self.train(args, model, data, run)
+        if args.retrain_on_all:
+            model, data = self.retrain_on_all(args, data, run, first_pass)
+        if run.is_chief:
+            from shared.plots import first_layer_filters
+
+            drawn = first_layer_filters(model, run.dir / "first_layer.png", self.run_name(args))
+            if drawn:
+                print(f"first-layer filters: {drawn}")
         metrics = self.evaluate(args, model, data, run)
         self.evaluate_per_class(args, model, data, run, metrics)
         record = run.finish(metrics, plot_metrics=self.plot_metrics,
@@ -265,6 +288,66 @@ class App:
             print(f"exported {path}")
             record["export"] = str(path)
         return record
+
+    def build(self, args, data: Data, run):
+        """Build, regularize and compile the model inside the strategy's scope."""
+        with run.strategy.scope():
+            model = self.build_model(args, data, run)
+            self.regularize(args, model, data, run)
+            self.compile(args, model, data, run)
+        return model
+
+    @staticmethod
+    def first_pass_done(run) -> dict | None:
+        """Algorithm 7.2's first pass, if a killed run already finished it (then a resume goes
+        straight to the retraining)."""
+        import json
+
+        marker = run.dir / "retrain_on_all" / "checkpoints" / "first_pass.json"
+        return json.loads(marker.read_text()) if marker.exists() else None
+
+    def retrain_on_all(self, args, data: Data, run, first_pass: dict | None = None):
+        """Early stopping's second half (Goodfellow et al. §7.8, Algorithm 7.2): the first pass
+        (Algorithm 7.1) found the best step count i* on the validation set; a new model, seeded
+        as the first, trains on train + validation for exactly i* steps with the same schedule,
+        step for step. The stage ``retrain_on_all`` of the run record says so. Returns the new
+        model and its data."""
+        from shared.callbacks import StopAtStep
+        from shared.io import atomic_write_json
+        from shared.runs import seed_everything
+
+        stage = run.stage("retrain_on_all")
+        marker = stage.dir / "checkpoints" / "first_pass.json"
+        if first_pass is None:
+            stopper = run.early_stopping
+            if stopper is None or not stopper.best_step:
+                raise UserError("--retrain-on-all needs early stopping's best step "
+                                "(early stopping is off)")
+            first_pass = {**stopper.summary(), "train_steps_per_epoch": data.steps_per_epoch}
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(marker, first_pass)
+        steps = int(first_pass["best_step"])
+        all_data = self.load_all_data(args, stage)
+        print(f"Algorithm 7.2: retraining on train + validation for i* = {steps} steps "
+              f"(the first pass's best, epoch {first_pass['best_epoch']})")
+        seed_everything(args.seed, getattr(args, "deterministic", True))
+        with run.strategy.scope():
+            model = self.build_model(args, all_data, stage)
+            self.regularize(args, model, all_data, stage)
+            # Compiled with the first pass's data: its schedule's horizon, so the learning rate
+            # at step t is the first pass's at step t.
+            self.compile(args, model, data, stage)
+        model.fit(all_data.train, epochs=-(-steps // all_data.steps_per_epoch),
+                  steps_per_epoch=getattr(args, "steps_per_epoch", None),
+                  callbacks=stage.callbacks(patience=0, examples_per_step=all_data.examples_per_step,
+                                            probe=all_data.probe, extra=[StopAtStep(steps)]),
+                  shuffle=False, verbose=args.verbose)
+        trained = int(model.optimizer.iterations.numpy())
+        marker.unlink(missing_ok=True)
+        stage.finish({}, plot_metrics=self.plot_metrics,
+                     extra={"algorithm": "Goodfellow et al. Algorithm 7.2",
+                            "first_pass": first_pass, "steps": trained})
+        return model, all_data
 
     def evaluate_per_class(self, args, model, data: Data, run, metrics: dict) -> None:
         """A classifier's per-class figures into ``metrics`` (every worker computes them, as it

@@ -354,6 +354,81 @@ class GradientNormMonitor(keras.callbacks.Callback):
                 logs["curvature_step"] = gg / ghg if ghg > 0 else float("inf")
 
 
+class ActivationHistograms(keras.callbacks.Callback):
+    """Histograms of every layer's output on a fixed probe batch, written to TensorBoard every
+    ``every`` epochs (``--histograms N``, beside Keras' weight histograms): saturated or dead
+    units and exploding activations show as a histogram piled at a bound (Goodfellow et al.
+    §6.3, §8.2). Functional and Sequential models; layers with several outputs are skipped."""
+
+    def __init__(self, probe_x, log_dir, every: int = 1):
+        super().__init__()
+        self.probe_x, self.log_dir, self.every = probe_x, str(log_dir), every
+        self._probe_model = None
+        self._layers: list = []
+        self._writer = None
+
+    def _build(self):
+        inputs = getattr(self.model, "inputs", None)
+        if not inputs:
+            return None
+        for layer in self.model.layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            try:
+                out = layer.output
+            except (AttributeError, ValueError):
+                continue
+            if not isinstance(out, (list, tuple, dict)):
+                self._layers.append((layer.name, out))
+        if not self._layers:
+            return None
+        return keras.Model(inputs[0] if len(inputs) == 1 else inputs,
+                           [out for _, out in self._layers])
+
+    def compute(self) -> dict:
+        """Layer name -> its output on the probe batch, as a NumPy array."""
+        if self._probe_model is None:
+            self._probe_model = self._build() or False
+        if not self._probe_model:
+            return {}
+        outs = self._probe_model(self.probe_x, training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        return {name: keras.ops.convert_to_numpy(o) for (name, _), o in zip(self._layers, outs)}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch % self.every:  # the epochs Keras' TensorBoard writes weight histograms
+            return
+        import tensorflow as tf
+
+        activations = self.compute()
+        if not activations:
+            return
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default():
+            for name, value in activations.items():
+                tf.summary.histogram(f"activations/{name}", value, step=epoch)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Stop ``fit`` after exactly ``steps`` optimizer steps (Algorithm 7.2's i*), counted by
+    the optimizer, so a resumed run stops at the same step."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps = int(steps)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.steps:
+            self.model.stop_training = True
+
+
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras' BackupAndRestore (resume a killed ``fit()`` from its last completed epoch), with
     the backup written atomically (temporary file, then rename) so a kill during the save never

@@ -87,6 +87,9 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="early stopping patience p in epochs (Goodfellow et al. Algorithm 7.1)")
     g.add_argument("--monitor", default="val_loss",
                    help="validation quantity early stopping watches (val_loss, val_accuracy, ...)")
+    g.add_argument("--retrain-on-all", action="store_true",
+                   help="then retrain on train + validation for the best step count "
+                        "(Goodfellow et al. Algorithm 7.2)")
     g.add_argument("--clipnorm", type=positive_float, default=None,
                    help="clip each gradient to this L2 norm")
     p = parser.add_argument_group("optimizer, schedule and regularization (shared by every app)")
@@ -131,7 +134,7 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                         "version's by more than this")
     diag = parser.add_argument_group("diagnostics")
     diag.add_argument("--histograms", type=positive_int, default=None, metavar="N",
-                      help="TensorBoard: the model graph and weight histograms every N epochs")
+                      help="TensorBoard: the model graph, weight and activation histograms every N epochs")
     diag.add_argument("--curvature", action="store_true",
                       help="log g'Hg along the gradient on the probe batch (Goodfellow §4.3.1)")
     d = parser.add_argument_group("distribution")

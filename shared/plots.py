@@ -73,3 +73,44 @@ def image_grid(images, path: str | Path, labels=None, cols: int = 8, title: str 
             if labels is not None:
                 ax.set_title(str(labels[i]), fontsize=7)
     return save_figure(fig, path, title)
+
+
+def first_layer_images(model, max_units: int = 64):
+    """The first weighted layer's filters as images, or ``None`` when they are not images: a
+    Conv2D over 1 or 3 channels gives its kernels [units, kh, kw, c]; a Dense layer over a
+    flattened image (MNIST's hidden units) gives each unit's weights in the input's shape
+    (Goodfellow et al. §9.10, Fig. 9.19). Each image is scaled to [0, 1] on its own."""
+    import numpy as np
+
+    try:
+        layers = (model._flatten_layers(include_self=False, recursive=True)
+                  if hasattr(model, "_flatten_layers") else model.layers)
+        first = next(layer for layer in layers if getattr(layer, "kernel", None) is not None)
+        kernel = np.asarray(first.kernel.numpy() if hasattr(first.kernel, "numpy")
+                            else first.kernel, dtype="float32")
+        image_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    except (StopIteration, AttributeError, TypeError, IndexError, ValueError):
+        return None
+    kind = type(first).__name__
+    if kind == "Conv2D" and kernel.ndim == 4 and kernel.shape[2] in (1, 3):
+        images = np.transpose(kernel, (3, 0, 1, 2))
+    elif kind == "Dense" and len(image_shape) >= 2 and kernel.ndim == 2 \
+            and int(np.prod(image_shape)) == kernel.shape[0] \
+            and (len(image_shape) == 2 or image_shape[-1] in (1, 3)):
+        images = kernel.T.reshape((kernel.shape[1], *image_shape))
+    else:
+        return None
+    images = images[:max_units]
+    axes = tuple(range(1, images.ndim))
+    low = images.min(axis=axes, keepdims=True)
+    span = np.maximum(images.max(axis=axes, keepdims=True) - low, 1e-12)
+    return first.name, (images - low) / span
+
+
+def first_layer_filters(model, path: str | Path, title: str = "") -> Path | None:
+    """Draw :func:`first_layer_images` as a grid into ``path``; ``None`` when there are none."""
+    found = first_layer_images(model)
+    if found is None:
+        return None
+    name, images = found
+    return image_grid(images, path, title=f"{title}: first layer '{name}'" if title else name)

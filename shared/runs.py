@@ -180,6 +180,9 @@ class Run:
             out.append(keras.callbacks.TensorBoard(str(self.dir / "tensorboard"),
                                                    histogram_freq=histograms,
                                                    write_graph=bool(histograms)))
+            if histograms and probe is not None:  # the probe batch's activations beside them
+                out.append(cb.ActivationHistograms(probe[0], self.dir / "tensorboard" /
+                                                   "activations", every=histograms))
         if backup:
             self.backup = cb.AtomicBackupAndRestore(
                 str(self.dir.parent.parent / "checkpoints" / "backup") if not self.is_chief

@@ -133,6 +133,8 @@ class CifarCNN(App):
             raise UserError("--finetune-blocks must be in 0..5 (VGG16 has five conv blocks)")
         if not 0 < args.finetune_lr_factor <= 1:
             raise UserError("--finetune-lr-factor must be in (0, 1]")
+        if args.retrain_on_all and args.model != "scratch":
+            raise UserError("--retrain-on-all retrains the scratch CNN (VGG16 trains in stages)")
         if args.save_weights and not args.save_weights.endswith(".weights.h5"):
             raise UserError("--save-weights must end in .weights.h5")
 
@@ -145,26 +147,31 @@ class CifarCNN(App):
     # 1. Data: uint8 images, a seeded 45k/5k train/validation split, the test set kept aside;
     #    optionally a class subset and a cap on the labelled images per class. VGG16's weights
     #    are resolved first, so a missing file stops the run before anything is loaded.
-    def load_data(self, args, run):
+    def load_data(self, args, run, fold_validation=False):
+        import numpy as np
+
         from apps.cifar_cnn import data
 
         weights = data.vgg16_weights_path(args.weights) if args.model == "vgg16" else None
         (x_tr, y_tr), (x_val, y_val), (x_test, y_test), names = data.load(
             args.limit, args.seed, args.val_size, args.classes, args.per_class)
+        if fold_validation:  # Algorithm 7.2: the same split, the validation images back in
+            x_tr, y_tr = np.concatenate([x_tr, x_val]), np.concatenate([y_tr, y_val])
         if args.test_limit:
             x_test, y_test = x_test[: args.test_limit], y_test[: args.test_limit]
         batch = run.global_batch(args.batch_size)
         out = Data(
             train=data.make_dataset(x_tr, y_tr, batch, training=True, augment=args.augment,
                                     seed=args.seed),
-            val=data.make_dataset(x_val, y_val, batch),
+            val=None if fold_validation else data.make_dataset(x_val, y_val, batch),
             test=data.make_dataset(x_test, y_test, batch),
             steps_per_epoch=args.steps_per_epoch or -(-len(x_tr) // batch),
             examples_per_step=batch,
             x_train=x_tr, y_train=y_tr, y_val=y_val, names=names, weights=weights,
             record={},  # this run's own fields of metrics.json (parameter counts, FLOPs, ...)
         )
-        print(f"data: {len(x_tr)} train, {len(x_val)} validation, {len(x_test)} test images, "
+        print(f"data: {len(x_tr)} train, {0 if fold_validation else len(x_val)} validation, "
+              f"{len(x_test)} test images, "
               f"{len(names)} classes ({', '.join(names)})")
         if args.augment and run.is_chief:
             data.save_augmented_grid(x_tr, run.dir / "augmented_batch.png", args.seed,
@@ -172,6 +179,9 @@ class CifarCNN(App):
         if args.model == "scratch":  # the dead-ReLU and gradient-norm monitors' fixed batch
             out.probe = (x_val[:256].astype("float32"), y_val[:256].astype("int32"))
         return out
+
+    def load_all_data(self, args, run):
+        return self.load_data(args, run, fold_validation=True)
 
     # 2. Model, inside the strategy's scope: the scratch CNN, or VGG16's base (+ weights) and a
     #    new head, trainable as the first stage wants it. The runner compiles it.

@@ -17,10 +17,12 @@ DROPOUT = 0.2  # keras examples/mnist_mlp.py
 
 
 def build_mlp(hidden: tuple[int, ...] = HIDDEN, dropout: float = DROPOUT,
-              num_classes: int = 10, image_shape=(28, 28)) -> keras.Model:
+              num_classes: int = 10, image_shape=(28, 28), input_dropout: float = 0.0) -> keras.Model:
     inputs = keras.Input(shape=image_shape, name="pixels")
     x = keras.layers.Rescaling(1.0 / 255, name="scale")(inputs)  # 0..255 -> 0..1
     x = keras.layers.Flatten(name="flatten")(x)
+    if input_dropout:  # Srivastava et al. 2014 drop pixels too (retain 0.8)
+        x = keras.layers.Dropout(input_dropout, name="dropout_input")(x)
     for i, units in enumerate(hidden):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i + 1}")(x)
         if dropout:

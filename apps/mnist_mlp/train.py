@@ -43,28 +43,39 @@ class MnistMLP(App):
                        help="hidden layer sizes (keras mnist_mlp.py: 512 512)")
         a.add_argument("--dropout", type=float, default=0.2,
                        help="dropout rate (keras mnist_mlp.py: 0.2)")
+        a.add_argument("--input-dropout", type=float, default=0.0,
+                       help="dropout rate on the pixels")
         a.add_argument("--val-size", type=int, default=5000, help="validation examples held out")
         a.add_argument("--steps-per-epoch", type=int, default=None,
                        help="cap the steps of each epoch (for quick checks)")
 
     def check(self, args):
-        if not 0 <= args.dropout < 1:
-            raise UserError("--dropout must be in [0, 1)")
+        if not (0 <= args.dropout < 1 and 0 <= args.input_dropout < 1):
+            raise UserError("--dropout and --input-dropout must be in [0, 1)")
 
     # 1. Data: uint8 images, a seeded 55k/5k train/validation split, the test set kept aside.
-    def load_data(self, args, run):
+    def load_data(self, args, run, fold_validation=False):
+        import numpy as np
+
         from apps.mnist_mlp import data
 
         (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = data.load(
             args.dataset, args.limit, args.seed, args.val_size, args.data_source)
         batch = run.global_batch(args.batch_size)
-        print(f"data: {len(x_tr)} train, {len(x_val)} validation, {len(x_te)} test images")
+        print(f"data: {len(x_tr)} train, {len(x_val)} validation, {len(x_te)} test images"
+              + (" (validation folded into training)" if fold_validation else ""))
+        if fold_validation:
+            x_tr, y_tr = np.concatenate([x_tr, x_val]), np.concatenate([y_tr, y_val])
         return Data(train=data.make_dataset(x_tr, y_tr, batch, shuffle=True, seed=args.seed),
-                    val=data.make_dataset(x_val, y_val, batch),
+                    val=None if fold_validation else data.make_dataset(x_val, y_val, batch),
                     test=data.make_dataset(x_te, y_te, batch),
                     steps_per_epoch=args.steps_per_epoch or -(-len(x_tr) // batch),
                     examples_per_step=batch,
                     probe=(x_val[:256].astype("float32"), y_val[:256].astype("int32")))
+
+    # Algorithm 7.2 (--retrain-on-all): the same split, the validation images back in training.
+    def load_all_data(self, args, run):
+        return self.load_data(args, run, fold_validation=True)
 
     # 2. Model: 784 -> 512 -> 512 -> 10 with dropout (model.py); the runner compiles it with the
     #    shared optimizer factory inside the strategy's scope and trains it with the shared
@@ -72,7 +83,7 @@ class MnistMLP(App):
     def build_model(self, args, data, run):
         from apps.mnist_mlp.model import build_mlp
 
-        return build_mlp(tuple(args.hidden), args.dropout)
+        return build_mlp(tuple(args.hidden), args.dropout, input_dropout=args.input_dropout)
 
     # Per-class evaluation (the runner's): the confusion matrix and each class's
     # precision/recall/F1 on the test set, through the default ``test_predictions``.
