@@ -192,6 +192,10 @@ def target_met(record: dict, target: str) -> bool | None:
     metrics = record.get("metrics") or {}
     if n := re.search(r"in <= (\d+) epochs", target):
         met = met and (record.get("epochs") or math.inf) <= int(n[1])
+    if n := re.search(r"in <= (\d+) min", target):
+        met = met and (wall_seconds(record) or math.inf) <= 60 * int(n[1])
+    if n := re.search(r"mean of (\d+) seeds", target):
+        met = met and len(record.get("seeds") or ()) >= int(n[1])
     if n := re.search(r"over ([\d,]+) episodes", target):
         met = met and metrics.get("eval_episodes", 0) >= int(n[1].replace(",", ""))
     if n := re.search(r"within ([\d,]+) steps", target):
@@ -386,7 +390,10 @@ def anchor_text(anchor: dict) -> str:
     if not anchor:
         return "–"
     value, metric = num(anchor.get("value")), anchor.get("metric", "")
-    return f"{value} {metric} — {anchor.get('source', '–')}"
+    text = f"{value} {metric} — {anchor.get('source', '–')}"
+    if anchor.get("previous"):  # the classic anchor the new one replaced
+        text += f" (was: {anchor_text(anchor['previous'])})"
+    return text
 
 
 def wall_seconds(r: dict):
@@ -411,10 +418,20 @@ def summary_row(app: str, spec: dict, runs: list[dict], side: dict[str, list[dic
     if not runs:
         return head + ["not measured"] * 2 + ["–"] * 4
     r = best_run(runs, spec)
-    ours = f"**{num(r.get('value'))}** {r.get('metric', '')} ({budget_label(r, spec)})"
+    ours = (f"**{num(r.get('value'))}** {r.get('metric', '')}{seeds_text(r)} "
+            f"({budget_label(r, spec)})")
     return head + [ours, verdict(target_met(r, anchor.get("target", "")), r.get("budget")),
                    progress(r), minutes(wall_seconds(r)), throughput(r),
                    mb(r.get("peak_rss_mb"))]
+
+
+def seeds_text(r: dict) -> str:
+    """`` (mean of 3 seeds: a, b, c)`` for a ``--seeds N`` record, else nothing."""
+    seeds = r.get("seeds")
+    if not seeds:
+        return ""
+    values = ", ".join(num(v.get("value")) for v in seeds.values())
+    return f" (mean of {len(seeds)} seeds: {values})"
 
 
 def budget_anchor(spec: dict, budget) -> dict:
@@ -429,7 +446,7 @@ def runs_table(app: str, rows: list[dict], spec: dict) -> list[str]:
     return table(
         ["budget", "metric", "ours", "anchor", "env steps" if dqn else "epochs", "wall s",
          "env steps/s" if dqn else "examples/s", "peak RSS MB", "date", "commit", "command"],
-        [[budget_label(r, spec), r.get("metric", "–"), f"**{num(r.get('value'))}**",
+        [[budget_label(r, spec), r.get("metric", "–"), f"**{num(r.get('value'))}**{seeds_text(r)}",
           budget_anchor(spec, r.get("budget")).get("value"),
           get(r, "metrics", "env_steps") if dqn else r.get("epochs"), wall_seconds(r),
           get(r, "metrics", "env_steps_per_sec") if dqn else r.get("examples_per_sec"),
@@ -445,6 +462,8 @@ def app_section(app: str, spec: dict, runs: list[dict], side: dict[str, list[dic
     if anchor:
         lines += [f"Anchor: **{num(anchor.get('value'))}** {anchor.get('metric', '')} — "
                   f"{anchor.get('source', '–')}. Target: {anchor.get('target', '–')}.", ""]
+        if anchor.get("previous"):
+            lines += [f"Previous anchor: {anchor_text(anchor['previous'])}.", ""]
     for budget, other in spec.get("budget_anchors", {}).items():
         lines += [f"Budget `{budget}` — anchor: **{num(other.get('value'))}** "
                   f"{other.get('metric', '')} — {other.get('source', '–')}. Target: "

@@ -4,6 +4,7 @@
     ksuite bench mnist_mlp --budget small --repeat 2
     ksuite bench mnist_mlp --budget small --strategy mirrored --devices 2   # extra app flags
     ksuite bench cifar_cnn --runs-dir /data/ksuite-runs --resume   # a run longer than a session
+    python -m benchmarks.run mnist_mlp --budget default --seeds 3   # one record: the mean
 
 The app runs in a child process (so its peak resident memory is measured alone) with its run
 directory under ``benchmarks/runs/`` (``--runs-dir``); the record goes to ``benchmarks/results/<app>.jsonl``:
@@ -11,6 +12,9 @@ app, budget, command, metric name and value, epochs, wall seconds, examples/s, p
 versions, CPU model, git commit. ``--resume`` keeps an existing run directory instead of starting
 over: the app restores its last epoch-end backup (shared/callbacks.AtomicBackupAndRestore), so a
 run killed mid-way (or cut by a time limit) continues where it was by running the same command.
+``--seeds N`` trains the budget with seeds 42 (the apps' default, so the first run is the plain
+command), 43, ... and appends one record whose value is the mean, with every seed's value and
+wall time; with ``--resume``, a seed whose run already finished is read, not trained again.
 """
 
 from __future__ import annotations
@@ -117,6 +121,57 @@ def run_once(app: str, budget: str, extra: list[str], tag: str, runs_dir: Path |
     }
 
 
+DEFAULT_SEED = 42  # shared/flags.py's --seed default
+
+
+def run_seeds(app: str, budget: str, extra: list[str], seeds: int, runs_dir: Path | None = None,
+              resume: bool = False) -> dict:
+    """The budget trained with ``seeds`` seeds; one record whose ``value`` is their mean."""
+    import statistics
+
+    runs = []
+    for seed in range(DEFAULT_SEED, DEFAULT_SEED + seeds):
+        flags = extra + (["--seed", str(seed)] if seed != DEFAULT_SEED else [])
+        run_dir = Path(runs_dir or ROOT / "benchmarks" / "runs") / f"{app}-{budget}-seed{seed}"
+        done = resume and (run_dir / "metrics.json").is_file() and \
+            (run_dir / "seed_record.json").is_file()
+        if done:
+            print(f"seed {seed}: finished earlier, read from {run_dir}", flush=True)
+            record = json.loads((run_dir / "seed_record.json").read_text())
+        else:
+            record = run_once(app, budget, flags, tag=f"seed{seed}", runs_dir=runs_dir,
+                              resume=resume)
+            from shared.io import atomic_write_json
+
+            atomic_write_json(run_dir / "seed_record.json", record)
+        print(f"seed {seed}: {record['metric']} = {record['value']:.4f}, "
+              f"{wall_seconds_of(record):.0f} s", flush=True)
+        runs.append((seed, record))
+    values = [r["value"] for _, r in runs]
+    walls = [wall_seconds_of(r) for _, r in runs]
+    first = runs[0][1]
+    return {
+        **first,
+        "value": statistics.fmean(values),
+        "value_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "seeds": {str(seed): {"value": r["value"], "wall_seconds": wall_seconds_of(r),
+                              "epochs": r["epochs"], "best_epoch": r["best_epoch"],
+                              "examples_per_sec": r["examples_per_sec"],
+                              "command": r["command"]} for seed, r in runs},
+        # Each seed is a separate run: the target "each <= T" reads the slowest one.
+        "wall_seconds": max(walls),
+        "resumed": False,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def wall_seconds_of(record: dict) -> float:
+    """A run's wall time; for one resumed across invocations, the sum of its epochs' times."""
+    if record.get("resumed") and record.get("epoch_seconds_total"):
+        return record["epoch_seconds_total"]
+    return record["wall_seconds"]
+
+
 @exit_on_user_error
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="ksuite bench", description=__doc__,
@@ -130,11 +185,23 @@ def main(argv=None):
     parser.add_argument("--resume", action="store_true",
                         help="continue an existing run directory from its last backup instead "
                              "of deleting it")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train with seeds 42, 43, ... and record their mean")
     args, extra = parser.parse_known_args(argv)  # unknown flags go to the app
     if args.budget not in BUDGETS[args.app]["budgets"]:
         raise UserError(f"unknown budget {args.budget!r} for {args.app}; "
                         f"choose from {', '.join(BUDGETS[args.app]['budgets'])}")
     extra = [a for a in extra if a != "--"]
+    if args.seeds < 1 or (args.seeds > 1 and ("--seed" in extra or args.repeat > 1)):
+        raise UserError("--seeds N needs N >= 1, without --seed or --repeat")
+    if args.seeds > 1:
+        record = run_seeds(args.app, args.budget, extra, args.seeds, args.runs_dir, args.resume)
+        path = append_record(args.app, record)
+        per_seed = ", ".join(f"{s}: {v['value']:.4f}" for s, v in record["seeds"].items())
+        print(f"{args.app} [{args.budget}] {record['metric']} = {record['value']:.4f} "
+              f"(mean of {args.seeds} seeds; {per_seed}), slowest {record['wall_seconds']:.0f} s "
+              f"-> {path}")
+        return 0
     values = []
     for i in range(args.repeat):
         record = run_once(args.app, args.budget, extra, tag=str(i), runs_dir=args.runs_dir,
