@@ -227,3 +227,21 @@ def test_too_little_text_is_one_clear_error(tmp_path, mirror, capsys):
         main(["--limit", "10", "--no-export", "--run-dir", str(tmp_path / "run")])
     assert exc.value.code == 2
     assert "error: --limit 10 leaves too little text" in capsys.readouterr().err
+
+
+def test_nanogpt_val_loss_is_the_mean_over_blocks_from_an_empty_state():
+    """nanoGPT's protocol: disjoint blocks, each from a zero state, every position counted once;
+    checked against a per-block brute force on a stateful model (the copy must not carry state)."""
+    from apps.shakespeare_lstm.train import nanogpt_val_loss
+
+    ids = data.encode(TEXT, VOCAB)
+    model = build_model(len(VOCAB) + 1, 8, (12,), batch_size=4, stateful=True)
+    got = nanogpt_val_loss(model, ids, block=20, batch=3)
+    plain = stateless_copy(model)
+    nats = []
+    for s in range(0, len(ids) - 20, 20):
+        x, y = ids[s:s + 20], ids[s + 1:s + 21]
+        logits = plain(x[None], training=False)[0]
+        nats += list(keras.losses.sparse_categorical_crossentropy(y, logits,
+                                                                   from_logits=True).numpy())
+    np.testing.assert_allclose(got, np.mean(nats), rtol=1e-5)

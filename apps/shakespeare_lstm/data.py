@@ -29,6 +29,10 @@ from shared.errors import UserError
 
 DATASET_KEY = "shakespeare.txt"
 SPLIT = (0.90, 0.05, 0.05)  # the issue: contiguous 90 / 5 / 5
+# nanoGPT's shakespeare_char split (data/shakespeare_char/prepare.py): the first 90% trains, the
+# last 10% validates -- our validation and test parts together; its loss is measured on blocks
+# of 256 characters, each from an empty context (config/train_shakespeare_char.py: block_size).
+NANOGPT_BLOCK = 256
 UNK = "[UNK]"  # StringLookup's out-of-vocabulary token, id 0
 
 

@@ -26,6 +26,32 @@ def bits_per_char(y_true, y_pred):
     return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True) / LN2
 
 
+def nanogpt_val_loss(model, ids, block: int | None = None, batch: int = 64) -> float:
+    """Mean nats/char over ``ids`` as nanoGPT measures its validation loss: blocks of ``block``
+    characters, each predicted from an empty state (a stateless copy of the model), every
+    position of every block counted once (disjoint blocks; nanoGPT samples them at random)."""
+    import keras
+    import tensorflow as tf
+
+    from apps.shakespeare_lstm.data import NANOGPT_BLOCK, window_dataset
+    from apps.shakespeare_lstm.model import stateless_copy
+
+    copy = stateless_copy(model)
+    block = min(block or NANOGPT_BLOCK, len(ids) - 1)
+
+    @tf.function
+    def total(x, y):
+        nats = keras.losses.sparse_categorical_crossentropy(y, copy(x, training=False),
+                                                            from_logits=True)
+        return tf.reduce_sum(nats), tf.cast(tf.size(nats), tf.float32)
+
+    nats = count = 0.0
+    for x, y in window_dataset(ids, batch, block, block):
+        s, n = total(x, y)
+        nats, count = nats + float(s), count + float(n)
+    return nats / count
+
+
 class ShakespeareLSTM(App):
     name = "shakespeare_lstm"
     description = "character-level LSTM language model and text generator"
@@ -125,7 +151,7 @@ class ShakespeareLSTM(App):
               f"{batch} x {args.seq_len}, {steps} steps per epoch")
         return Data(train=train, val=val, test=test, steps_per_epoch=steps,
                     examples_per_step=batch * args.seq_len, vocab=vocab, batch=batch,
-                    stateful=stateful)
+                    stateful=stateful, val_ids=val_ids, test_ids=test_ids)
 
     # 2. Model: embedding -> stacked LSTM -> logits (model.py), stateful with a fixed batch in
     #    TBPTT mode. Adam with gradients clipped by norm (char-rnn clips at 5: exploding
@@ -172,17 +198,23 @@ class ShakespeareLSTM(App):
             scores[split_name] = model.evaluate(ds, return_dict=True, verbose=0)["loss"]
         print("sample (temperature 0.5):\n" + args.sample_prompt
               + data.sampler.sample_text(args.sample_prompt, 200, 0.5, 0, args.seed))
+        import numpy as np
+
+        nanogpt = nanogpt_val_loss(model, np.concatenate([data.val_ids, data.test_ids]))
         return {
             "loss": float(scores["test"]),  # nats/char on the test set
             "bits_per_char": float(scores["test"]) / LN2,
             "val_loss": float(scores["val"]),
             "val_bits_per_char": float(scores["val"]) / LN2,
+            # nanoGPT's split and protocol: the last 10% in 256-character blocks from no context.
+            "nanogpt_val_loss": nanogpt,
         }
 
     def headline(self, metrics, record):
         return (f"validation {metrics['val_loss']:.4f} nats/char "
                 f"({metrics['val_bits_per_char']:.4f} bits), test {metrics['loss']:.4f} "
-                f"nats/char ({metrics['bits_per_char']:.4f} bits) "
+                f"nats/char ({metrics['bits_per_char']:.4f} bits); nanoGPT's split "
+                f"{metrics['nanogpt_val_loss']:.4f} "
                 f"({record.get('epochs_run', '?')} epochs, {record['wall_seconds']:.0f} s)")
 
     # 5. Export: two signatures over raw UTF-8 strings (generate.py), served by a stateless copy
