@@ -12,7 +12,8 @@ from tests.helpers import read_history, read_json, run_module, run_workers
 
 # Same global batch (64), same seed, dropout off (dropout masks are drawn per replica, so with
 # dropout the two computations are not the same one), 2 epochs x 15 steps on real images.
-COMMON = ["--epochs", "2", "--steps-per-epoch", "15", "--limit", "3000", "--dropout", "0",
+COMMON = ["--recipe", "keras", "--epochs", "2", "--steps-per-epoch", "15", "--limit", "3000",
+          "--dropout", "0",
           "--no-export", "--verbose", "0", "--patience", "5"]
 # float32 sums in a different order (two partial gradients all-reduced vs one batch): after
 # 30 RMSprop steps (which divide by running RMS, amplifying round-off) the losses measured here
@@ -42,7 +43,8 @@ def test_mirrored_two_devices_matches_one_device(tmp_path, mirror):
 def test_multi_worker_two_processes_finish(tmp_path, mirror):
     run_dir = tmp_path / "mw"
     outputs = run_workers(
-        "apps.mnist_mlp.train", "--strategy", "multi_worker", "--epochs", "1", "--limit", "2000",
+        "apps.mnist_mlp.train", "--recipe", "keras", "--strategy", "multi_worker", "--epochs", "1",
+        "--limit", "2000",
         "--batch-size", "32", "--run-dir", run_dir, "--export-dir", tmp_path / "models",
         "--verbose", "0", timeout=240)
     assert all("test accuracy" in out for out in outputs)

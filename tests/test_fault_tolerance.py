@@ -26,7 +26,8 @@ def _start_job(run_dir, ports):
         env = child_env(TF_CONFIG=json.dumps({"cluster": cluster,
                                               "task": {"type": "worker", "index": index}}))
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "apps.mnist_mlp.train", "--strategy", "multi_worker",
+            [sys.executable, "-m", "apps.mnist_mlp.train", "--recipe", "keras", "--strategy",
+             "multi_worker",
              "--epochs", str(EPOCHS), "--limit", "10000", "--batch-size", "32", "--patience", "10",
              "--run-dir", str(run_dir), "--no-export", "--verbose", "0"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))

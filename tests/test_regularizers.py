@@ -182,7 +182,8 @@ def test_dcgan_takes_max_norm():
 
 def test_mnist_mlp_runs_with_l2_and_records_it(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_module("apps.mnist_mlp.train", "--l2", "1e-4", "--epochs", "1", "--limit", "500",
+    proc = run_module("apps.mnist_mlp.train", "--recipe", "keras", "--l2", "1e-4", "--epochs", "1",
+                      "--limit", "500",
                       "--no-export", "--run-dir", run_dir, "--verbose", "0")
     assert "regularization: l2 0.0001" in proc.stdout
     assert "on 3 kernels" in proc.stdout  # 784->512, 512->512, 512->10

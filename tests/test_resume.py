@@ -20,7 +20,8 @@ EPOCHS = 5
 def test_sigkill_then_resume(tmp_path, mirror):
     run_dir = tmp_path / "run"
     # Full training set: ~4 s per epoch on 2 cores, so the kill lands inside an epoch.
-    cmd = [sys.executable, "-m", "apps.mnist_mlp.train", "--epochs", str(EPOCHS),
+    cmd = [sys.executable, "-m", "apps.mnist_mlp.train", "--recipe", "keras",
+           "--epochs", str(EPOCHS),
            "--run-dir", str(run_dir), "--no-export", "--verbose", "0", "--patience", "10"]
     meta = run_dir / "checkpoints" / "backup" / "training_metadata.json"
 

@@ -1,8 +1,14 @@
-"""Classify MNIST digits with the classic Keras multilayer perceptron; export raw-pixel serving.
+"""Classify MNIST digits with a multilayer perceptron; export raw-pixel serving.
 
-    python -m apps.mnist_mlp.train                      # the default configuration
+    python -m apps.mnist_mlp.train                      # dropout + max-norm (Srivastava et al.)
+    python -m apps.mnist_mlp.train --recipe keras       # the classic Keras mnist_mlp.py
     python -m apps.mnist_mlp.train --epochs 2 --limit 5000
     python -m apps.mnist_mlp.train --strategy mirrored --devices 2
+
+No convolutions, no augmentation, no pretraining: every pixel is an independent input, so the
+only levers are the width of the net and how hard it is regularized. Dropout on the pixels and on
+the hidden units, with each unit's incoming weight vector clamped to a max norm, lets a wide net
+train at a large step without overfitting (Srivastava et al. 2014, §5.1).
 """
 
 from __future__ import annotations
@@ -14,37 +20,64 @@ FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal"
                  "Sneaker", "Bag", "Ankle boot")
 
 
+# The default recipe: a plain fully connected net with dropout and max-norm, Srivastava, Hinton,
+# Krizhevsky, Sutskever & Salakhutdinov 2014 ("Dropout", JMLR 15; Table 2 reports 1.06% test
+# error for 2 x 1024 ReLU units with dropout and max-norm), trained in a CPU budget with Adam and
+# a cosine schedule. Measured: benchmarks/REPORT.md (mean of 3 seeds).
+DROPOUT_RECIPE = dict(
+    hidden=[1024, 1024],  # Srivastava et al. 2014, Table 2: 2 layers of 1024 ReLU units
+    input_dropout=0.2,  # Srivastava et al. 2014, §6.1.1 and App. B.1: retain inputs with p = 0.8
+    dropout=0.5,  # Srivastava et al. 2014: retain hidden units with p = 0.5
+    max_norm=3.0,  # Srivastava et al. 2014, §5.1 and App. B.1: ||w|| <= c, c in [3, 4]
+    epochs=50,  # our budget: 2 x 1024 saturates by ~50 epochs (80 gave 98.87%, REPORT.md)
+    batch_size=128,  # keras examples/mnist_mlp.py
+    optimizer="adam",  # Kingma & Ba 2015 (Srivastava et al. used SGD with momentum 0.95-0.99
+    # for hundreds of epochs; Adam reaches the same accuracy in a 15-minute CPU budget)
+    learning_rate=1e-3,  # Kingma & Ba 2015's default step size
+    schedule="cosine",  # 5% warm-up, cosine to 0 (Loshchilov & Hutter 2017)
+    patience=15,  # Algorithm 7.1: a cosine run improves in bursts (8 epochs flat, REPORT.md)
+)
+# --recipe keras: the classic Keras example, the suite's earlier default.
+KERAS_RECIPE = dict(
+    hidden=[512, 512],  # keras examples/mnist_mlp.py
+    input_dropout=0.0,
+    dropout=0.2,  # keras examples/mnist_mlp.py
+    max_norm=None,
+    epochs=15,  # keras mnist_mlp.py uses 20 for 98.40%; 15 reach it with linear decay
+    batch_size=128,  # keras examples/mnist_mlp.py
+    optimizer="rmsprop",  # keras examples/mnist_mlp.py: RMSprop()
+    learning_rate=1e-3,  # RMSprop's default lr in Keras (Hinton's lecture 6e)
+    schedule="linear",  # Goodfellow §8.3.1: linear decay to 1% of lr over the run
+    patience=5,  # early stopping (Algorithm 7.1): 5 epochs without improvement
+)
+
+
 class MnistMLP(App):
     name = "mnist_mlp"
     description = "digit classification with a multilayer perceptron (MNIST)"
     order = 1
     metric = "accuracy"
-    defaults = dict(
-        epochs=15,  # the issue's budget; keras mnist_mlp.py uses 20 for 98.40%
-        batch_size=128,  # keras examples/mnist_mlp.py
-        optimizer="rmsprop",  # keras examples/mnist_mlp.py: RMSprop()
-        learning_rate=1e-3,  # RMSprop's default lr in Keras (Hinton's lecture 6e)
-        schedule="linear",  # Goodfellow §8.3.1: linear decay to 1% of lr over the run
-        patience=5,  # early stopping (Algorithm 7.1): 5 epochs without improvement
-        monitor="val_accuracy",  # Algorithm 7.1 watches the validation set error
-    )
-    anchor = {"value": 0.9840, "metric": "test accuracy", "target": ">= 0.984 in <= 15 epochs",
-              "source": "Keras examples/mnist_mlp.py, 20 epochs"}
+    defaults = dict(monitor="val_accuracy")  # Algorithm 7.1 watches the validation set error
+    presets = {"recipe": {"dropout": DROPOUT_RECIPE, "keras": KERAS_RECIPE}}
+    anchor = {"value": 0.9894, "metric": "test accuracy",
+              "target": ">= 0.989 mean of 3 seeds in <= 15 min",
+              "source": "Srivastava et al. 2014, Table 2 (dropout + max-norm, 2 x 1024 ReLU)",
+              "previous": {"value": 0.9840, "metric": "test accuracy",
+                           "source": "Keras examples/mnist_mlp.py, 20 epochs"}}
     # The contract test's tiny run (tests/test_apps_contract.py).
     smoke = ["--epochs", "1", "--limit", "1000"]
     budgets = {"default": [], "small": ["--epochs", "3"],
                "tiny": ["--epochs", "1", "--limit", "5000"]}
 
     def add_flags(self, a):
+        a.add_argument("--recipe", choices=("dropout", "keras"), default="dropout",
+                       help="defaults of Srivastava et al. 2014 or of Keras' mnist_mlp.py")
         a.add_argument("--dataset", choices=("mnist", "fashion_mnist"), default="mnist")
         a.add_argument("--data-source", choices=("auto", "idx", "npz"), default="auto",
                        help="IDX gzip files or Keras' mnist.npz")
-        a.add_argument("--hidden", type=int, nargs="+", default=[512, 512],
-                       help="hidden layer sizes (keras mnist_mlp.py: 512 512)")
-        a.add_argument("--dropout", type=float, default=0.2,
-                       help="dropout rate (keras mnist_mlp.py: 0.2)")
-        a.add_argument("--input-dropout", type=float, default=0.0,
-                       help="dropout rate on the pixels")
+        a.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes")
+        a.add_argument("--dropout", type=float, help="dropout rate of the hidden units")
+        a.add_argument("--input-dropout", type=float, help="dropout rate of the pixels")
         a.add_argument("--val-size", type=int, default=5000, help="validation examples held out")
         a.add_argument("--steps-per-epoch", type=int, default=None,
                        help="cap the steps of each epoch (for quick checks)")
@@ -77,7 +110,8 @@ class MnistMLP(App):
     def load_all_data(self, args, run):
         return self.load_data(args, run, fold_validation=True)
 
-    # 2. Model: 784 -> 512 -> 512 -> 10 with dropout (model.py); the runner compiles it with the
+    # 2. Model: 784 -> 1024 -> 1024 -> 10 with dropout on pixels and units, max-norm on every
+    #    kernel (the runner's --max-norm; model.py); the runner compiles it with the
     #    shared optimizer factory inside the strategy's scope and trains it with the shared
     #    callbacks (early stopping, schedule, throughput, dead-ReLU and gradient-norm monitors).
     def build_model(self, args, data, run):
