@@ -142,10 +142,11 @@ class ShakespeareLSTM(App):
         import keras
 
         from shared.optim import make_optimizer
+        from shared.precision import jit_compile
 
         model.compile(optimizer=make_optimizer(self.optimizer_config(args, data)),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=[bits_per_char])
+                      metrics=[bits_per_char], jit_compile=jit_compile(args))
 
     # 3. Train with the shared callbacks, plus: reset the carried state at each epoch and before
     #    validation (stateful mode), and write sample texts at temperatures 0.2 / 0.5 / 1.0
