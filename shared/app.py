@@ -63,7 +63,7 @@ class App:
     reads_files: bool = True  # reads dataset files (False: e.g. Gymnasium environments)
     no_lr_find: str | None = None  # why `ksuite lr-find` cannot sweep this app (None: it can)
     # --precision auto, per device kind (shared/precision.py). CPU: float32 until an app measures
-    # bfloat16 faster at equal quality (benchmarks/results/precision_cpu.jsonl). GPU:
+    # bfloat16 faster at equal quality (benchmarks/results/device_check.jsonl). GPU:
     # mixed_float16, the TensorFlow mixed-precision guide's setting for NVIDIA GPUs (Tensor
     # Cores; not measured by this suite: no GPU here).
     precision_defaults: dict = {"cpu": "float32", "gpu": "mixed_float16"}
