@@ -14,6 +14,7 @@ no global state behind but the seeds and TensorFlow's op determinism.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -37,6 +38,7 @@ def _tiny_run(name, precision, base):
                      "--run-dir", str(out / "run"), "--export-dir", str(out / "models")])
 
 
+@functools.lru_cache(maxsize=None)
 def _signature_dtypes(export_dir):
     """{signature: (input name -> dtype, output name -> dtype)} of a reloaded SavedModel."""
     import tensorflow as tf
@@ -61,19 +63,30 @@ def _losses(run_dir):
     return values
 
 
+# The apps' loaders whose results the tiny runs share (reading 50,000 IMDB files or the CIFAR
+# archive again for each policy would be most of this file's time).
+CACHED_LOADERS = ("mnist_mlp", "cifar_cnn", "sentiment_gru", "shakespeare_lstm", "dcgan")
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, mirror):
     """(app, policy) -> (record, run dir), each tiny run made once, when first asked for."""
+    import importlib
+
     base = tmp_path_factory.mktemp("precision")
     done = {}
+    with pytest.MonkeyPatch.context() as patch:
+        for name in CACHED_LOADERS:
+            module = importlib.import_module(f"apps.{name}.data")
+            patch.setattr(module, "load", functools.lru_cache(maxsize=None)(module.load))
+        yield functools.partial(_get_run, done, base)
 
-    def get(name, precision):
-        if (name, precision) not in done:
-            record = _tiny_run(name, precision, base)
-            done[name, precision] = (record, base / f"{name}-{precision}" / "run")
-        return done[name, precision]
 
-    return get
+def _get_run(done, base, name, precision):
+    if (name, precision) not in done:
+        record = _tiny_run(name, precision, base)
+        done[name, precision] = (record, base / f"{name}-{precision}" / "run")
+    return done[name, precision]
 
 
 MIXED_APPS = [n for n, a in APPS.items() if not a.float32_only]
@@ -88,9 +101,14 @@ def test_each_policy_trains_with_finite_loss_and_float32_signatures(name, precis
     assert config["args"]["precision"] == precision  # the resolved policy is on record
     losses = _losses(run_dir)
     assert losses, f"{name}: no loss column in its history"
+    reference, reference_dir = runs(name, "float32")
+    # Every training loss, and every validation loss the float32 run has (the GAN logs a NaN
+    # val_d_loss without a validation set, under float32 too).
+    reference_losses = _losses(reference_dir)
     for column, values in losses.items():
+        if "/val_" in column and not all(map(math.isfinite, reference_losses.get(column, []))):
+            continue
         assert all(math.isfinite(v) for v in values), (column, values)
-    reference, _ = runs(name, "float32")
     assert _signature_dtypes(record["export"]) == _signature_dtypes(reference["export"])
 
 
@@ -252,26 +270,6 @@ def test_reviews_are_padded_on_the_right():
             assert (row[: nonzero[-1] + 1] != 0).all(), row  # no padding before a word
 
 
-def test_device_check_writes_a_record(tmp_path, mirror):
-    """One app, one setting, the tiny flags: a well-formed record and the table."""
-    results = tmp_path / "results.jsonl"
-    proc = run_module("benchmarks.device_check", "--apps", "mnist_mlp", "--precision",
-                      "float32", "--xla", "off", "--results", results,
-                      "--runs-dir", tmp_path / "runs", "--", *APPS["mnist_mlp"].smoke,
-                      env=child_env(), timeout=300)
-    records = [json.loads(line) for line in results.read_text().splitlines()]
-    assert len(records) == 1
-    r = records[0]
-    for key in ("app", "budget", "device", "device_kind", "precision", "jit_compile",
-                "strategy", "replicas", "metric", "value", "examples_per_sec", "peak_memory_mb",
-                "peak_memory_kind", "wall_seconds", "command", "benchmark"):
-        assert key in r, key
-    assert r["app"] == "mnist_mlp" and r["precision"] == "float32" and r["jit_compile"] is False
-    assert r["device_kind"] == "cpu" and r["peak_memory_kind"] == "process peak RSS"
-    assert r["peak_memory_mb"] > 0 and r["examples_per_sec"] > 0 and 0 <= r["value"] <= 1
-    assert "mnist_mlp" in proc.stdout and "examples/s" in proc.stdout  # the table
-
-
 def test_device_check_plans_the_gpu_branches():
     """What it would run on several GPUs (mixed_float16, XLA on/off, mirrored over all of
     them), planned from a device list: no GPU here."""
@@ -289,13 +287,26 @@ def test_device_check_plans_the_gpu_branches():
     assert not any(s["jit_compile"] for s in cpu if s["app"] == "dqn")
 
 
-def test_device_check_mirrored_over_logical_devices(tmp_path, mirror):
-    """The several-GPU branch (mirrored over every device) on 2 logical CPU devices."""
+def test_device_check_writes_a_record(tmp_path, mirror):
+    """End to end, one app and one setting: the several-GPU branch (mirrored over every
+    device, a mixed policy) on 2 logical CPU devices, with the contract's tiny flags; a
+    well-formed record and the table."""
     results = tmp_path / "results.jsonl"
-    run_module("benchmarks.device_check", "--apps", "mnist_mlp", "--precision",
-               "mixed_bfloat16", "--xla", "off", "--strategy", "mirrored", "--devices", "2",
-               "--results", results, "--runs-dir", tmp_path / "runs", "--",
-               *APPS["mnist_mlp"].smoke, env=child_env(), timeout=300)
-    (r,) = [json.loads(line) for line in results.read_text().splitlines()]
-    assert r["strategy"] == "mirrored" and r["replicas"] == 2
-    assert r["precision"] == "mixed_bfloat16"
+    proc = run_module("benchmarks.device_check", "--apps", "mnist_mlp", "--precision",
+                      "mixed_bfloat16", "--xla", "off", "--strategy", "mirrored", "--devices",
+                      "2", "--results", results, "--runs-dir", tmp_path / "runs", "--",
+                      *APPS["mnist_mlp"].smoke, env=child_env(), timeout=300)
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert len(records) == 1
+    r = records[0]
+    for key in ("app", "budget", "device", "device_kind", "precision", "jit_compile",
+                "strategy", "replicas", "metric", "value", "examples_per_sec", "peak_memory_mb",
+                "peak_memory_kind", "wall_seconds", "command", "benchmark"):
+        assert key in r, key
+    assert "error" not in r, r["error"]
+    assert r["app"] == "mnist_mlp" and r["precision"] == "mixed_bfloat16"
+    assert r["jit_compile"] is False and r["strategy"] == "mirrored" and r["replicas"] == 2
+    assert r["device_kind"] == "cpu" and r["peak_memory_kind"] == "process peak RSS"
+    assert r["peak_memory_mb"] > 0 and r["examples_per_sec"] > 0 and 0 <= r["value"] <= 1
+    assert r["benchmark"] == "device_check"
+    assert "mnist_mlp" in proc.stdout and "examples/s" in proc.stdout  # the table
