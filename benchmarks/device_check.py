@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -102,6 +103,8 @@ def run_setting(setting: dict, budget: str, flags: list[str], extra: list[str], 
     wall = time.time() - t0
     record = {**setting, "budget": budget, "device": device, "device_kind": device_kind,
               "command": "python -m " + " ".join(cmd[2:]), "wall_seconds": round(wall, 1),
+              # The 1-min load average when the run ended (a shared machine slows every run).
+              "load_1min": round(os.getloadavg()[0], 2),
               "cpu": cpu_model(), "libraries": library_versions(), "git_commit": git_commit(),
               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     metrics_file = run_dir / "metrics.json"
