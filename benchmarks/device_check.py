@@ -15,7 +15,8 @@ hold: word2vec trains in float32 only, the DQN's TD update takes no ``--jit-comp
 is a child process (``python -m apps.<app>.train <budget flags> --no-export
 --no-deterministic``: the same kernel rules for XLA on and off) and appends one record to
 ``benchmarks/results/device_check.jsonl``: the device it ran on, precision, XLA, strategy and
-replicas, examples/s (the median epoch after the first), the app's metric, the peak memory (the
+replicas, examples/s (the median epoch after the first; a one-epoch budget's includes tracing
+and XLA compilation), the app's metric, the peak memory (the
 GPUs' peak allocation from ``tf.config.experimental.get_memory_info``, on a CPU the process's
 peak RSS) and which of the two it is. The table at the end (pandas) gives each setting's
 speed against the app's float32-without-XLA run.
