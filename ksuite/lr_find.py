@@ -74,14 +74,16 @@ def run(argv: list[str]) -> dict:
 
     # As App.run does, without the run record: the strategy first, then one seed for all.
     from shared import distribute
+    from shared.precision import dtype_policy, resolve
     from shared.runs import Run, seed_everything
 
+    resolve(args, app.precision_defaults)  # --precision / --jit-compile, as App.run does
     strategy = distribute.make_strategy(args.strategy, getattr(args, "devices", None))
     seed_everything(args.seed, getattr(args, "deterministic", True))
     run_ = Run(app=f"{name}/lr_find", args=args, dir=out, strategy=strategy,
                is_chief=distribute.is_chief())
     data = app.load_data(args, run_)
-    with strategy.scope():
+    with strategy.scope(), dtype_policy(args.precision):
         model = app.build_model(args, data, run_)
         app.regularize(args, model, data, run_)
         app.compile(args, model, data, run_)

@@ -13,7 +13,8 @@ An app (``apps/<app>/train.py``) subclasses :class:`App` and fills in what is it
 
 The runner (:meth:`App.main`) owns everything else, the same for every app: the TF log level,
 parsing (presets applied as parser defaults, so ``--help`` prints the real values), seeding, the
-run record, the ``tf.distribute`` strategy scope, compile with the one optimizer factory,
+run record, the ``tf.distribute`` strategy scope, the ``--precision`` dtype policy and
+``--jit-compile`` (shared/precision.py), compile with the one optimizer factory,
 ``finish`` (``metrics.json`` written once), the validation gate and the chief-only export.
 
 Nothing here imports TensorFlow at import time, nor anything from ``apps/``, ``serving/`` or the
@@ -61,6 +62,13 @@ class App:
     compile_metrics: tuple = ("accuracy",)
     reads_files: bool = True  # reads dataset files (False: e.g. Gymnasium environments)
     no_lr_find: str | None = None  # why `ksuite lr-find` cannot sweep this app (None: it can)
+    # --precision auto, per device kind (shared/precision.py). CPU: float32 until an app measures
+    # bfloat16 faster at equal quality (benchmarks/results/device_check.jsonl). GPU:
+    # mixed_float16, the TensorFlow mixed-precision guide's setting for NVIDIA GPUs (Tensor
+    # Cores; not measured by this suite: no GPU here).
+    precision_defaults: dict = {"cpu": "float32", "gpu": "mixed_float16"}
+    float32_only: str | None = None  # why the app refuses a mixed --precision (None: it can)
+    no_jit_compile: str | None = None  # why the app refuses --jit-compile (None: it can)
     smoke: list[str] | None = None  # flags of the contract test's tiny run (default: budgets' tiny)
     anchor: dict = {}  # the published figure the report compares with
     budgets: dict = {"default": []}  # benchmark budgets: name -> extra flags
@@ -112,11 +120,14 @@ class App:
                   f"on {len(touched)} kernels (biases, batch-norm and embeddings excluded)")
 
     def compile(self, args, model, data: Data, run) -> None:
-        """Compile inside the strategy's scope with the one optimizer factory."""
+        """Compile inside the strategy's scope with the one optimizer factory; XLA as
+        ``--jit-compile`` says (a ``mixed_float16`` model gets Keras' loss scaling itself)."""
         from shared.optim import make_optimizer
+        from shared.precision import jit_compile
 
         model.compile(optimizer=make_optimizer(self.optimizer_config(args, data)),
-                      loss=self.loss, metrics=list(self.compile_metrics))
+                      loss=self.loss, metrics=list(self.compile_metrics),
+                      jit_compile=jit_compile(args))
 
     def callbacks(self, args, model, data: Data, run) -> list:
         """Callbacks of the app's own, after the shared ones' diagnostics."""
@@ -236,11 +247,20 @@ class App:
         args = parser.parse_args(argv)
         try:
             self.check(args)
+            self.check_speed(args)
             if getattr(args, "retrain_on_all", False):
                 self.check_retrain_on_all(args)
         except UserError as exc:
             parser.error(str(exc))
         return args
+
+    def check_speed(self, args) -> None:
+        """``--precision`` / ``--jit-compile`` that the app's own training step cannot honour
+        (its declarations ``float32_only`` / ``no_jit_compile`` say why)."""
+        if self.float32_only and getattr(args, "precision", "auto") not in ("auto", "float32"):
+            raise UserError(f"--precision {args.precision}: {self.float32_only}")
+        if self.no_jit_compile and getattr(args, "jit_compile", None):
+            raise UserError(f"--jit-compile: {self.no_jit_compile}")
 
     def check_retrain_on_all(self, args) -> None:
         if type(self).load_all_data is App.load_all_data:
@@ -260,8 +280,10 @@ class App:
 
     def run(self, args) -> dict:
         """Data -> model -> train -> evaluate -> export, with the run record around it."""
+        from shared.precision import resolve
         from shared.runs import Run
 
+        resolve(args, self.precision_defaults)  # before Run.start seeds (and records) them
         run = Run.start(self.run_name(args), args)
         data = self.load_data(args, run)
         model = self.build(args, data, run)
@@ -281,7 +303,9 @@ class App:
         metrics = self.evaluate(args, model, data, run)
         self.evaluate_per_class(args, model, data, run, metrics)
         record = run.finish(metrics, plot_metrics=self.plot_metrics,
-                            extra=self.record_extra(args, model, data, run))
+                            extra={"precision": args.precision,
+                                   "jit_compile": getattr(model, "jit_compile", None),
+                                   **self.record_extra(args, model, data, run)})
         print(self.headline(metrics, record))
         if args.export and run.is_chief:
             path = self.export(args, model, data, metrics, run)
@@ -290,8 +314,11 @@ class App:
         return record
 
     def build(self, args, data: Data, run):
-        """Build, regularize and compile the model inside the strategy's scope."""
-        with run.strategy.scope():
+        """Build, regularize and compile the model inside the strategy's scope, its layers
+        under the ``--precision`` policy (shared/precision.py)."""
+        from shared.precision import dtype_policy
+
+        with run.strategy.scope(), dtype_policy(args.precision):
             model = self.build_model(args, data, run)
             self.regularize(args, model, data, run)
             self.compile(args, model, data, run)
@@ -331,7 +358,9 @@ class App:
         print(f"Algorithm 7.2: retraining on train + validation for i* = {steps} steps "
               f"(the first pass's best, epoch {first_pass['best_epoch']})")
         seed_everything(args.seed, getattr(args, "deterministic", True))
-        with run.strategy.scope():
+        from shared.precision import dtype_policy
+
+        with run.strategy.scope(), dtype_policy(args.precision):
             model = self.build_model(args, all_data, stage)
             self.regularize(args, model, all_data, stage)
             # Compiled with the first pass's data: its schedule's horizon, so the learning rate

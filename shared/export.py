@@ -192,12 +192,16 @@ def export_keras(
     when a request names no signature."""
     import keras
 
+    from shared.precision import float32_outputs
+
     def write(path: Path) -> None:
         archive = keras.export.ExportArchive()
         for resource in track:
             archive.track(resource)
         for ep_name, (fn, signature) in endpoints.items():
-            archive.add_endpoint(ep_name, fn, input_signature=signature)
+            # A model trained under a mixed --precision policy serves the same float32
+            # signature as under float32 (shared/precision.py).
+            archive.add_endpoint(ep_name, float32_outputs(fn), input_signature=signature)
         archive.write_out(str(path), verbose=False)
 
     return publish(name, write, export_dir, **kwargs)

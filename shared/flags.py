@@ -3,7 +3,8 @@
 Shared: ``--epochs N``, ``--batch-size B`` (per replica), ``--learning-rate``, ``--optimizer``,
 ``--schedule``, ``--patience``, ``--limit N`` (only the first N training examples), ``--seed S``,
 ``--run-dir DIR``, ``--export-dir DIR`` (default ``saved_models/``), ``--no-export``,
-``--gate-margin M``, ``--strategy``, ``--devices``; the optimizer's and schedules' parameters
+``--gate-margin M``, ``--strategy``, ``--devices``, ``--precision``, ``--jit-compile``
+(shared/precision.py); the optimizer's and schedules' parameters
 (``--momentum``, ``--beta1``/``--beta2``, ``--clip-global-norm``, ``--decay-factor``,
 ``--decay-every``, ``--exponential-rate``) and the
 weight-norm penalties (``--l2``, ``--l1``, ``--max-norm``, shared/regularizers.py). An app
@@ -20,6 +21,7 @@ import sys
 
 from shared.distribute import STRATEGIES
 from shared.optim import OPTIMIZERS, SCHEDULES
+from shared.precision import PRECISIONS
 
 
 def positive_int(text: str) -> int:
@@ -137,6 +139,11 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                       help="TensorBoard: the model graph, weight and activation histograms every N epochs")
     diag.add_argument("--curvature", action="store_true",
                       help="log g'Hg along the gradient on the probe batch (Goodfellow §4.3.1)")
+    f = parser.add_argument_group("speed (shared by every app; shared/precision.py)")
+    f.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="Keras dtype policy; auto: the app's measured default for the device kind")
+    f.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile the training step with XLA (unset: Keras' auto, off on CPUs)")
     d = parser.add_argument_group("distribution")
     d.add_argument("--strategy", choices=STRATEGIES, default="default",
                    help="tf.distribute strategy; multi_worker reads TF_CONFIG")

@@ -67,6 +67,25 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def peak_memory() -> dict:
+    """This process's peak resident memory (``peak_rss_mb``, getrusage) and, when TensorFlow has
+    GPUs, each one's peak allocation so far (``peak_device_memory_mb``, get_memory_info)."""
+    import resource
+    import sys
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux (bytes on macOS)
+    out = {"peak_rss_mb": round(kb / (2**20 if sys.platform == "darwin" else 2**10), 1)}
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        if gpus:
+            out["peak_device_memory_mb"] = [
+                round(tf.config.experimental.get_memory_info(f"GPU:{i}")["peak"] / 2**20, 1)
+                for i in range(len(gpus))]
+    return out
+
+
 @dataclass
 class Run:
     app: str
@@ -229,6 +248,7 @@ class Run:
             # The first epoch includes tracing/compilation; report the median of the rest.
             steady = sorted(rates[1:] or rates)
             record["examples_per_sec"] = steady[len(steady) // 2]
+        record.update(peak_memory())
         if self.history_csv.exists():
             import pandas as pd
 

@@ -178,9 +178,11 @@ def test_side_benchmarks_name_themselves():
     sides = side_benchmarks()
     assert {"cifar_flops", "cifar_transfer", "dqn_vs_sb3", "mnist_input_pipeline",
             "sentiment_latency", "shakespeare_generation_speed", "word2vec_vs_gensim",
-            "serving_load"} <= set(sides)
+            "serving_load", "device_check"} <= set(sides)
     for name, side in sides.items():
-        assert side.name == name and (side.app in registry() or side.app == "serving")
+        # An app's section, or one of its own (serving; devices: benchmarks/device_check.py).
+        assert side.name == name and (side.app in registry() or side.app in ("serving",
+                                                                             "devices"))
         assert isinstance(side.render([]), list)
     for path in RESULTS.glob("*.jsonl"):
         assert path.stem in registry() or path.stem in sides, path.name

@@ -51,7 +51,9 @@ def build_scratch_cnn(num_classes: int = 10, filters=FILTERS, dense: int = DENSE
     x = keras.layers.BatchNormalization(name="bn_dense")(x)
     x = keras.layers.ReLU(name="relu_dense")(x)
     x = keras.layers.Dropout(dropout_dense, name="dropout_dense")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    # The softmax in float32 under a mixed --precision policy (Keras mixed-precision guide).
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
+                                 name="probabilities")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -88,7 +90,8 @@ def build_head(num_classes: int, features: int = 512, units: int = HEAD_UNITS,
     x = keras.layers.Dense(units, activation="relu", kernel_initializer="he_normal",
                            name="head_dense")(inputs)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
+                                 name="probabilities")(x)  # float32 softmax (mixed policies)
     return keras.Model(inputs, outputs, name="head")
 
 

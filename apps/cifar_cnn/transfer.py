@@ -137,11 +137,12 @@ def train_all(app, args, model, data, run) -> None:
 def compile_stage(app, args, data, run, model, epochs=None, lr_factor=1.0) -> None:
     """Compile for a stage with the one optimizer factory (inside the strategy's scope)."""
     from shared.optim import make_optimizer
+    from shared.precision import jit_compile
 
     config = app.optimizer_config(args, data, **({"epochs": epochs} if epochs else {}))
     with run.strategy.scope():
         model.compile(optimizer=make_optimizer(config.scaled(lr_factor)), loss=app.loss,
-                      metrics=list(app.compile_metrics))
+                      metrics=list(app.compile_metrics), jit_compile=jit_compile(args))
 
 
 def fit(args, model, stage, train, val, epochs, examples_per_step) -> None:

@@ -172,9 +172,10 @@ def build_generator(image_shape=(28, 28, 1), latent_dim: int = LATENT_DIM,
         x = _bn(f"deconv_{i}_bn")(x)  # [R2]
         x = keras.layers.ReLU(name=f"deconv_{i}_relu")(x)  # [R4]
     # [R2] no batch normalization at the output layer; [R4] tanh output.
+    # The tanh in float32 under a mixed --precision policy (Keras mixed-precision guide).
     images = keras.layers.Conv2DTranspose(channels, kernel, strides=2, padding="same",
                                           activation="tanh", kernel_initializer=_init(),
-                                          name="images")(x)
+                                          dtype="float32", name="images")(x)
     return keras.Model(z, images, name="generator")
 
 
@@ -228,7 +229,8 @@ def build_discriminator(image_shape=(28, 28, 1), width: int = WIDTH,
         x = keras.layers.LeakyReLU(LEAKY_SLOPE, name=f"conv_{i}_lrelu")(x)  # [R5]
     # [R3] flatten the last convolution into a single (sigmoid) output.
     x = keras.layers.Flatten(name="flatten")(x)
-    logit = keras.layers.Dense(1, kernel_initializer=_init(), name="logit")(x)
+    logit = keras.layers.Dense(1, kernel_initializer=_init(), dtype="float32",
+                               name="logit")(x)  # float32 under a mixed --precision policy
     return keras.Model(images, logit, name="discriminator")
 
 
@@ -248,7 +250,8 @@ def build_label_head(discriminator: keras.Model, classes: int) -> keras.Model:
                            name="label_hidden")(features)
     x = _bn("label_hidden_bn")(x)
     x = keras.layers.LeakyReLU(LEAKY_SLOPE, name="label_hidden_lrelu")(x)
-    logits = keras.layers.Dense(classes, kernel_initializer=_init(), name="label_logits")(x)
+    logits = keras.layers.Dense(classes, kernel_initializer=_init(), dtype="float32",
+                                name="label_logits")(x)  # float32 under a mixed policy
     return keras.Model(features, logits, name="label_head")
 
 
@@ -294,7 +297,9 @@ class DCGAN(keras.Model):
 
     def compile(self, d_optimizer, g_optimizer, k: int = 1, **kwargs):
         """``k``: discriminator steps per generator step (Goodfellow et al. Algorithm 1; they
-        used k = 1, "the least expensive option")."""
+        used k = 1, "the least expensive option"). Under ``mixed_float16`` pass optimizers
+        wrapped in a ``LossScaleOptimizer`` (shared.precision.loss_scaled): the steps scale
+        their losses with ``scale_loss`` (a no-op otherwise)."""
         if int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer, got {k}")
         super().compile(**kwargs)
@@ -336,6 +341,7 @@ class DCGAN(keras.Model):
             fake_logits = self.discriminator(fake, training=True)
             per_example = _bce(1.0, real_logits) + _bce(0.0, fake_logits)
             loss = tf.nn.compute_average_loss(per_example)
+            loss = self.d_optimizer.scale_loss(loss)  # mixed_float16: loss scaling
         self._update(self.d_optimizer, tape, loss, self.d_weights)
         return (tf.reduce_mean(per_example), tf.reduce_mean(tf.sigmoid(real_logits)),
                 tf.reduce_mean(tf.sigmoid(fake_logits)))
@@ -347,6 +353,7 @@ class DCGAN(keras.Model):
                 self.generator(self.sample_latent(m), training=True), training=True)
             per_example = _bce(1.0, fake_logits)  # -log D(G(z)), Goodfellow et al. 2014 §3
             loss = tf.nn.compute_average_loss(per_example)
+            loss = self.g_optimizer.scale_loss(loss)  # mixed_float16: loss scaling
         self._update(self.g_optimizer, tape, loss, self.generator.trainable_weights)
         return tf.reduce_mean(per_example)
 
@@ -427,6 +434,7 @@ class ACGAN(DCGAN):
             fake_logits = self.discriminator(fake, training=True)
             per_example = _bce(1.0, real_logits) + _bce(0.0, fake_logits)
             loss = tf.nn.compute_average_loss(per_example + self.label_weight * per_label)
+            loss = self.d_optimizer.scale_loss(loss)  # mixed_float16: loss scaling
         self._update(self.d_optimizer, tape, loss, self.d_weights)
         return (tf.reduce_mean(per_example), tf.reduce_mean(tf.sigmoid(real_logits)),
                 tf.reduce_mean(tf.sigmoid(fake_logits)), tf.reduce_mean(per_label))
@@ -440,6 +448,7 @@ class ACGAN(DCGAN):
                                                   code_of(latent, self.classes))
             per_example = _bce(1.0, fake_logits)
             loss = tf.nn.compute_average_loss(per_example + per_code)
+            loss = self.g_optimizer.scale_loss(loss)  # mixed_float16: loss scaling
         self._update(self.g_optimizer, tape, loss, self.generator.trainable_weights)
         return tf.reduce_mean(per_example), tf.reduce_mean(per_code)
 

@@ -174,9 +174,12 @@ class DCGANApp(App):
     # Both players get their own optimizer from the one factory: Adam, beta1 = 0.5 (Radford).
     def compile(self, args, model, data, run):
         from shared.optim import make_optimizer
+        from shared.precision import jit_compile, loss_scaled
 
         config = self.optimizer_config(args, data, beta_1=args.beta1)
-        model.compile(make_optimizer(config), make_optimizer(config), k=args.k)
+        model.compile(loss_scaled(make_optimizer(config), args.precision),
+                      loss_scaled(make_optimizer(config), args.precision), k=args.k,
+                      jit_compile=jit_compile(args))
 
     # 3. Train: the GAN's own train_step under the shared fit and callbacks (CSV, TensorBoard,
     #    throughput, backup; no early stopping: the losses of a two-player game say nothing

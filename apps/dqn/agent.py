@@ -116,8 +116,9 @@ class DQNAgent:
             q = self.online(obs, training=True)
             q_taken = tf.gather(q, actions, axis=1, batch_dims=1)
             loss = tf.reduce_sum(huber(q_taken - y)) / tf.cast(n * self.replicas, tf.float32)
+            scaled = self.optimizer.scale_loss(loss)  # mixed_float16: loss scaling (else loss)
         variables = self.online.trainable_variables
-        grads = tape.gradient(loss, variables)
+        grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
         return loss, tf.reduce_sum(q_taken) / tf.cast(n * self.replicas, tf.float32)
 

@@ -23,7 +23,7 @@ def build_nature_cnn(num_actions: int, frame_size: int = 84, history: int = 4,
     x = keras.layers.Conv2D(64, 3, strides=1, activation="relu", name="conv3")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(512, activation="relu", name="fc")(x)
-    outputs = keras.layers.Dense(num_actions, name="q_values")(x)
+    outputs = keras.layers.Dense(num_actions, dtype="float32", name="q_values")(x)  # mixed: f32
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -33,7 +33,7 @@ def build_mlp(num_actions: int, state_dim: int, hidden=(256, 256),
     x = inputs
     for i, units in enumerate(hidden):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i + 1}")(x)
-    outputs = keras.layers.Dense(num_actions, name="q_values")(x)
+    outputs = keras.layers.Dense(num_actions, dtype="float32", name="q_values")(x)  # mixed: f32
     return keras.Model(inputs, outputs, name=name)
 
 

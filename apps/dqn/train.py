@@ -144,6 +144,10 @@ class DQN(App):
     # `ksuite lr-find`: no fixed dataset, a moving TD target.
     no_lr_find = ("it trains in its own agent loop on a moving TD target (no fixed dataset for "
                   "fit); its loss per step does not measure learning")
+    # --jit-compile: the agent (agent.py) compiles its own TD update with tf.function; the
+    # network's Keras compile only carries the optimizer for the callbacks.
+    no_jit_compile = ("the DQN's TD update is its own tf.function (agent.py), not a Keras "
+                      "train step; run without it")
     # The contract test's tiny run: CartPole, 200 steps, 38 gradient steps.
     smoke = ["--steps", "200", "--epochs", "1", "--learning-starts", "50", "--train-frequency",
              "4", "--gradient-steps", "1", "--target-update", "50", "--batch-size", "16",
@@ -312,11 +316,12 @@ class DQN(App):
     def compile(self, args, model, data, run):
         from apps.dqn.agent import DQNAgent
         from shared.optim import make_optimizer
+        from shared.precision import loss_scaled
 
         mnih = ({"rho": 0.95, "epsilon": 0.01, "centered": True} if args.optimizer == "rmsprop"
                 else {})
-        optimizer = make_optimizer(self.optimizer_config(
-            args, data, global_clipnorm=args.clipnorm, clipnorm=None, **mnih))
+        optimizer = loss_scaled(make_optimizer(self.optimizer_config(
+            args, data, global_clipnorm=args.clipnorm, clipnorm=None, **mnih)), args.precision)
         model.compile(optimizer=optimizer)  # so the callbacks see model.optimizer (lr logging)
         data.agent = DQNAgent(model, data.target, optimizer, data.num_actions, args.gamma,
                               args.double, run.strategy, data.batch)

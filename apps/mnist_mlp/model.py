@@ -29,5 +29,7 @@ def build_mlp(hidden: tuple[int, ...] = HIDDEN, dropout: float = DROPOUT,
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i + 1}")(x)
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i + 1}")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    # The softmax in float32 under a mixed --precision policy (the Keras mixed-precision guide).
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
+                                 name="probabilities")(x)
     return keras.Model(inputs, outputs, name="mnist_mlp")

@@ -46,7 +46,10 @@ class MaskedGlobalPooling1D(keras.layers.Layer):
         steps = ops.sum(keep, axis=1)  # [batch, 1]
         if self.mode == "mean":
             return ops.sum(x * keep, axis=1) / ops.maximum(steps, 1.0)
-        top = ops.max(x * keep + (1.0 - keep) * ops.cast(-1e9, x.dtype), axis=1)
+        # Masked steps lose every max: -1e9, or float16's lowest finite value (-1e9 would be
+        # -inf there, and 0 * -inf a NaN). ops.where, not arithmetic, keeps real steps exact.
+        lowest = -65504.0 if keras.backend.standardize_dtype(x.dtype) == "float16" else -1e9
+        top = ops.max(ops.where(keep > 0, x, ops.cast(lowest, x.dtype)), axis=1)
         return ops.where(steps > 0, top, ops.zeros_like(top))
 
     def compute_mask(self, inputs, mask=None):
@@ -86,5 +89,6 @@ def build_classifier(vocab_size: int, embedding_dim: int, units: int,
             pooling]()
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(1, activation="sigmoid", name="p_positive")(x)
+    # The sigmoid in float32 under a mixed --precision policy (Keras mixed-precision guide).
+    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="p_positive")(x)
     return keras.Model(ids, outputs, name="sentiment_gru")

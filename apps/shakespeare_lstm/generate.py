@@ -54,7 +54,9 @@ class CharSampler:
         return self.dense(x), new_states
 
     def zero_states(self, batch):
-        return [(tf.zeros([batch, u]), tf.zeros([batch, u])) for u in self.units]
+        # In the cells' compute dtype: bfloat16/float16 under a mixed --precision policy.
+        return [(tf.zeros([batch, c.units], c.compute_dtype),
+                 tf.zeros([batch, c.units], c.compute_dtype)) for c in self.cells]
 
     def prime(self, prompt):
         """Run the prompts through the LSTM; returns the logits after each prompt's last

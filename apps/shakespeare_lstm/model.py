@@ -30,7 +30,8 @@ def build_model(num_ids: int, embed_dim: int = EMBED_DIM, units: tuple[int, ...]
         x = keras.layers.LSTM(n, return_sequences=True, stateful=stateful, name=f"lstm_{i + 1}")(x)
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i + 1}")(x)
-    logits = keras.layers.Dense(num_ids, name="logits")(x)
+    # Logits in float32 under a mixed --precision policy (Keras mixed-precision guide).
+    logits = keras.layers.Dense(num_ids, dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name="shakespeare_lstm")
 
 

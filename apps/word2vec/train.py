@@ -69,7 +69,15 @@ class Word2Vec(App):
         # reproducible without it: the pipeline's randomness is stateless (seeded per epoch and
         # step), tf.data runs in order, and XLA's CPU scatter-add is sequential.
         deterministic=False,
+        # XLA fuses the gathers, dot products and scatters of the step (benchmarks/REPORT.md
+        # measures the speed-up); --no-jit-compile or the older --no-xla turn it off.
+        jit_compile=True,
     )
+    # --precision: the step gathers and scatters rows of the two float32 tables itself (no Keras
+    # layer to cast), so a mixed policy would change nothing but the record; float32 everywhere.
+    precision_defaults = {"cpu": "float32", "gpu": "float32"}
+    float32_only = ("word2vec's sparse SGD step reads and updates its float32 embedding rows "
+                    "directly (no layer to cast); use --precision float32")
     plot_metrics = ()  # the loss alone: there is no accuracy during training
     anchor = {"value": 0.40, "metric": "analogy accuracy on text8",
               "target": "within 2 points of gensim on the same corpus",
@@ -123,8 +131,8 @@ class Word2Vec(App):
         # a "best" earlier epoch would throw away the end of the schedule. Hence opt-in.
         a.add_argument("--early-stopping", action="store_true",
                        help="stop when --monitor has not improved for --patience epochs")
-        a.add_argument("--no-xla", dest="xla", action="store_false",
-                       help="do not compile the training step with XLA")
+        a.add_argument("--no-xla", dest="jit_compile", action="store_false",
+                       help="do not compile the training step with XLA (= --no-jit-compile)")
         a.add_argument("--steps-per-execution", type=positive_int, default=8,
                        help="training steps per call into the compiled graph")
 
@@ -189,7 +197,8 @@ class Word2Vec(App):
 
         config = self.optimizer_config(args, data, name="sgd",
                                        final_learning_rate=args.final_learning_rate)
-        model.compile(optimizer=make_optimizer(config), jit_compile=args.xla and run.replicas == 1,
+        model.compile(optimizer=make_optimizer(config),
+                      jit_compile=bool(args.jit_compile) and run.replicas == 1,
                       steps_per_execution=data.execution)
 
     # 3. Train: the pair stream is endless, so an epoch is steps_per_epoch batches; no
