@@ -189,19 +189,29 @@ def expected_pairs(ids: np.ndarray, keep_prob: np.ndarray, window: int) -> float
     return float(keep_prob[ids].astype(np.float64).sum() * (window + 1))
 
 
-def steps_per_epoch(ids: np.ndarray, keep_prob: np.ndarray, window: int, batch: int) -> int:
-    return max(1, int(round(expected_pairs(ids, keep_prob, window) / batch)))
+def steps_per_epoch(ids: np.ndarray, keep_prob: np.ndarray, batch: int) -> int:
+    """Steps of ``batch`` centre words in one pass over the subsampled corpus (in expectation)."""
+    return max(1, int(round(float(keep_prob[ids].astype(np.float64).sum()) / batch)))
 
 
-CHUNK = 1 << 16  # raw corpus positions turned into pairs at once inside the pipeline
+def window_offsets(window: int) -> np.ndarray:
+    """The offsets of a centre's window slots: -window..-1, 1..window (column j of ``windows``)."""
+    return np.concatenate([np.arange(-window, 0), np.arange(1, window + 1)]).astype(np.int32)
+
+
+CHUNK = 1 << 16  # raw corpus positions turned into windows at once inside the pipeline
 
 
 def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, noise: np.ndarray, *, window: int,
                  negatives: int, batch: int, seed: int, start_epoch: int = 0):
-    """An endless stream of batches ``(centres [batch], contexts [batch], negatives [batch, k])``
-    (int32): epoch ``start_epoch``'s pairs, then the next epoch's, and so on. Every batch has
-    exactly ``batch`` pairs (``rebatch`` across chunk and epoch boundaries), so the training
-    step compiles once with static shapes (XLA); an "epoch" of training is
+    """An endless stream of batches ``(centres [batch], windows [batch, 2 window], negatives
+    [batch, k])`` (int32), ``batch`` centre words each: epoch ``start_epoch``'s, then the next
+    epoch's, and so on. ``windows[i, j]`` is the word at offset ``window_offsets(window)[j]`` from
+    centre i in the subsampled stream, or -1 where that slot lies outside the centre's reduced
+    window b_i (or the corpus); each valid slot is one (centre, context) pair. The k negatives
+    are drawn once per centre and shared by its pairs (Ji et al. 2016, see model.py). Every batch
+    has exactly ``batch`` centres (``rebatch`` across chunk and epoch boundaries), so the
+    training step compiles once with static shapes (XLA); an "epoch" of training is
     ``steps_per_epoch(...)`` batches, one pass over the corpus in expectation."""
     import tensorflow as tf
 
@@ -213,13 +223,13 @@ def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, noise: np.ndarray, *, w
     cdf = np.cumsum(noise)
     cdf_t = tf.constant((cdf / cdf[-1])[:-1], tf.float32)  # searchsorted(right) -> 0..V-1
     vocab_size = len(noise)
-    offsets = np.concatenate([np.arange(-window, 0), np.arange(1, window + 1)]).astype(np.int32)
+    offsets = window_offsets(window)
     offsets_t, distance_t = tf.constant(offsets), tf.constant(np.abs(offsets))
     chunks = -(-n // CHUNK)
     seed = int(seed) % (2**31 - 1)
 
     @tf.autograph.experimental.do_not_convert  # plain tensor code
-    def epoch_pairs(epoch):
+    def epoch_windows(epoch):
         epoch = tf.cast(epoch, tf.int32)
         # Subsampling for this epoch: the surviving stream, and where each chunk of raw
         # positions starts in it.
@@ -231,7 +241,7 @@ def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, noise: np.ndarray, *, w
         bounds = tf.concat([tf.gather(before, tf.range(0, n, CHUNK, dtype=tf.int32)), [m]], 0)
 
         @tf.autograph.experimental.do_not_convert  # plain tensor code
-        def chunk_pairs(chunk):
+        def chunk_windows(chunk):
             chunk = tf.cast(chunk, tf.int32)
             lo, hi = bounds[chunk], bounds[chunk + 1]
             centre_pos = tf.range(lo, hi)
@@ -241,27 +251,31 @@ def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, noise: np.ndarray, *, w
                                             maxval=window + 1, dtype=tf.int32)
             ctx_pos = centre_pos[:, None] + offsets_t[None, :]
             valid = (distance_t[None, :] <= b[:, None]) & (ctx_pos >= 0) & (ctx_pos < m)
-            centres = tf.boolean_mask(
-                tf.broadcast_to(tf.gather(kept, centre_pos)[:, None], tf.shape(ctx_pos)), valid)
-            contexts = tf.gather(kept, tf.boolean_mask(ctx_pos, valid))
-            return centres, contexts
+            windows = tf.where(valid, tf.gather(kept, tf.clip_by_value(ctx_pos, 0, m - 1)), -1)
+            return tf.gather(kept, centre_pos), windows
 
-        return tf.data.Dataset.range(chunks).map(chunk_pairs)
+        return tf.data.Dataset.range(chunks).map(chunk_windows)
 
     @tf.autograph.experimental.do_not_convert  # plain tensor code
-    def add_negatives(step, pair):
-        centres, contexts = pair
+    def add_negatives(step, element):
+        centres, windows = element
         u_neg = tf.random.stateless_uniform([batch * negatives],
                                             seed=tf.stack([seed + 2, tf.cast(step, tf.int32)]))
         negs = tf.cast(tf.searchsorted(cdf_t, u_neg, side="right"), tf.int32)
         negs = tf.reshape(tf.minimum(negs, vocab_size - 1), [batch, negatives])
-        return centres, contexts, negs
+        return centres, windows, negs
 
-    ds = tf.data.Dataset.range(start_epoch, 2**31 - 1).flat_map(epoch_pairs)
+    ds = tf.data.Dataset.range(start_epoch, 2**31 - 1).flat_map(epoch_windows)
     ds = ds.rebatch(batch, drop_remainder=True).enumerate().map(add_negatives)
     # Several workers: each makes the same stream (it has no files to split) and keeps its share
     # of every global batch.
     return shard_policy_data(ds.prefetch(tf.data.AUTOTUNE))
+
+
+def window_pairs(windows: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (centre, context) pairs a batch's windows stand for, in order (NumPy; tests, tools)."""
+    valid = windows >= 0
+    return np.broadcast_to(centres[:, None], windows.shape)[valid], windows[valid]
 
 
 # --------------------------------------------------------------------------------------------

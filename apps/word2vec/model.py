@@ -42,41 +42,67 @@ class SkipGram(keras.Model):
         self.pairs_tracker = keras.metrics.Sum(name="pairs")
 
     def call(self, inputs):
-        centres, contexts, negatives = inputs
-        v = tf.gather(self.centre_vectors.value, centres)  # [P, d]
-        u_pos = tf.gather(self.context_vectors.value, contexts)  # [P, d]
-        u_neg = tf.gather(self.context_vectors.value, negatives)  # [P, k, d]
-        pos = tf.reduce_sum(v * u_pos, axis=-1)
-        neg = tf.einsum("pd,pkd->pk", v, u_neg)
-        return pos, neg
+        """Logits [B, 2W, 1 + k]: each window word's v against the centre's u (column 0) and the
+        centre's k negatives' u (columns 1..k), one small matrix product per centre."""
+        centres, windows, negatives = inputs
+        targets = tf.concat([centres[:, None], negatives], axis=1)  # [B, 1 + k]
+        v = tf.gather(self.centre_vectors.value, tf.maximum(windows, 0))  # [B, 2W, d]
+        u = tf.gather(self.context_vectors.value, targets)  # [B, 1 + k, d]
+        return tf.einsum("bmd,bjd->bmj", v, u)
 
     @staticmethod
-    def pair_losses(pos, neg, contexts, negatives):
-        """Per-pair SGNS loss [P]: softplus(-x) = -log sigma(x)."""
-        mask = tf.cast(tf.not_equal(negatives, contexts[:, None]), neg.dtype)
-        return tf.nn.softplus(-pos) + tf.reduce_sum(mask * tf.nn.softplus(neg), axis=-1)
+    def slot_weights(centres, windows, negatives, dtype=tf.float32):
+        """Which (window slot, target) logits count [B, 2W, 1 + k], and the labels [1, 1, 1 + k]:
+        a slot counts when it holds a context word (``windows >= 0``); a negative equal to the
+        centre is skipped (word2vec.c: ``if (target == word) continue``)."""
+        valid = tf.cast(windows >= 0, dtype)  # [B, 2W]
+        targets = tf.cast(tf.concat([tf.ones_like(centres[:, None], tf.bool),
+                                     tf.not_equal(negatives, centres[:, None])], 1), dtype)
+        labels = tf.one_hot([[0]], 1 + negatives.shape[1], dtype=dtype)  # the centre is positive
+        return valid[:, :, None] * targets[:, None, :], labels
+
+    def gradients(self, data):
+        """Summed SGNS loss of the batch, the number of pairs, and the sparse gradients of both
+        tables. Written out rather than taped: with x = v . u and label y (1 for the centre,
+        0 for a negative), -log sigma(+-x) has dL/dx = sigma(x) - y, so dL/dv = sum_j g_j u_j
+        and dL/du_j = sum_m g_mj v_m, which is exactly word2vec.c's update (its ``g`` times
+        -alpha), summed over the batch."""
+        centres, windows, negatives = data
+        targets = tf.concat([centres[:, None], negatives], axis=1)  # [B, 1 + k]
+        rows = tf.maximum(windows, 0)  # an empty slot reads row 0 with weight 0
+        v = tf.gather(self.centre_vectors.value, rows)  # [B, 2W, d]
+        u = tf.gather(self.context_vectors.value, targets)  # [B, 1 + k, d]
+        x = tf.einsum("bmd,bjd->bmj", v, u)
+        weights, labels = self.slot_weights(centres, windows, negatives, x.dtype)
+        # softplus(-x) = -log sigma(x) for the centre, softplus(x) for a negative.
+        total = tf.reduce_sum(weights * tf.nn.softplus((1 - 2 * labels) * x))
+        g = weights * (tf.sigmoid(x) - labels)  # dL/dx [B, 2W, 1 + k]
+        grad_v = tf.einsum("bmj,bjd->bmd", g, u)
+        grad_u = tf.einsum("bmj,bmd->bjd", g, v)
+        d = x.dtype
+        grads = [tf.IndexedSlices(tf.reshape(grad_v, [-1, self.dim]), tf.reshape(rows, [-1]),
+                                  tf.constant([self.vocab_size, self.dim])),
+                 tf.IndexedSlices(tf.reshape(grad_u, [-1, self.dim]), tf.reshape(targets, [-1]),
+                                  tf.constant([self.vocab_size, self.dim]))]
+        pairs = tf.reduce_sum(tf.cast(windows >= 0, d))
+        return total, pairs, grads
 
     def train_step(self, data):
-        centres, contexts, negatives = data
-        with tf.GradientTape() as tape:
-            pos, neg = self((centres, contexts, negatives))
-            losses = self.pair_losses(pos, neg, contexts, negatives)
-            total = tf.reduce_sum(losses)  # summed: per-pair SGD steps, as word2vec.c
-        variables = [self.centre_vectors.value, self.context_vectors.value]
-        grads = tape.gradient(total, variables)  # tf.IndexedSlices: only the rows in the batch
+        total, pairs, grads = self.gradients(data)
         if tf.distribute.get_strategy().num_replicas_in_sync > 1:
             # Several replicas: Keras' SGD sums the sparse gradients across them, then updates.
             self.optimizer.apply(grads, [self.centre_vectors, self.context_vectors])
-            self.loss_tracker.update_state(losses)
-            self.pairs_tracker.update_state(tf.cast(tf.size(losses), tf.float32))
-            return {"loss": self.loss_tracker.result(), "pairs": self.pairs_tracker.result()}
-        # Plain SGD on those rows (word2vec.c's update), at the optimizer's scheduled rate.
-        lr = tf.cast(self.optimizer.learning_rate, grads[0].values.dtype)
-        for var, grad in zip(variables, grads):
-            var.scatter_sub(tf.IndexedSlices(lr * grad.values, grad.indices, grad.dense_shape))
-        self.optimizer.iterations.assign_add(1)
-        self.loss_tracker.update_state(losses)
-        self.pairs_tracker.update_state(tf.cast(tf.size(losses), tf.float32))
+        else:
+            # Plain SGD on those rows (word2vec.c's update), at the optimizer's scheduled rate:
+            # one XLA scatter per table, in place, touching only the batch's rows.
+            lr = tf.cast(self.optimizer.learning_rate, grads[0].values.dtype)
+            for var, grad in zip((self.centre_vectors, self.context_vectors), grads):
+                var.value.scatter_sub(tf.IndexedSlices(lr * grad.values, grad.indices,
+                                                       grad.dense_shape))
+            self.optimizer.iterations.assign_add(1)
+        # Mean loss per pair over the epoch (the summed loss weighted by the batch's pairs).
+        self.loss_tracker.update_state(total / tf.maximum(pairs, 1.0), sample_weight=pairs)
+        self.pairs_tracker.update_state(pairs)
         return {"loss": self.loss_tracker.result(), "pairs": self.pairs_tracker.result()}
 
     @property

@@ -59,7 +59,7 @@ class Word2Vec(App):
         # several times in a batch get the sum of those updates, as word2vec.c's sequence of
         # updates would to first order; keep it small next to the vocabulary (a 20-word toy
         # corpus needs ~64). 4096 matched gensim's analogy accuracy on 2.5M Gutenberg words.
-        batch_size=4096,
+        batch_size=683,
         optimizer="sgd",  # word2vec.c: plain SGD on the rows a pair touches
         learning_rate=0.025,  # word2vec.c skip-gram -alpha 0.025; gensim alpha=0.025
         schedule="linear",  # word2vec.c: alpha decays linearly with the words processed
@@ -158,7 +158,7 @@ class Word2Vec(App):
         keep = data.keep_probabilities(corpus.vocab.counts, args.sample, args.subsample_rule)
         noise = data.noise_distribution(corpus.vocab.counts)
         batch = run.global_batch(args.batch_size)
-        steps = data.steps_per_epoch(corpus.ids, keep, args.window, batch)
+        steps = data.steps_per_epoch(corpus.ids, keep, batch)
         # Keras runs whole blocks of --steps-per-execution steps: an epoch of 89 steps in blocks
         # of 8 would really be 96. Round up so the schedule and words/s count the steps run.
         execution = args.steps_per_execution if run.replicas == 1 else 1
@@ -169,7 +169,7 @@ class Word2Vec(App):
                                   start_epoch=start_epoch)
         print(f"subsampling t={args.sample:g} ({args.subsample_rule}) keeps "
               f"{float(keep[corpus.ids].mean()):.1%} of the tokens; {steps:,} steps of "
-              f"{batch:,} pairs per epoch")
+              f"{batch:,} centre words (~{batch * (args.window + 1):,} pairs) per epoch")
         # Throughput is counted in corpus words per second, as word2vec.c and gensim count it.
         return Data(train=train, steps_per_epoch=steps,
                     examples_per_step=corpus.raw_tokens / steps,
