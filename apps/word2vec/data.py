@@ -195,7 +195,7 @@ def steps_per_epoch(ids: np.ndarray, keep_prob: np.ndarray, batch: int) -> int:
 
 
 def window_offsets(window: int) -> np.ndarray:
-    """The offsets of a centre's window slots: -window..-1, 1..window (column j of ``windows``)."""
+    """The offsets of the slots of a window of size b: -b..-1, 1..b (column j of ``windows``)."""
     return np.concatenate([np.arange(-window, 0), np.arange(1, window + 1)]).astype(np.int32)
 
 
@@ -204,15 +204,19 @@ CHUNK = 1 << 16  # raw corpus positions turned into windows at once inside the p
 
 def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, noise: np.ndarray, *, window: int,
                  negatives: int, batch: int, seed: int, start_epoch: int = 0):
-    """An endless stream of batches ``(centres [batch], windows [batch, 2 window], negatives
-    [batch, k])`` (int32), ``batch`` centre words each: epoch ``start_epoch``'s, then the next
-    epoch's, and so on. ``windows[i, j]`` is the word at offset ``window_offsets(window)[j]`` from
-    centre i in the subsampled stream, or -1 where that slot lies outside the centre's reduced
-    window b_i (or the corpus); each valid slot is one (centre, context) pair. The k negatives
-    are drawn once per centre and shared by its pairs (Ji et al. 2016, see model.py). Every batch
-    has exactly ``batch`` centres (``rebatch`` across chunk and epoch boundaries), so the
-    training step compiles once with static shapes (XLA); an "epoch" of training is
-    ``steps_per_epoch(...)`` batches, one pass over the corpus in expectation."""
+    """An endless stream of batches ``(centres [batch], windows [batch, 2b], negatives [batch,
+    k])`` (int32), ``batch`` centre words each: epoch ``start_epoch``'s, then the next epoch's,
+    and so on. Every centre draws its reduced window b uniformly from 1..window (word2vec.c);
+    the batches come in turn for b = 1, 2, .., window, each holding only centres of that b, so
+    that a batch has no empty window slots (a [batch, 2 window] layout would leave 40% of its
+    slots empty for window 5 and pay for them in every gather, product and scatter).
+    ``windows[i, j]`` is the word at offset ``window_offsets(b)[j]`` from centre i in the
+    subsampled stream, or -1 past either end of the corpus; each other slot is one (centre,
+    context) pair. The k negatives are drawn once per centre and shared by its pairs (Ji et al.
+    2016, see model.py). Every batch has exactly ``batch`` centres (``rebatch`` across chunk and
+    epoch boundaries), so the training step compiles once per b with static shapes (XLA); an
+    "epoch" of training is ``steps_per_epoch(...)`` batches, one pass over the corpus in
+    expectation."""
     import tensorflow as tf
 
     from shared.distribute import shard_policy_data
@@ -223,38 +227,46 @@ def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, noise: np.ndarray, *, w
     cdf = np.cumsum(noise)
     cdf_t = tf.constant((cdf / cdf[-1])[:-1], tf.float32)  # searchsorted(right) -> 0..V-1
     vocab_size = len(noise)
-    offsets = window_offsets(window)
-    offsets_t, distance_t = tf.constant(offsets), tf.constant(np.abs(offsets))
     chunks = -(-n // CHUNK)
     seed = int(seed) % (2**31 - 1)
 
-    @tf.autograph.experimental.do_not_convert  # plain tensor code
-    def epoch_windows(epoch):
-        epoch = tf.cast(epoch, tf.int32)
-        # Subsampling for this epoch: the surviving stream, and where each chunk of raw
-        # positions starts in it.
-        u = tf.random.stateless_uniform([n], seed=tf.stack([seed, epoch]))
-        keep = u < tf.gather(keep_t, ids_t)
-        kept = tf.boolean_mask(ids_t, keep)
-        m = tf.size(kept)
-        before = tf.cumsum(tf.cast(keep, tf.int32), exclusive=True)
-        bounds = tf.concat([tf.gather(before, tf.range(0, n, CHUNK, dtype=tf.int32)), [m]], 0)
+    def stream(reduced: int):
+        """The batches of the centres whose reduced window is ``reduced``."""
+        offsets_t = tf.constant(window_offsets(reduced))
 
         @tf.autograph.experimental.do_not_convert  # plain tensor code
-        def chunk_windows(chunk):
-            chunk = tf.cast(chunk, tf.int32)
-            lo, hi = bounds[chunk], bounds[chunk + 1]
-            centre_pos = tf.range(lo, hi)
-            # word2vec.c: b = rand() % window, effective window window - b, i.e. 1..window.
-            chunk_seed = tf.stack([seed + 1, epoch * chunks + chunk])
-            b = tf.random.stateless_uniform([hi - lo], seed=chunk_seed, minval=1,
-                                            maxval=window + 1, dtype=tf.int32)
-            ctx_pos = centre_pos[:, None] + offsets_t[None, :]
-            valid = (distance_t[None, :] <= b[:, None]) & (ctx_pos >= 0) & (ctx_pos < m)
-            windows = tf.where(valid, tf.gather(kept, tf.clip_by_value(ctx_pos, 0, m - 1)), -1)
-            return tf.gather(kept, centre_pos), windows
+        def epoch_windows(epoch):
+            epoch = tf.cast(epoch, tf.int32)
+            # Subsampling for this epoch (the same draw in every stream): the surviving stream,
+            # and where each chunk of raw positions starts in it.
+            u = tf.random.stateless_uniform([n], seed=tf.stack([seed, epoch]))
+            keep = u < tf.gather(keep_t, ids_t)
+            kept = tf.boolean_mask(ids_t, keep)
+            m = tf.size(kept)
+            before = tf.cumsum(tf.cast(keep, tf.int32), exclusive=True)
+            bounds = tf.concat([tf.gather(before, tf.range(0, n, CHUNK, dtype=tf.int32)), [m]],
+                               0)
 
-        return tf.data.Dataset.range(chunks).map(chunk_windows)
+            @tf.autograph.experimental.do_not_convert  # plain tensor code
+            def chunk_windows(chunk):
+                chunk = tf.cast(chunk, tf.int32)
+                lo, hi = bounds[chunk], bounds[chunk + 1]
+                # word2vec.c: b = rand() % window, effective window window - b, i.e. 1..window
+                # (the same draw in every stream, so each centre is in exactly one).
+                chunk_seed = tf.stack([seed + 1, epoch * chunks + chunk])
+                b = tf.random.stateless_uniform([hi - lo], seed=chunk_seed, minval=1,
+                                                maxval=window + 1, dtype=tf.int32)
+                centre_pos = lo + tf.cast(tf.where(tf.equal(b, reduced))[:, 0], tf.int32)
+                ctx_pos = centre_pos[:, None] + offsets_t[None, :]
+                valid = (ctx_pos >= 0) & (ctx_pos < m)
+                windows = tf.where(valid, tf.gather(kept, tf.clip_by_value(ctx_pos, 0, m - 1)),
+                                   -1)
+                return tf.gather(kept, centre_pos), windows
+
+            return tf.data.Dataset.range(chunks).map(chunk_windows)
+
+        ds = tf.data.Dataset.range(start_epoch, 2**31 - 1).flat_map(epoch_windows)
+        return ds.rebatch(batch, drop_remainder=True)
 
     @tf.autograph.experimental.do_not_convert  # plain tensor code
     def add_negatives(step, element):
@@ -265,8 +277,11 @@ def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, noise: np.ndarray, *, w
         negs = tf.reshape(tf.minimum(negs, vocab_size - 1), [batch, negatives])
         return centres, windows, negs
 
-    ds = tf.data.Dataset.range(start_epoch, 2**31 - 1).flat_map(epoch_windows)
-    ds = ds.rebatch(batch, drop_remainder=True).enumerate().map(add_negatives)
+    # b = 1, 2, .., window in turn: each b holds 1/window of the centres in expectation.
+    ds = tf.data.Dataset.choose_from_datasets(
+        [stream(b) for b in range(1, window + 1)],
+        tf.data.Dataset.range(window).repeat())
+    ds = ds.enumerate().map(add_negatives)
     # Several workers: each makes the same stream (it has no files to split) and keeps its share
     # of every global batch.
     return shard_policy_data(ds.prefetch(tf.data.AUTOTUNE))
