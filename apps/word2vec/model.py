@@ -22,6 +22,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+TINY = 1e-30  # floor of sigma in the logged loss (a logit beyond +-69 counts as 69)
 DIM = 100  # gensim Word2Vec(vector_size=100); word2vec.c demo-word.sh uses 200
 
 
@@ -74,11 +75,18 @@ class SkipGram(keras.Model):
         u = tf.gather(self.context_vectors.value, targets)  # [B, 1 + k, d]
         x = tf.einsum("bmd,bjd->bmj", v, u)
         weights, labels = self.slot_weights(centres, windows, negatives, x.dtype)
-        # softplus(-x) = -log sigma(x) for the centre, softplus(x) for a negative.
-        total = tf.reduce_sum(weights * tf.nn.softplus((1 - 2 * labels) * x))
-        g = weights * (tf.sigmoid(x) - labels)  # dL/dx [B, 2W, 1 + k]
+        sigma = tf.sigmoid(x)
+        # -log sigma(x) for the centre, -log sigma(-x) = -log(1 - sigma(x)) for a negative.
+        total = -tf.reduce_sum(weights * tf.math.log(
+            tf.maximum(tf.where(labels > 0, sigma, 1 - sigma), TINY)))
+        g = weights * (sigma - labels)  # dL/dx [B, 2b, 1 + k]
+        # The same logits again, transposed [B, 1 + k, 2b]: each gradient is then a plain
+        # product of row-major matrices. (XLA's CPU dot is ~4x slower when it contracts the
+        # middle dimension of g, as dL/du = g^T v would; measured, see benchmarks/notes.)
+        x_t = tf.einsum("bjd,bmd->bjm", u, v)
+        g_t = tf.transpose(weights, [0, 2, 1]) * (tf.sigmoid(x_t) - tf.transpose(labels, [0, 2, 1]))
         grad_v = tf.einsum("bmj,bjd->bmd", g, u)
-        grad_u = tf.einsum("bmj,bmd->bjd", g, v)
+        grad_u = tf.einsum("bjm,bmd->bjd", g_t, v)
         d = x.dtype
         grads = [tf.IndexedSlices(tf.reshape(grad_v, [-1, self.dim]), tf.reshape(rows, [-1]),
                                   tf.constant([self.vocab_size, self.dim])),
