@@ -136,7 +136,6 @@ def test_negatives_follow_unigram_to_the_three_quarters():
 
 def test_loss_decreases_with_sparse_sgd():
     import keras
-    import tensorflow as tf
 
     from apps.word2vec.model import build_skipgram
 
@@ -158,7 +157,7 @@ def _reference_update(v, u, batch, lr):
     """word2vec.c's update for every (context word, centre) pair of a batch, NumPy, one loop per
     pair: input v[o], targets u[centre] (label 1) and u[negatives] (label 0, skipped when equal
     to the centre); gradients summed over the batch at the old values."""
-    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))
     dv, du = np.zeros_like(v), np.zeros_like(u)
     for c, window, negs in zip(*batch):
         for o in window[window >= 0]:

@@ -1,19 +1,27 @@
 """Skip-gram with negative sampling (Mikolov et al. 2013b), as a Keras model.
 
-Two embedding tables: centre ("input") vectors v and context ("output") vectors u, V x d each,
-initialized as word2vec.c does (v uniform in [-0.5/d, 0.5/d], u zero). For a pair (c, o) and k
-negatives j drawn from U(w)^0.75 the loss is
+Two embedding tables: v (word2vec.c's syn0, the vectors a run publishes) and u (syn1neg), V x d
+each, initialized as word2vec.c does (v uniform in [-0.5/d, 0.5/d], u zero). As in word2vec.c,
+a pair (centre w, context c) trains the input row v_c against the output row u_w and k negatives
+n drawn from U(w)^0.75:
 
-    -log sigma(u_o . v_c) - sum_j log sigma(-u_j . v_c)
+    -log sigma(u_w . v_c) - sum_n log sigma(-u_n . v_c)
 
-(a negative equal to the context word is skipped, as in word2vec.c and gensim).
+(a negative equal to the centre is skipped, as in word2vec.c and gensim).
+
+A batch is B centre words, each with its 2b window words and k negatives drawn once per centre
+and shared by the centre's 2b pairs (Ji et al. 2016, "Parallelizing Word2Vec in Shared and
+Distributed Memory": the pWord2Vec / BlazingText scheme). Every pair still meets k negatives from
+U(w)^0.75, so the expected update is word2vec.c's; only pairs of one centre are correlated. The
+centre's 2b window rows of v against its 1 + k output rows of u are then one small matrix
+product per centre, and a step moves 2b + 1 + k rows per centre instead of 7 per pair.
 
 Why a custom ``train_step`` with sparse updates: a step touches only the rows of the words in
-the batch. ``tf.gather`` on the embedding variables makes the tape return ``tf.IndexedSlices``,
-and plain SGD applies them with ``scatter_sub`` to those rows only -- the update word2vec.c makes,
-summed over the batch instead of applied pair by pair. A dense Adam/Embedding-layer update would
-rewrite both whole tables at every step (2 x V x d floats) and be orders of magnitude slower on
-CPU. The gradient is the *sum* over pairs (not the mean), so the learning rate means what
+the batch. It gathers them, computes word2vec.c's gradients in closed form (``gradients``) and
+applies plain SGD with one ``scatter_sub`` per table to those rows only -- the update word2vec.c
+makes, summed over the batch instead of applied pair by pair. A dense Adam/Embedding-layer update
+would rewrite both whole tables at every step (2 x V x d floats) and be orders of magnitude slower
+on CPU. The gradient is the *sum* over pairs (not the mean), so the learning rate means what
 word2vec.c's alpha means (0.025 per pair), and ``fit()`` still drives every shared callback.
 """
 
@@ -28,7 +36,8 @@ DIM = 100  # gensim Word2Vec(vector_size=100); word2vec.c demo-word.sh uses 200
 
 @keras.saving.register_keras_serializable("ksuite")
 class SkipGram(keras.Model):
-    """``call((centres, contexts, negatives))`` -> (positive logits [P], negative logits [P, k])."""
+    """``call((centres [B], windows [B, 2b], negatives [B, k]))`` -> logits [B, 2b, 1 + k]: each
+    window word's v against the centre's u (column 0) and the centre's negatives' u."""
 
     def __init__(self, vocab_size: int, dim: int = DIM, **kwargs):
         super().__init__(**kwargs)
@@ -43,20 +52,20 @@ class SkipGram(keras.Model):
         self.pairs_tracker = keras.metrics.Sum(name="pairs")
 
     def call(self, inputs):
-        """Logits [B, 2W, 1 + k]: each window word's v against the centre's u (column 0) and the
+        """Logits [B, 2b, 1 + k]: each window word's v against the centre's u (column 0) and the
         centre's k negatives' u (columns 1..k), one small matrix product per centre."""
         centres, windows, negatives = inputs
         targets = tf.concat([centres[:, None], negatives], axis=1)  # [B, 1 + k]
-        v = tf.gather(self.centre_vectors.value, tf.maximum(windows, 0))  # [B, 2W, d]
+        v = tf.gather(self.centre_vectors.value, tf.maximum(windows, 0))  # [B, 2b, d]
         u = tf.gather(self.context_vectors.value, targets)  # [B, 1 + k, d]
         return tf.einsum("bmd,bjd->bmj", v, u)
 
     @staticmethod
     def slot_weights(centres, windows, negatives, dtype=tf.float32):
-        """Which (window slot, target) logits count [B, 2W, 1 + k], and the labels [1, 1, 1 + k]:
+        """Which (window slot, target) logits count [B, 2b, 1 + k], and the labels [1, 1, 1 + k]:
         a slot counts when it holds a context word (``windows >= 0``); a negative equal to the
         centre is skipped (word2vec.c: ``if (target == word) continue``)."""
-        valid = tf.cast(windows >= 0, dtype)  # [B, 2W]
+        valid = tf.cast(windows >= 0, dtype)  # [B, 2b]
         targets = tf.cast(tf.concat([tf.ones_like(centres[:, None], tf.bool),
                                      tf.not_equal(negatives, centres[:, None])], 1), dtype)
         labels = tf.one_hot([[0]], 1 + negatives.shape[1], dtype=dtype)  # the centre is positive
@@ -64,14 +73,14 @@ class SkipGram(keras.Model):
 
     def gradients(self, data):
         """Summed SGNS loss of the batch, the number of pairs, and the sparse gradients of both
-        tables. Written out rather than taped: with x = v . u and label y (1 for the centre,
-        0 for a negative), -log sigma(+-x) has dL/dx = sigma(x) - y, so dL/dv = sum_j g_j u_j
-        and dL/du_j = sum_m g_mj v_m, which is exactly word2vec.c's update (its ``g`` times
-        -alpha), summed over the batch."""
+        tables. Written out rather than taped (a tape gave the same numbers, more slowly): with
+        x = v . u and label y (1 for the centre, 0 for a negative), -log sigma(+-x) has
+        dL/dx = sigma(x) - y, so dL/dv_m = sum_j g_mj u_j and dL/du_j = sum_m g_mj v_m, which is
+        word2vec.c's update (its ``g`` times -alpha), summed over the batch."""
         centres, windows, negatives = data
         targets = tf.concat([centres[:, None], negatives], axis=1)  # [B, 1 + k]
         rows = tf.maximum(windows, 0)  # an empty slot reads row 0 with weight 0
-        v = tf.gather(self.centre_vectors.value, rows)  # [B, 2W, d]
+        v = tf.gather(self.centre_vectors.value, rows)  # [B, 2b, d]
         u = tf.gather(self.context_vectors.value, targets)  # [B, 1 + k, d]
         x = tf.einsum("bmd,bjd->bmj", v, u)
         weights, labels = self.slot_weights(centres, windows, negatives, x.dtype)
