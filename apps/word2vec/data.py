@@ -1,4 +1,4 @@
-"""Corpus, vocabulary, subsampling and the skip-gram pair pipeline (``tf.data``, vectorized).
+"""Corpus, vocabulary, subsampling and the skip-gram window pipeline (``tf.data``, vectorized).
 
 1. **Corpus.** text8 (online, ``text8.zip``), the offline Gutenberg corpus (``corpus_gutenberg``,
    158 books, ~10.1M words) or any text file (``--corpus PATH``; ``.gz`` and ``.zip`` are read
@@ -11,16 +11,18 @@
    discarded with probability ``1 - sqrt(t / f(w))`` (``f`` = relative frequency), redrawn every
    epoch. word2vec.c and gensim use a slightly gentler variant, keep = sqrt(t/f) + t/f
    (``rule="word2vec"``), offered for like-for-like benchmarks.
-4. **Pairs** (inside ``tf.data``, no Python loop per pair): chunks of 65,536 consecutive corpus
-   positions at a time; their surviving tokens are the centres. For each centre a window size b
-   is drawn uniformly from 1..window (word2vec.c's ``b = rand() % window``, effective window
-   ``window - b``); the contexts are the surviving tokens at offsets -b..-1, 1..b in the
-   subsampled stream, gathered with one tensor op for the whole chunk. The pair stream is then
-   cut into batches of exactly ``batch`` pairs (``Dataset.rebatch``), in corpus order as
-   word2vec.c visits them, so the training step has static shapes and compiles once with XLA.
-5. **Negatives**: ``k`` per pair, from the unigram distribution raised to 0.75 (Mikolov et al.
-   2013b), by inverse-CDF sampling (``tf.searchsorted`` of uniforms into the cumulative
-   distribution): exact, O(log V) per draw, no 1e8-entry table as in word2vec.c.
+4. **Windows** (inside ``tf.data``, no Python loop per pair): chunks of 65,536 consecutive
+   corpus positions at a time; their surviving tokens are the centres. For each centre a window
+   size b is drawn uniformly from 1..window (word2vec.c's ``b = rand() % window``, effective
+   window ``window - b``); its contexts are the surviving tokens at offsets -b..-1, 1..b in the
+   subsampled stream, gathered with one tensor op for the whole chunk. Each b has its own stream
+   of batches of exactly ``batch`` centres (``Dataset.rebatch``) with windows [batch, 2b], and
+   the batches come in turn for b = 1..window: no empty window slots, and the training step
+   has static shapes (one XLA program per b). A window slot is one (centre, context) pair.
+5. **Negatives**: ``k`` per centre, shared by its 2b pairs (Ji et al. 2016; see model.py), from
+   the unigram distribution raised to 0.75 (Mikolov et al. 2013b), by inverse-CDF sampling
+   (``tf.searchsorted`` of uniforms into the cumulative distribution): exact, O(log V) per draw,
+   no 1e8-entry table as in word2vec.c (3,415 draws per step of 683 centres).
 
 All randomness is stateless, seeded from (``--seed``, epoch, step), so a run is reproducible and
 each epoch draws fresh subsampling, windows and negatives.
