@@ -1,4 +1,4 @@
-"""Corpus, vocabulary, subsampling and the skip-gram pair pipeline (``tf.data``, vectorized).
+"""Corpus, vocabulary, subsampling and the skip-gram window pipeline (``tf.data``, vectorized).
 
 1. **Corpus.** text8 (online, ``text8.zip``), the offline Gutenberg corpus (``corpus_gutenberg``,
    158 books, ~10.1M words) or any text file (``--corpus PATH``; ``.gz`` and ``.zip`` are read
@@ -11,16 +11,18 @@
    discarded with probability ``1 - sqrt(t / f(w))`` (``f`` = relative frequency), redrawn every
    epoch. word2vec.c and gensim use a slightly gentler variant, keep = sqrt(t/f) + t/f
    (``rule="word2vec"``), offered for like-for-like benchmarks.
-4. **Pairs** (inside ``tf.data``, no Python loop per pair): chunks of 65,536 consecutive corpus
-   positions at a time; their surviving tokens are the centres. For each centre a window size b
-   is drawn uniformly from 1..window (word2vec.c's ``b = rand() % window``, effective window
-   ``window - b``); the contexts are the surviving tokens at offsets -b..-1, 1..b in the
-   subsampled stream, gathered with one tensor op for the whole chunk. The pair stream is then
-   cut into batches of exactly ``batch`` pairs (``Dataset.rebatch``), in corpus order as
-   word2vec.c visits them, so the training step has static shapes and compiles once with XLA.
-5. **Negatives**: ``k`` per pair, from the unigram distribution raised to 0.75 (Mikolov et al.
-   2013b), by inverse-CDF sampling (``tf.searchsorted`` of uniforms into the cumulative
-   distribution): exact, O(log V) per draw, no 1e8-entry table as in word2vec.c.
+4. **Windows** (inside ``tf.data``, no Python loop per pair): chunks of 65,536 consecutive
+   corpus positions at a time; their surviving tokens are the centres. For each centre a window
+   size b is drawn uniformly from 1..window (word2vec.c's ``b = rand() % window``, effective
+   window ``window - b``); its contexts are the surviving tokens at offsets -b..-1, 1..b in the
+   subsampled stream, gathered with one tensor op for the whole chunk. Each b has its own stream
+   of batches of exactly ``batch`` centres (``Dataset.rebatch``) with windows [batch, 2b], and
+   the batches come in turn for b = 1..window: no empty window slots, and the training step
+   has static shapes (one XLA program per b). A window slot is one (centre, context) pair.
+5. **Negatives**: ``k`` per centre, shared by its 2b pairs (Ji et al. 2016; see model.py), from
+   the unigram distribution raised to 0.75 (Mikolov et al. 2013b), by inverse-CDF sampling
+   (``tf.searchsorted`` of uniforms into the cumulative distribution): exact, O(log V) per draw,
+   no 1e8-entry table as in word2vec.c (3,415 draws per step of 683 centres).
 
 All randomness is stateless, seeded from (``--seed``, epoch, step), so a run is reproducible and
 each epoch draws fresh subsampling, windows and negatives.
@@ -189,20 +191,34 @@ def expected_pairs(ids: np.ndarray, keep_prob: np.ndarray, window: int) -> float
     return float(keep_prob[ids].astype(np.float64).sum() * (window + 1))
 
 
-def steps_per_epoch(ids: np.ndarray, keep_prob: np.ndarray, window: int, batch: int) -> int:
-    return max(1, int(round(expected_pairs(ids, keep_prob, window) / batch)))
+def steps_per_epoch(ids: np.ndarray, keep_prob: np.ndarray, batch: int) -> int:
+    """Steps of ``batch`` centre words in one pass over the subsampled corpus (in expectation)."""
+    return max(1, int(round(float(keep_prob[ids].astype(np.float64).sum()) / batch)))
 
 
-CHUNK = 1 << 16  # raw corpus positions turned into pairs at once inside the pipeline
+def window_offsets(window: int) -> np.ndarray:
+    """The offsets of the slots of a window of size b: -b..-1, 1..b (column j of ``windows``)."""
+    return np.concatenate([np.arange(-window, 0), np.arange(1, window + 1)]).astype(np.int32)
+
+
+CHUNK = 1 << 16  # raw corpus positions turned into windows at once inside the pipeline
 
 
 def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, noise: np.ndarray, *, window: int,
                  negatives: int, batch: int, seed: int, start_epoch: int = 0):
-    """An endless stream of batches ``(centres [batch], contexts [batch], negatives [batch, k])``
-    (int32): epoch ``start_epoch``'s pairs, then the next epoch's, and so on. Every batch has
-    exactly ``batch`` pairs (``rebatch`` across chunk and epoch boundaries), so the training
-    step compiles once with static shapes (XLA); an "epoch" of training is
-    ``steps_per_epoch(...)`` batches, one pass over the corpus in expectation."""
+    """An endless stream of batches ``(centres [batch], windows [batch, 2b], negatives [batch,
+    k])`` (int32), ``batch`` centre words each: epoch ``start_epoch``'s, then the next epoch's,
+    and so on. Every centre draws its reduced window b uniformly from 1..window (word2vec.c);
+    the batches come in turn for b = 1, 2, .., window, each holding only centres of that b, so
+    that a batch has no empty window slots (a [batch, 2 window] layout would leave 40% of its
+    slots empty for window 5 and pay for them in every gather, product and scatter).
+    ``windows[i, j]`` is the word at offset ``window_offsets(b)[j]`` from centre i in the
+    subsampled stream, or -1 past either end of the corpus; each other slot is one (centre,
+    context) pair. The k negatives are drawn once per centre and shared by its pairs (Ji et al.
+    2016, see model.py). Every batch has exactly ``batch`` centres (``rebatch`` across chunk and
+    epoch boundaries), so the training step compiles once per b with static shapes (XLA); an
+    "epoch" of training is ``steps_per_epoch(...)`` batches, one pass over the corpus in
+    expectation."""
     import tensorflow as tf
 
     from shared.distribute import shard_policy_data
@@ -213,55 +229,70 @@ def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, noise: np.ndarray, *, w
     cdf = np.cumsum(noise)
     cdf_t = tf.constant((cdf / cdf[-1])[:-1], tf.float32)  # searchsorted(right) -> 0..V-1
     vocab_size = len(noise)
-    offsets = np.concatenate([np.arange(-window, 0), np.arange(1, window + 1)]).astype(np.int32)
-    offsets_t, distance_t = tf.constant(offsets), tf.constant(np.abs(offsets))
     chunks = -(-n // CHUNK)
     seed = int(seed) % (2**31 - 1)
 
-    @tf.autograph.experimental.do_not_convert  # plain tensor code
-    def epoch_pairs(epoch):
-        epoch = tf.cast(epoch, tf.int32)
-        # Subsampling for this epoch: the surviving stream, and where each chunk of raw
-        # positions starts in it.
-        u = tf.random.stateless_uniform([n], seed=tf.stack([seed, epoch]))
-        keep = u < tf.gather(keep_t, ids_t)
-        kept = tf.boolean_mask(ids_t, keep)
-        m = tf.size(kept)
-        before = tf.cumsum(tf.cast(keep, tf.int32), exclusive=True)
-        bounds = tf.concat([tf.gather(before, tf.range(0, n, CHUNK, dtype=tf.int32)), [m]], 0)
+    def stream(reduced: int):
+        """The batches of the centres whose reduced window is ``reduced``."""
+        offsets_t = tf.constant(window_offsets(reduced))
 
         @tf.autograph.experimental.do_not_convert  # plain tensor code
-        def chunk_pairs(chunk):
-            chunk = tf.cast(chunk, tf.int32)
-            lo, hi = bounds[chunk], bounds[chunk + 1]
-            centre_pos = tf.range(lo, hi)
-            # word2vec.c: b = rand() % window, effective window window - b, i.e. 1..window.
-            chunk_seed = tf.stack([seed + 1, epoch * chunks + chunk])
-            b = tf.random.stateless_uniform([hi - lo], seed=chunk_seed, minval=1,
-                                            maxval=window + 1, dtype=tf.int32)
-            ctx_pos = centre_pos[:, None] + offsets_t[None, :]
-            valid = (distance_t[None, :] <= b[:, None]) & (ctx_pos >= 0) & (ctx_pos < m)
-            centres = tf.boolean_mask(
-                tf.broadcast_to(tf.gather(kept, centre_pos)[:, None], tf.shape(ctx_pos)), valid)
-            contexts = tf.gather(kept, tf.boolean_mask(ctx_pos, valid))
-            return centres, contexts
+        def epoch_windows(epoch):
+            epoch = tf.cast(epoch, tf.int32)
+            # Subsampling for this epoch (the same draw in every stream): the surviving stream,
+            # and where each chunk of raw positions starts in it.
+            u = tf.random.stateless_uniform([n], seed=tf.stack([seed, epoch]))
+            keep = u < tf.gather(keep_t, ids_t)
+            kept = tf.boolean_mask(ids_t, keep)
+            m = tf.size(kept)
+            before = tf.cumsum(tf.cast(keep, tf.int32), exclusive=True)
+            bounds = tf.concat([tf.gather(before, tf.range(0, n, CHUNK, dtype=tf.int32)), [m]],
+                               0)
 
-        return tf.data.Dataset.range(chunks).map(chunk_pairs)
+            @tf.autograph.experimental.do_not_convert  # plain tensor code
+            def chunk_windows(chunk):
+                chunk = tf.cast(chunk, tf.int32)
+                lo, hi = bounds[chunk], bounds[chunk + 1]
+                # word2vec.c: b = rand() % window, effective window window - b, i.e. 1..window
+                # (the same draw in every stream, so each centre is in exactly one).
+                chunk_seed = tf.stack([seed + 1, epoch * chunks + chunk])
+                b = tf.random.stateless_uniform([hi - lo], seed=chunk_seed, minval=1,
+                                                maxval=window + 1, dtype=tf.int32)
+                centre_pos = lo + tf.cast(tf.where(tf.equal(b, reduced))[:, 0], tf.int32)
+                ctx_pos = centre_pos[:, None] + offsets_t[None, :]
+                valid = (ctx_pos >= 0) & (ctx_pos < m)
+                windows = tf.where(valid, tf.gather(kept, tf.clip_by_value(ctx_pos, 0, m - 1)),
+                                   -1)
+                return tf.gather(kept, centre_pos), windows
+
+            return tf.data.Dataset.range(chunks).map(chunk_windows)
+
+        ds = tf.data.Dataset.range(start_epoch, 2**31 - 1).flat_map(epoch_windows)
+        return ds.rebatch(batch, drop_remainder=True)
 
     @tf.autograph.experimental.do_not_convert  # plain tensor code
-    def add_negatives(step, pair):
-        centres, contexts = pair
+    def add_negatives(step, element):
+        centres, windows = element
         u_neg = tf.random.stateless_uniform([batch * negatives],
                                             seed=tf.stack([seed + 2, tf.cast(step, tf.int32)]))
         negs = tf.cast(tf.searchsorted(cdf_t, u_neg, side="right"), tf.int32)
         negs = tf.reshape(tf.minimum(negs, vocab_size - 1), [batch, negatives])
-        return centres, contexts, negs
+        return centres, windows, negs
 
-    ds = tf.data.Dataset.range(start_epoch, 2**31 - 1).flat_map(epoch_pairs)
-    ds = ds.rebatch(batch, drop_remainder=True).enumerate().map(add_negatives)
+    # b = 1, 2, .., window in turn: each b holds 1/window of the centres in expectation.
+    ds = tf.data.Dataset.choose_from_datasets(
+        [stream(b) for b in range(1, window + 1)],
+        tf.data.Dataset.range(window).repeat())
+    ds = ds.enumerate().map(add_negatives)
     # Several workers: each makes the same stream (it has no files to split) and keeps its share
     # of every global batch.
     return shard_policy_data(ds.prefetch(tf.data.AUTOTUNE))
+
+
+def window_pairs(windows: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (centre, context) pairs a batch's windows stand for, in order (NumPy; tests, tools)."""
+    valid = windows >= 0
+    return np.broadcast_to(centres[:, None], windows.shape)[valid], windows[valid]
 
 
 # --------------------------------------------------------------------------------------------

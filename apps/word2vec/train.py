@@ -9,16 +9,19 @@ training -> evaluation (analogies, WordSim-353, neighbours, vectors on disk) -> 
 
 How it trains, and why. word2vec.c makes one tiny SGD update per (centre, context) pair, from
 several threads at once without locks (Hogwild). A Keras ``fit()`` step instead takes a batch of
-``--batch-size`` pairs from a ``tf.data`` pipeline that makes the pairs and draws the negatives
-with tensor ops; the custom ``train_step`` (``model.py``) gathers only the rows of the words in
-the batch and applies plain SGD to those rows (``tf.IndexedSlices`` -> ``scatter_sub``), at the
-learning rate of the shared optimizer factory: linear decay from 0.025, as word2vec.c's. The step
-has static shapes and is compiled with XLA (``jit_compile``), which fuses the gathers, the dot
-products and the scatters (benchmarks/REPORT.md has the speed-up). We keep ``fit()`` rather than
-a hand-written loop because it drives the shared callbacks as in every app: learning-rate and
-throughput logging, CSV/TensorBoard, early stopping and BackupAndRestore. Under a multi-replica
-strategy the step hands the same sparse gradients to the Keras SGD optimizer, which aggregates
-them across replicas.
+``--batch-size`` centre words from a ``tf.data`` pipeline that cuts their windows out of the
+subsampled stream with tensor ops, one reduced window size b per batch (no empty slots), and
+draws k negatives per centre, shared by the centre's pairs as in Ji et al. (2016)'s pWord2Vec.
+The custom ``train_step`` (``model.py``) gathers only the rows of the words in the batch, computes
+word2vec.c's gradients for every pair as small matrix products per centre, and applies plain SGD
+to those rows (one XLA scatter per table), at the learning rate of the shared optimizer factory:
+linear decay from 0.025, as word2vec.c's. The step has static shapes per b and is compiled with
+XLA (``jit_compile``), which fuses the gathers, the products and the scatters (where the time
+goes: benchmarks/notes/word2vec.md). We keep ``fit()`` rather than a hand-written loop because
+it drives the shared callbacks as in every app: learning-rate and throughput logging,
+CSV/TensorBoard, early stopping and BackupAndRestore. Under a multi-replica strategy the step
+hands the same sparse gradients to the Keras SGD optimizer, which aggregates them across
+replicas.
 """
 
 from __future__ import annotations
@@ -55,11 +58,14 @@ class Word2Vec(App):
     metric = "analogy_accuracy"
     defaults = dict(
         epochs=5,  # word2vec.c -iter 5; gensim Word2Vec(epochs=5)
-        # Pairs per step (word2vec.c: 1 per update, Hogwild threads). The rows a word touches
-        # several times in a batch get the sum of those updates, as word2vec.c's sequence of
-        # updates would to first order; keep it small next to the vocabulary (a 20-word toy
-        # corpus needs ~64). 4096 matched gensim's analogy accuracy on 2.5M Gutenberg words.
-        batch_size=4096,
+        # Centre words per step, each with its 2b context words (b uniform in 1..window: window
+        # + 1 = 6 pairs per centre on average), so 683 centres are ~4,096 pairs: the pairs per
+        # step of the earlier pair-per-row step, which matched gensim's analogy accuracy on 2.5M
+        # Gutenberg words. The rows a word touches several times in a batch get the sum of those
+        # updates, as word2vec.c's sequence of updates would to first order; keep it small next
+        # to the vocabulary (the tests train a 20-word toy corpus with 64). Larger steps were no
+        # faster per centre (benchmarks/notes/word2vec.md).
+        batch_size=683,
         optimizer="sgd",  # word2vec.c: plain SGD on the rows a pair touches
         learning_rate=0.025,  # word2vec.c skip-gram -alpha 0.025; gensim alpha=0.025
         schedule="linear",  # word2vec.c: alpha decays linearly with the words processed
@@ -166,7 +172,7 @@ class Word2Vec(App):
         keep = data.keep_probabilities(corpus.vocab.counts, args.sample, args.subsample_rule)
         noise = data.noise_distribution(corpus.vocab.counts)
         batch = run.global_batch(args.batch_size)
-        steps = data.steps_per_epoch(corpus.ids, keep, args.window, batch)
+        steps = data.steps_per_epoch(corpus.ids, keep, batch)
         # Keras runs whole blocks of --steps-per-execution steps: an epoch of 89 steps in blocks
         # of 8 would really be 96. Round up so the schedule and words/s count the steps run.
         execution = args.steps_per_execution if run.replicas == 1 else 1
@@ -177,7 +183,7 @@ class Word2Vec(App):
                                   start_epoch=start_epoch)
         print(f"subsampling t={args.sample:g} ({args.subsample_rule}) keeps "
               f"{float(keep[corpus.ids].mean()):.1%} of the tokens; {steps:,} steps of "
-              f"{batch:,} pairs per epoch")
+              f"{batch:,} centre words (~{batch * (args.window + 1):,} pairs) per epoch")
         # Throughput is counted in corpus words per second, as word2vec.c and gensim count it.
         return Data(train=train, steps_per_epoch=steps,
                     examples_per_step=corpus.raw_tokens / steps,
