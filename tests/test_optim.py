@@ -126,7 +126,7 @@ def test_flags_reach_the_config():
 
 
 def test_defaults_equal_the_old_hard_wired_values():
-    args = _parse("mnist_mlp")
+    args = _parse("mnist_mlp", "--recipe", "keras")  # the default before issue 32
     c = OptimizerConfig.from_args(args, 10)
     assert c == OptimizerConfig(name="rmsprop", learning_rate=1e-3, schedule="linear",
                                 epochs=15, steps_per_epoch=10)
