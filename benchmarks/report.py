@@ -28,6 +28,7 @@ import re
 from pathlib import Path
 
 from apps import APPS
+from benchmarks.run import wall_seconds_of as wall_seconds
 from shared.errors import UserError, exit_on_user_error
 from shared.io import atomic_write_bytes, atomic_write_text
 
@@ -396,11 +397,6 @@ def anchor_text(anchor: dict) -> str:
     return text
 
 
-def wall_seconds(r: dict):
-    """Wall seconds of a run; for one resumed across sessions, the sum of its epochs' times."""
-    if r.get("resumed") and r.get("epoch_seconds_total"):
-        return r["epoch_seconds_total"]
-    return r.get("wall_seconds")
 
 
 def summary_row(app: str, spec: dict, runs: list[dict], side: dict[str, list[dict]]) -> list:

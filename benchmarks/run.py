@@ -165,11 +165,11 @@ def run_seeds(app: str, budget: str, extra: list[str], seeds: int, runs_dir: Pat
     }
 
 
-def wall_seconds_of(record: dict) -> float:
+def wall_seconds_of(record: dict):
     """A run's wall time; for one resumed across invocations, the sum of its epochs' times."""
     if record.get("resumed") and record.get("epoch_seconds_total"):
         return record["epoch_seconds_total"]
-    return record["wall_seconds"]
+    return record.get("wall_seconds")
 
 
 @exit_on_user_error

@@ -313,24 +313,32 @@ class App:
             record["export"] = str(path)
         return record
 
-    def build(self, args, data: Data, run):
+    def build(self, args, data: Data, run, schedule_data: Data | None = None):
         """Build, regularize and compile the model inside the strategy's scope, its layers
-        under the ``--precision`` policy (shared/precision.py)."""
+        under the ``--precision`` policy (shared/precision.py). ``schedule_data``: the data
+        whose epochs set the schedule's horizon, when not ``data``'s (Algorithm 7.2)."""
         from shared.precision import dtype_policy
 
         with run.strategy.scope(), dtype_policy(args.precision):
             model = self.build_model(args, data, run)
             self.regularize(args, model, data, run)
-            self.compile(args, model, data, run)
+            self.compile(args, model, schedule_data or data, run)
         return model
 
-    @staticmethod
-    def first_pass_done(run) -> dict | None:
+    RETRAIN_STAGE = "retrain_on_all"
+
+    @classmethod
+    def first_pass_marker(cls, run_dir: Path) -> Path:
+        """Where Algorithm 7.2 keeps its first pass's i* until the retraining ends."""
+        return run_dir / cls.RETRAIN_STAGE / "checkpoints" / "first_pass.json"
+
+    @classmethod
+    def first_pass_done(cls, run) -> dict | None:
         """Algorithm 7.2's first pass, if a killed run already finished it (then a resume goes
         straight to the retraining)."""
         import json
 
-        marker = run.dir / "retrain_on_all" / "checkpoints" / "first_pass.json"
+        marker = cls.first_pass_marker(run.dir)
         return json.loads(marker.read_text()) if marker.exists() else None
 
     def retrain_on_all(self, args, data: Data, run, first_pass: dict | None = None):
@@ -343,8 +351,8 @@ class App:
         from shared.io import atomic_write_json
         from shared.runs import seed_everything
 
-        stage = run.stage("retrain_on_all")
-        marker = stage.dir / "checkpoints" / "first_pass.json"
+        stage = run.stage(self.RETRAIN_STAGE)
+        marker = self.first_pass_marker(run.dir)
         if first_pass is None:
             stopper = run.early_stopping
             if stopper is None or not stopper.best_step:
@@ -358,14 +366,9 @@ class App:
         print(f"Algorithm 7.2: retraining on train + validation for i* = {steps} steps "
               f"(the first pass's best, epoch {first_pass['best_epoch']})")
         seed_everything(args.seed, getattr(args, "deterministic", True))
-        from shared.precision import dtype_policy
-
-        with run.strategy.scope(), dtype_policy(args.precision):
-            model = self.build_model(args, all_data, stage)
-            self.regularize(args, model, all_data, stage)
-            # Compiled with the first pass's data: its schedule's horizon, so the learning rate
-            # at step t is the first pass's at step t.
-            self.compile(args, model, data, stage)
+        # The first pass's data sets the schedule's horizon: the learning rate at step t is the
+        # first pass's at step t.
+        model = self.build(args, all_data, stage, schedule_data=data)
         model.fit(all_data.train, epochs=-(-steps // all_data.steps_per_epoch),
                   steps_per_epoch=getattr(args, "steps_per_epoch", None),
                   callbacks=stage.callbacks(patience=0, examples_per_step=all_data.examples_per_step,
