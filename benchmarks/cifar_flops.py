@@ -82,7 +82,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from apps.cifar_cnn import data
-    from apps.cifar_cnn.model import build_scratch_cnn, flops_per_example
+    from apps.cifar_cnn.model import build_keras_classic, flops_per_example
     from benchmarks.run import git_commit, library_versions
     from shared.runs import cpu_model
 
@@ -91,7 +91,7 @@ def main(argv=None):
     peak = matmul_peak(args.matmul, args.reps)
     print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s (float32, n={args.matmul}, best of {args.reps})")
 
-    counts = flops_per_example(build_scratch_cnn())
+    counts = flops_per_example(build_keras_classic())
     print(f"scratch CNN: {counts['forward_macs'] / 1e6:.1f} M multiply-adds forward per image, "
           f"{counts['train_flops'] / 1e6:.0f} MFLOPs per training image")
 
@@ -101,7 +101,7 @@ def main(argv=None):
     x, y = x_tr[:n], y_tr[:n]
 
     def model_fn():
-        m = build_scratch_cnn()
+        m = build_keras_classic()
         m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
         return m
 

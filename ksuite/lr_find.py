@@ -77,7 +77,7 @@ def run(argv: list[str]) -> dict:
     from shared.precision import dtype_policy, resolve
     from shared.runs import Run, seed_everything
 
-    resolve(args, app.precision_defaults)  # --precision / --jit-compile, as App.run does
+    resolve(args, app.precision_for(args))  # --precision / --jit-compile, as App.run does
     strategy = distribute.make_strategy(args.strategy, getattr(args, "devices", None))
     seed_everything(args.seed, getattr(args, "deterministic", True))
     run_ = Run(app=f"{name}/lr_find", args=args, dir=out, strategy=strategy,

@@ -274,6 +274,10 @@ class App:
         """Which row of ``presets[flag]`` a flag's value selects (default: the value itself)."""
         return value
 
+    def precision_for(self, args) -> dict:
+        """``--precision auto``'s choice per device kind; an app whose models differ overrides."""
+        return self.precision_defaults
+
     def run_name(self, args) -> str:
         """The run record's name (and default run directory ``runs/<name>``)."""
         return self.export_name(args)
@@ -283,7 +287,7 @@ class App:
         from shared.precision import resolve
         from shared.runs import Run
 
-        resolve(args, self.precision_defaults)  # before Run.start seeds (and records) them
+        resolve(args, self.precision_for(args))  # before Run.start seeds (and records) them
         run = Run.start(self.run_name(args), args)
         data = self.load_data(args, run)
         model = self.build(args, data, run)

@@ -14,7 +14,8 @@ from shared.errors import UserError
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad", "adadelta")
 # The `--schedule` choices; shared/schedules.py builds them (Keras is imported only there).
-SCHEDULES = ("constant", "step", "exponential", "inverse_time", "linear", "cosine", "plateau")
+SCHEDULES = ("constant", "step", "exponential", "inverse_time", "linear", "cosine", "triangular",
+             "plateau")
 
 
 # OptimizerConfig field <- the shared flag's dest (shared/flags.py), when the flag is given.
@@ -50,6 +51,11 @@ class OptimizerConfig:
     exponential_rate: float = 0.96  # `exponential`: x0.96 per epoch (TensorFlow tutorials)
     plateau_factor: float = 0.1  # `plateau`: divide by 10 (Goodfellow §8.3 / He et al. 2016)
     plateau_patience: int | None = None  # `plateau`: epochs to wait (None: half of --patience)
+    # Decoupled weight decay (Loshchilov & Hutter 2019): w -= lr_k x weight_decay x w at each step,
+    # outside the gradient; None: none (adamw: Keras' 0.004). Variables named in
+    # ``no_weight_decay`` are left out.
+    weight_decay: float | None = None
+    no_weight_decay: tuple = ()
 
     @classmethod
     def from_args(cls, args, steps_per_epoch: int, **overrides) -> "OptimizerConfig":
@@ -92,6 +98,13 @@ def learning_rate(config: OptimizerConfig):
 
 def make_optimizer(config: OptimizerConfig):
     """The Keras optimizer the config names, with its learning-rate schedule."""
+    optimizer = _make_optimizer(config)
+    if config.no_weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=list(config.no_weight_decay))
+    return optimizer
+
+
+def _make_optimizer(config: OptimizerConfig):
     import keras
 
     lr = learning_rate(config)
@@ -103,6 +116,10 @@ def make_optimizer(config: OptimizerConfig):
         kw["clipnorm"] = config.clipnorm
     if config.global_clipnorm:
         kw["global_clipnorm"] = config.global_clipnorm
+    if config.weight_decay is not None:
+        if config.name not in ("sgd", "momentum", "nesterov", "adam", "adamw"):
+            raise UserError(f"weight decay is not wired for --optimizer {config.name}")
+        kw["weight_decay"] = config.weight_decay
     name = config.name
     if name == "sgd":
         return keras.optimizers.SGD(lr, **kw)

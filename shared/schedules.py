@@ -118,6 +118,30 @@ class WarmupCosine(Schedule):
         return {"peak": self.peak, "total": self.total, "warmup": self.warmup, "floor": self.floor}
 
 
+@keras.saving.register_keras_serializable("ksuite")
+class Triangular(Schedule):
+    """Piecewise linear: ``start x peak`` at step 0, up to ``peak`` at ``rise`` of the run, down to
+    ``end x peak`` at ``total`` steps (Smith 2017's triangular / one-cycle policy; airbench94's
+    ``triangle(start=0.2, end=0.07, peak=0.23)``, Jordan 2024)."""
+
+    def __init__(self, peak: float, total: int, start: float = 0.2, end: float = 0.07,
+                 rise: float = 0.23):
+        if total <= 0 or not 0 < rise < 1:
+            raise UserError("Triangular: need total > 0 and 0 < rise < 1")
+        self.peak, self.total, self.start, self.end, self.rise = (
+            float(peak), int(total), float(start), float(end), float(rise))
+
+    def __call__(self, step):
+        t = ops.clip(_k(step) / self.total, 0.0, 1.0)
+        up = self.start + (1.0 - self.start) * t / self.rise
+        down = 1.0 + (self.end - 1.0) * (t - self.rise) / (1.0 - self.rise)
+        return self.peak * ops.where(t < self.rise, up, down)
+
+    def get_config(self):
+        return {"peak": self.peak, "total": self.total, "start": self.start, "end": self.end,
+                "rise": self.rise}
+
+
 from shared.optim import SCHEDULES  # noqa: E402 (the flag choices, defined without Keras)
 
 
@@ -131,6 +155,7 @@ def make_schedule(name: str, lr: float, steps_per_epoch: int, epochs: int, **opt
       cifar10_cnn);
     - linear: to 1% of lr at the end of training (Goodfellow §8.3.1);
     - cosine: 5% of training as warm-up, cosine to 0;
+    - triangular: 0.2 x lr -> lr at 23% of training -> 0.07 x lr (airbench94, Jordan 2024);
     - constant / plateau: a constant value (plateau adds DivideOnPlateau, see callbacks).
     """
     total = max(1, steps_per_epoch * epochs)
@@ -146,4 +171,6 @@ def make_schedule(name: str, lr: float, steps_per_epoch: int, epochs: int, **opt
         return LinearDecay(lr, options.get("final", 0.01 * lr), options.get("tau", total))
     if name == "cosine":
         return WarmupCosine(lr, total, options.get("warmup", total // 20), options.get("floor", 0.0))
+    if name == "triangular":
+        return Triangular(lr, total)
     raise UserError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")

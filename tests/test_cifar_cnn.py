@@ -71,7 +71,7 @@ def test_augmentation_only_in_training():
     """Training batches are augmented (and differ from the pixels); the evaluation pipeline and
     the model's inference are deterministic and untouched."""
     from apps.cifar_cnn import data
-    from apps.cifar_cnn.model import build_scratch_cnn
+    from apps.cifar_cnn.model import build_keras_classic
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
@@ -94,7 +94,7 @@ def test_augmentation_only_in_training():
     plain = data.make_dataset(x, y, 64, training=True, augment=False, seed=1)
     (p, _), = list(plain)
     np.testing.assert_array_equal(np.sort(np.asarray(p).ravel()), np.sort(x.ravel()))
-    model = build_scratch_cnn()
+    model = build_keras_classic()
     assert not any("random" in type(layer).__name__.lower() for layer in model.layers)
     xf = x[:8].astype("float32")
     np.testing.assert_array_equal(np.asarray(model(xf, training=False)),
@@ -165,9 +165,9 @@ def test_vgg16_weights_from_a_stand_in_file(tmp_path, monkeypatch):
         data.vgg16_weights_path("imagenet")
     # A file of another architecture is one clear error too.
     other = tmp_path / "other.weights.h5"
-    from apps.cifar_cnn.model import build_scratch_cnn
+    from apps.cifar_cnn.model import build_keras_classic
 
-    build_scratch_cnn().save_weights(str(other))
+    build_keras_classic().save_weights(str(other))
     with pytest.raises(UserError, match="could not load VGG16 weights"):
         data.load_vgg16_weights(vgg16_base(32), other)
 

@@ -74,7 +74,10 @@ def load(limit: int | None = None, seed: int = 42, val_size: int = VAL_SIZE,
             raise UserError(f"--limit {limit} is too small: need at least 20 training images")
         x_train, y_train = x_train[:limit], y_train[:limit]
         val_size = min(val_size, max(10, limit // 10))
-    train, val = split(x_train, y_train, val_size, seed)
+    if val_size:
+        train, val = split(x_train, y_train, val_size, seed)
+    else:  # no validation split: every training image trains
+        train, val = (x_train, y_train), (x_train[:0], y_train[:0])
     wanted = CLASS_SETS[classes]
     names = tuple(CLASS_NAMES[c] for c in wanted)
     if classes == "all" and per_class is None:
@@ -103,10 +106,34 @@ def augmenter(seed: int = 42):
     ], name="augmentation")
 
 
+FLIP_TRANSLATE_PAD = 2  # airbench94 hyp['aug']: flip, translate 2 (reflect padding)
+
+
+def flip_translate(images, pad: int = FLIP_TRANSLATE_PAD, seed: int = 42):
+    """airbench94's augmentation of a float batch [n, h, w, c]: a random horizontal flip and a
+    random translation of up to ``pad`` pixels each way, drawn per image, the border filled by
+    reflection (Page 2018 / Jordan 2024; He et al. 2016 pad with zeros instead)."""
+    import tensorflow as tf
+
+    n = tf.shape(images)[0]
+    h, w = images.shape[1], images.shape[2]
+    flip = tf.random.uniform([n], seed=seed) < 0.5
+    images = tf.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+    dy = tf.random.uniform([n], 0, 2 * pad + 1, dtype=tf.int32, seed=seed + 1)
+    dx = tf.random.uniform([n], 0, 2 * pad + 1, dtype=tf.int32, seed=seed + 2)
+    rows = dy[:, None] + tf.range(h)[None, :]  # [n, h]
+    cols = dx[:, None] + tf.range(w)[None, :]  # [n, w]
+    out = tf.gather(padded, rows, axis=1, batch_dims=1)  # [n, h, w + 2 pad, c]
+    return tf.gather(out, cols, axis=2, batch_dims=1)
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool = False,
-                 augment: bool = False, seed: int = 42, drop_remainder: bool = False):
+                 augment: bool | str = False, seed: int = 42, drop_remainder: bool = False):
     """uint8 images -> batches of (float32 0..255 images, int32 labels). Shuffled and, with
-    ``augment``, augmented only when ``training``; the evaluation path is the plain cast."""
+    ``augment``, augmented only when ``training``: ``"flip_translate"`` (the scratch recipe's)
+    or any true value (the classic transforms of :func:`augmenter`); the evaluation path is the
+    plain cast."""
     import tensorflow as tf
 
     from shared.distribute import shard_policy_data
@@ -116,19 +143,28 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool =
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
-    if training and augment:
+    if augment == "none":
+        augment = False
+    if training and augment == "flip_translate":
+        ds = ds.map(lambda a, b: (flip_translate(a, seed=seed), b),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    elif training and augment:
         aug = augmenter(seed)
         ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
     return shard_policy_data(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def save_augmented_grid(x: np.ndarray, path: str | Path, seed: int = 42, n: int = 8,
-                        names=None) -> Path:
+                        names=None, augment: str = "classic") -> Path:
     """A PNG: n originals in the first row (captioned with ``names``), then three augmented
-    versions of each."""
+    versions of each (``augment``: ``classic`` or ``flip_translate``)."""
     from shared.plots import image_grid
 
-    aug = augmenter(seed)
+    if augment == "flip_translate":
+        def aug(batch, training=True):
+            return flip_translate(batch, seed=seed + len(rows))
+    else:
+        aug = augmenter(seed)
     rows = [x[:n]]
     for _ in range(3):
         out = np.asarray(aug(x[:n].astype("float32"), training=True))
