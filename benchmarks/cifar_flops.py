@@ -1,20 +1,21 @@
-"""What fraction of this CPU's matrix-multiply peak does the scratch CIFAR CNN's training reach?
+"""What fraction of this CPU's matrix-multiply peak does CIFAR-10 training reach, for the default
+scratch recipe (airbench94, bfloat16, batch 1,024) and the old one (keras_classic, float32, 128)?
 
-    python -m benchmarks.cifar_flops                       # defaults: 4096^2 matmul, 40 steps
-    python -m benchmarks.cifar_flops --steps 100 --matmul 6144
+    python -m benchmarks.cifar_flops                       # both models, 4096^2 matmuls, 40 steps
+    python -m benchmarks.cifar_flops --model scratch --steps 20
 
-1. Peak: a timed large float32 ``tf.matmul`` (n x n by n x n, 2 n^3 FLOPs), best of several
-   repetitions after a warm-up, with TensorFlow's default thread pools (all cores).
-2. Work per example: the scratch CNN's forward multiply-adds counted from its layer shapes
+1. Peak: a timed large ``tf.matmul`` (n x n by n x n, 2 n^3 FLOPs) in float32 and in bfloat16,
+   best of several repetitions after a warm-up, with TensorFlow's default thread pools.
+2. Work per example: the model's forward multiply-adds counted from its layer shapes
    (``apps.cifar_cnn.model.flops_per_example``; conv and dense only), training = 3 x forward
    (forward, gradient w.r.t. activations, gradient w.r.t. weights) = 6 FLOPs per multiply-add.
-3. Training speed: ``fit`` steps of the default configuration (batch 128, Adam) on real CIFAR-10
-   images, (i) through the app's real input pipeline with augmentation and (ii) on the same batches
-   already in memory (no pipeline), first epoch (tracing) discarded.
+3. Training speed: ``fit`` steps of each model's default configuration (its precision, batch and
+   optimizer) on real CIFAR-10 images, (i) through the app's real input pipeline with its
+   augmentation and (ii) on the same batches already in memory, first epoch (tracing) discarded.
 
-fraction of peak = train FLOPs per example x examples/s / peak FLOP/s. Appends a record to
-``benchmarks/results/cifar_flops.jsonl``. On a shared machine every number moves with the load:
-the record includes the load average before and after.
+fraction of peak = train FLOPs per example x examples/s / the peak of the model's precision.
+Appends one record per model to ``benchmarks/results/cifar_flops.jsonl``. On a shared machine
+every number moves with the load: the record includes the load average before and after.
 """
 
 from __future__ import annotations
@@ -28,16 +29,16 @@ from benchmarks.side import Side  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def matmul_peak(n: int, reps: int) -> float:
-    """Best FLOP/s of an n x n float32 matmul over ``reps`` timed runs (after one warm-up)."""
+def matmul_peak(n: int, reps: int, dtype: str = "float32") -> float:
+    """Best FLOP/s of an n x n matmul in ``dtype`` over ``reps`` timed runs (after a warm-up)."""
     import tensorflow as tf
 
-    a = tf.random.stateless_normal((n, n), seed=(1, 2))
-    b = tf.random.stateless_normal((n, n), seed=(3, 4))
+    a = tf.cast(tf.random.stateless_normal((n, n), seed=(1, 2)), dtype)
+    b = tf.cast(tf.random.stateless_normal((n, n), seed=(3, 4)), dtype)
 
     @tf.function
     def mm(x, y):
-        return tf.reduce_sum(tf.matmul(x, y))  # the reduction is O(n^2): negligible
+        return tf.reduce_sum(tf.cast(tf.matmul(x, y), tf.float32))  # O(n^2): negligible
 
     mm(a, b).numpy()
     best = float("inf")
@@ -67,14 +68,78 @@ def train_rate(model_fn, ds, steps: int, epochs: int, batch: int) -> float:
     return rates[len(rates) // 2]
 
 
+# Each model's default training configuration (apps/cifar_cnn/train.py's presets).
+MODELS = {"scratch": dict(precision="mixed_bfloat16", batch=1024),
+          "keras_classic": dict(precision="float32", batch=128)}
+
+
+def build(name: str, x_train, precision: str):
+    import keras
+
+    from apps.cifar_cnn import model as M
+    from shared.precision import dtype_policy
+
+    with dtype_policy(precision):
+        if name == "scratch":
+            m = M.build_airbench_cnn(10, seed=0)
+            M.fit_whitening(m, x_train)
+            opt = keras.optimizers.SGD(0.1, momentum=0.85, nesterov=True, weight_decay=8.9e-3)
+            m.compile(opt, M.label_smoothing_loss(0.2))
+        else:
+            m = M.build_keras_classic()
+            m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    return m
+
+
+def measure(name: str, x_tr, y_tr, args, peaks: dict) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    from apps.cifar_cnn import data
+    from apps.cifar_cnn.model import flops_per_example
+
+    cfg = MODELS[name]
+    b = args.batch_size or cfg["batch"]
+    n = args.steps * b
+    x, y = np.resize(x_tr, (n, 32, 32, 3)), np.resize(y_tr, n)
+    counts = flops_per_example(build(name, x_tr, cfg["precision"]))
+    augment = "flip_translate" if name == "scratch" else "classic"
+    real = data.make_dataset(x, y, b, training=True, augment=augment, seed=0, drop_remainder=True)
+    memory = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(x.astype("float32").reshape(-1, b, 32, 32, 3)),
+         tf.constant(y.astype("int32").reshape(-1, b))))
+
+    def model_fn():
+        return build(name, x_tr, cfg["precision"])
+
+    rate_real = train_rate(model_fn, real, args.steps, args.epochs, b)
+    rate_mem = train_rate(model_fn, memory, args.steps, args.epochs, b)
+    peak = peaks["bfloat16" if "bfloat16" in cfg["precision"] else "float32"]
+    frac_real = counts["train_flops"] * rate_real / peak
+    frac_mem = counts["train_flops"] * rate_mem / peak
+    print(f"{name} ({cfg['precision']}, batch {b}): {counts['train_flops'] / 1e9:.3f} GFLOP per "
+          f"training image; {rate_real:.0f} examples/s with the augmenting pipeline "
+          f"({frac_real:.1%} of peak), {rate_mem:.0f} from memory ({frac_mem:.1%})")
+    return {"model": name, "precision": cfg["precision"], "batch_size": b,
+            "forward_macs_per_example": counts["forward_macs"],
+            "train_flops_per_example": counts["train_flops"],
+            "examples_per_sec_pipeline": rate_real, "examples_per_sec_memory": rate_mem,
+            "fraction_of_peak_pipeline": frac_real, "fraction_of_peak_memory": frac_mem,
+            "achieved_gflops_pipeline": counts["train_flops"] * rate_real / 1e9,
+            "matmul_peak_gflops": peak / 1e9, "value": frac_real}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=(*MODELS, "both"), default="both",
+                        help="which scratch model(s) to time")
     parser.add_argument("--matmul", type=int, default=4096, help="matmul size n")
     parser.add_argument("--reps", type=int, default=5, help="timed matmul repetitions")
     parser.add_argument("--steps", type=int, default=40, help="training steps per timed epoch")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (first dropped)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="override the models' own batch sizes")
     args = parser.parse_args(argv)
 
     import keras
@@ -82,79 +147,46 @@ def main(argv=None):
     import tensorflow as tf
 
     from apps.cifar_cnn import data
-    from apps.cifar_cnn.model import build_keras_classic, flops_per_example
     from benchmarks.run import git_commit, library_versions
     from shared.runs import cpu_model
 
     keras.utils.set_random_seed(0)
     load_before = os.getloadavg()
-    peak = matmul_peak(args.matmul, args.reps)
-    print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s (float32, n={args.matmul}, best of {args.reps})")
-
-    counts = flops_per_example(build_keras_classic())
-    print(f"scratch CNN: {counts['forward_macs'] / 1e6:.1f} M multiply-adds forward per image, "
-          f"{counts['train_flops'] / 1e6:.0f} MFLOPs per training image")
-
+    peaks = {dtype: matmul_peak(args.matmul, args.reps, dtype) for dtype in ("float32", "bfloat16")}
+    print("matmul peak: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()) +
+          f" (n={args.matmul}, best of {args.reps})")
     (x_tr, y_tr), _, _, _ = data.load()
-    b = args.batch_size
-    n = args.steps * b
-    x, y = x_tr[:n], y_tr[:n]
-
-    def model_fn():
-        m = build_keras_classic()
-        m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-        return m
-
-    real = data.make_dataset(x, y, b, training=True, augment=True, seed=0, drop_remainder=True)
-    memory = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(x.astype("float32").reshape(-1, b, 32, 32, 3)),
-         tf.constant(y.astype("int32").reshape(-1, b))))
-    rate_real = train_rate(model_fn, real, args.steps, args.epochs, b)
-    rate_mem = train_rate(model_fn, memory, args.steps, args.epochs, b)
-    frac_real = counts["train_flops"] * rate_real / peak
-    frac_mem = counts["train_flops"] * rate_mem / peak
-    print(f"training: {rate_real:.0f} examples/s with the augmenting pipeline "
-          f"({frac_real:.1%} of peak), {rate_mem:.0f} examples/s from memory ({frac_mem:.1%})")
-    record = {
-        "app": "cifar_flops",
-        "metric": "fraction_of_matmul_peak",
-        "value": frac_real,
-        "matmul_n": args.matmul,
-        "matmul_peak_gflops": peak / 1e9,
-        "forward_macs_per_example": counts["forward_macs"],
-        "train_flops_per_example": counts["train_flops"],
-        "examples_per_sec_pipeline": rate_real,
-        "examples_per_sec_memory": rate_mem,
-        "fraction_of_peak_pipeline": frac_real,
-        "fraction_of_peak_memory": frac_mem,
-        "achieved_gflops_pipeline": counts["train_flops"] * rate_real / 1e9,
-        "batch_size": b,
-        "steps_per_epoch": args.steps,
-        "loadavg_before": load_before,
-        "loadavg_after": os.getloadavg(),
-        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
-        "cores": os.cpu_count(),
-        "libraries": library_versions(),
-        "cpu": cpu_model(),
-        "git_commit": git_commit(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "numpy": np.__version__,
-    }
-    path = SIDE.append(record)
-    print(f"-> {path}")
-    return record
+    records = []
+    for name in (MODELS if args.model == "both" else [args.model]):
+        record = {"app": "cifar_flops", "metric": "fraction_of_matmul_peak",
+                  **measure(name, x_tr, y_tr, args, peaks),
+                  "matmul_n": args.matmul, "matmul_peaks_gflops": {k: v / 1e9 for k, v in
+                                                                  peaks.items()},
+                  "steps_per_epoch": args.steps, "loadavg_before": load_before,
+                  "loadavg_after": os.getloadavg(),
+                  "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                              "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
+                  "cores": os.cpu_count(), "libraries": library_versions(), "cpu": cpu_model(),
+                  "git_commit": git_commit(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "numpy": np.__version__}
+        print(f"-> {SIDE.append(record)}")
+        records.append(record)
+    return records
 
 
 def render(rows):
     """The report's section lines for this benchmark's records."""
     from benchmarks.report import commit, load, pct, table, when
 
-    headers = ["date", "batch", "examples/s (tf.data)", "examples/s (in memory)",
+    headers = ["date", "model", "precision", "batch", "GFLOP per training image",
+               "examples/s (tf.data)", "examples/s (in memory)",
                "train GFLOP/s (tf.data)", "matmul peak GFLOP/s", "fraction of peak (tf.data)",
                "fraction of peak (in memory)", "1-min load before", "commit"]
     return ["### Training FLOP/s as a fraction of this CPU's matmul peak", "",
-            *table(headers, [[when(r), r.get("batch_size"), r.get("examples_per_sec_pipeline"),
+            *table(headers, [[when(r), r.get("model", "keras_classic"),
+                              r.get("precision", "float32"), r.get("batch_size"),
+                              (r.get("train_flops_per_example") or 0) / 1e9 or None,
+                              r.get("examples_per_sec_pipeline"),
                               r.get("examples_per_sec_memory"), r.get("achieved_gflops_pipeline"),
                               r.get("matmul_peak_gflops"), pct(r.get("fraction_of_peak_pipeline")),
                               pct(r.get("fraction_of_peak_memory")), load(r, "loadavg_before"),

@@ -45,7 +45,7 @@ class Lookahead(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         # Also after a resume: the restored weights were saved at a synchronization point.
-        self.slow = [ops.convert_to_tensor(v) for v in self._variables()]
+        self.slow = [ops.copy(v.value) for v in self._variables()]  # a copy, not a view
 
     def _sync(self, alpha: float) -> None:
         for i, v in enumerate(self._variables()):

@@ -77,7 +77,8 @@ def image_grid(images, path: str | Path, labels=None, cols: int = 8, title: str 
 
 def first_layer_images(model, max_units: int = 64):
     """The first weighted layer's filters as images, or ``None`` when they are not images: a
-    Conv2D over 1 or 3 channels gives its kernels [units, kh, kw, c]; a Dense layer over a
+    convolution over 1 or 3 channels (a 4-D kernel [kh, kw, c, units]: Conv2D, or a fixed one
+    such as a patch-whitening layer) gives its kernels [units, kh, kw, c]; a Dense layer over a
     flattened image (MNIST's hidden units) gives each unit's weights in the input's shape
     (Goodfellow et al. §9.10, Fig. 9.19). Each image is scaled to [0, 1] on its own."""
     import numpy as np
@@ -92,7 +93,7 @@ def first_layer_images(model, max_units: int = 64):
     except (StopIteration, AttributeError, TypeError, IndexError, ValueError):
         return None
     kind = type(first).__name__
-    if kind == "Conv2D" and kernel.ndim == 4 and kernel.shape[2] in (1, 3):
+    if kernel.ndim == 4 and kernel.shape[2] in (1, 3):
         images = np.transpose(kernel, (3, 0, 1, 2))
     elif kind == "Dense" and len(image_shape) >= 2 and kernel.ndim == 2 \
             and int(np.prod(image_shape)) == kernel.shape[0] \

@@ -175,16 +175,17 @@ def test_vgg16_weights_from_a_stand_in_file(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------- end to end
 
 
-def test_scratch_trains_and_exports(tmp_path, cifar):
-    """A few real steps reduce the loss; the run directory has its records and the augmented
-    grid; the SavedModel takes raw uint8 and returns probabilities, ids and class names that
-    match the Keras model."""
+def test_keras_classic_trains_and_exports(tmp_path, cifar):
+    """The first scratch CNN (--model keras_classic): a few real steps reduce the loss; the run
+    directory has its records and the augmented grid; the SavedModel takes raw uint8 and returns
+    probabilities, ids and class names that match the Keras model."""
     import pandas as pd
     import tensorflow as tf
 
     from apps.cifar_cnn import train
 
-    record = train.main(["--epochs", "2", "--limit", "1200", "--test-limit", "200",
+    record = train.main(["--model", "keras_classic", "--epochs", "2", "--limit", "1200",
+                         "--test-limit", "200",
                          "--batch-size", "64", "--learning-rate", "3e-3",
                          "--run-dir", str(tmp_path / "run"), "--export-dir",
                          str(tmp_path / "models"), "--verbose", "0"])
@@ -306,7 +307,7 @@ def test_missing_imagenet_weights_offline_is_one_line(tmp_path, monkeypatch, cap
 
 
 @pytest.mark.parametrize("argv, expected", [
-    ([], dict(epochs=60, batch_size=128, optimizer="adam", learning_rate=1e-3,
+    (["--model", "keras_classic"], dict(epochs=60, batch_size=128, optimizer="adam", learning_rate=1e-3,
               schedule="cosine", patience=10, classes="all", export=True)),
     (["--model", "vgg16"], dict(epochs=20, batch_size=32, optimizer="rmsprop",
                                 learning_rate=1e-3, schedule="constant", patience=5,

@@ -58,8 +58,8 @@ def _tiny_corpus(path):
 # export, silent; dropout 0 where the app has the flag (masks are drawn per replica).
 APPS = {
     "cifar_scratch": ("apps.cifar_cnn.train", [
-        "--epochs", "2", "--steps-per-epoch", "2", "--limit", "200", "--test-limit", "32",
-        "--no-augment"], 32),
+        "--epochs", "2", "--steps-per-epoch", "2", "--limit", "200", "--val-size", "50",
+        "--test-limit", "32", "--no-augment"], 32),
     "cifar_vgg16": ("apps.cifar_cnn.train", [
         "--model", "vgg16", "--weights", "none", "--epochs", "1", "--steps-per-epoch", "2",
         "--limit", "200", "--test-limit", "32", "--finetune-epochs", "1"], 16),
@@ -210,8 +210,8 @@ def test_mirrored_matches_one_device(app, train, mirror):
 
 @pytest.mark.parametrize("app", ["cifar_scratch", "cifar_vgg16", "dcgan"])
 def test_mirrored_trains_where_replicas_differ(app, train, mirror):
-    """Not the same computation, so no equality: the scratch CNN normalizes each replica's half
-    batch with its own batch-norm statistics and draws dropout masks per replica; VGG16's head has
+    """Not the same computation, so no equality: the scratch CNN (airbench94's) normalizes each
+    replica's half batch with its own batch-norm statistics; VGG16's head has
     dropout 0.5 (the app has no dropout flag); the DCGAN draws its latent vectors per replica
     (tf.random.Generator in the strategy scope) and has batch norm in both players. Asserted
     instead: two replicas and the same global batch, finite losses of the same size as on one

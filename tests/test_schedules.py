@@ -15,6 +15,7 @@ from shared.schedules import (
     InverseTimeDecay,
     LinearDecay,
     StepDecay,
+    Triangular,
     WarmupCosine,
     make_schedule,
 )
@@ -97,9 +98,24 @@ def test_warmup_cosine_without_warmup_starts_at_peak():
     assert lr(s, 100) == pytest.approx(0.0, abs=1e-7)
 
 
+# -- Triangular (airbench94) --------------------------------------------------------------------
+
+
+def test_triangular():
+    s = Triangular(peak=2.0, total=100, start=0.2, end=0.07, rise=0.25)
+    assert lr(s, 0) == pytest.approx(0.4, rel=1e-6)  # start x peak
+    assert lr(s, 12.5) == pytest.approx(2.0 * 0.6, rel=1e-5)  # half way up
+    assert lr(s, 25) == pytest.approx(2.0, rel=1e-6)  # the peak at 25% of the run
+    assert lr(s, 62.5) == pytest.approx(2.0 * (1 + 0.07) / 2, rel=1e-5)  # half way down
+    assert lr(s, 100) == pytest.approx(0.14, rel=1e-5)  # end x peak
+    assert lr(s, 150) == pytest.approx(0.14, rel=1e-5)  # stays there
+
+
 @pytest.mark.parametrize(
     "make",
     [
+        lambda: Triangular(0.1, total=0),
+        lambda: Triangular(0.1, total=10, rise=1.0),
         lambda: StepDecay(0.1, every=0),
         lambda: ExponentialDecay(0.1, decay_steps=0),
         lambda: InverseTimeDecay(0.1, decay=-1),
@@ -120,7 +136,7 @@ def test_make_schedule_every_name():
     spe, epochs, base = 10, 6, 0.1  # 60 steps in all
     built = {name: make_schedule(name, base, spe, epochs) for name in SCHEDULES}
     assert set(built) == {"constant", "step", "exponential", "inverse_time", "linear", "cosine",
-                          "plateau"}
+                          "triangular", "plateau"}
     assert built["constant"] == base and isinstance(built["constant"], float)
     assert built["plateau"] == base and isinstance(built["plateau"], float)
 
@@ -143,6 +159,11 @@ def test_make_schedule_every_name():
     assert isinstance(cos, WarmupCosine) and cos.total == 60 and cos.warmup == 3
     assert lr(cos, 3) == pytest.approx(base, rel=1e-5)
     assert lr(cos, 60) == pytest.approx(0.0, abs=1e-7)
+
+    tri = built["triangular"]  # airbench94's shape: 0.2 -> 1 at 23% -> 0.07
+    assert isinstance(tri, Triangular) and tri.total == 60 and tri.rise == 0.23
+    assert lr(tri, 0) == pytest.approx(0.2 * base, rel=1e-5)
+    assert lr(tri, 60) == pytest.approx(0.07 * base, rel=1e-5)
 
 
 def test_make_schedule_options_override_defaults():
@@ -168,6 +189,7 @@ def test_make_schedule_unknown_name():
         InverseTimeDecay(0.1, 1e-2),
         LinearDecay(0.1, 0.002, 50),
         WarmupCosine(0.1, 100, 10, 0.01),
+        Triangular(0.1, 100, 0.2, 0.07, 0.23),
     ],
     ids=lambda s: type(s).__name__,
 )

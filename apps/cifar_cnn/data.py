@@ -128,6 +128,26 @@ def flip_translate(images, pad: int = FLIP_TRANSLATE_PAD, seed: int = 42):
     return tf.gather(out, cols, axis=2, batch_dims=1)
 
 
+# Test-time augmentation (airbench94's tta_level): 0 none, 1 mirror, 2 mirror + translate by one
+# pixel up-left and down-right (reflect padding). model.tta_predict averages the views.
+TTA_LEVELS = {"none": 0, "mirror": 1, "mirror_translate": 2}
+
+
+def tta_views(x, level: int):
+    """The views of a batch [n, 32, 32, 3] and their weights."""
+    flip = x[:, :, ::-1, :]
+    if level == 0:
+        return [x], [1.0]
+    if level == 1:
+        return [x, flip], [0.5, 0.5]
+    import tensorflow as tf
+
+    padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
+    shifted = [padded[:, :32, :32, :], padded[:, 2:, 2:, :]]
+    views = [x, flip] + [v for s in shifted for v in (s, s[:, :, ::-1, :])]
+    return views, [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool = False,
                  augment: bool | str = False, seed: int = 42, drop_remainder: bool = False):
     """uint8 images -> batches of (float32 0..255 images, int32 labels). Shuffled and, with

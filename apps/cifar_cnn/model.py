@@ -255,29 +255,11 @@ def label_smoothing_loss(smoothing: float):
     return loss
 
 
-# Test-time augmentation (airbench94's tta_level): 0 none, 1 mirror, 2 mirror + translate by one
-# pixel up-left and down-right (reflect padding); views are averaged in log-probability (= their
-# logits, as airbench averages logits).
-TTA_LEVELS = {"none": 0, "mirror": 1, "mirror_translate": 2}
-
-
-def tta_views(x, level: int):
-    """The views of a batch [n, 32, 32, 3] and their weights."""
-    flip = x[:, :, ::-1, :]
-    if level == 0:
-        return [x], [1.0]
-    if level == 1:
-        return [x, flip], [0.5, 0.5]
-    import tensorflow as tf
-
-    padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
-    shifted = [padded[:, :32, :32, :], padded[:, 2:, 2:, :]]
-    views = [x, flip] + [v for s in shifted for v in (s, s[:, :, ::-1, :])]
-    return views, [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
-
-
 def tta_predict(model: keras.Model, x, level: int):
-    """Class probabilities averaged over the views (geometric mean, renormalized)."""
+    """Class probabilities averaged over ``data.tta_views`` (the geometric mean, renormalized:
+    averaging log-probabilities is averaging logits, as airbench94 does)."""
+    from apps.cifar_cnn.data import tta_views
+
     if level == 0:
         return model(x, training=False)
     views, weights = tta_views(x, level)
