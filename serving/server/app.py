@@ -13,7 +13,7 @@ from serving.server.core import ServerCore
 from serving.server.grpc_api import channel_args, latency_interceptor, servicers
 from serving.server.options import ServerOptions, parse_args
 from serving.server.rest import RestApi
-from serving.server.rest_http import ParsePool, make_rest_handler
+from serving.server.rest_http import ParsePool, http_server, make_rest_handler
 from serving.server.service import Service
 from shared.errors import UserError, exit_on_user_error
 
@@ -112,7 +112,6 @@ class ModelServer:
             log.info("Running gRPC ModelServer at UNIX socket %s ...", self.opts.grpc_socket_path)
 
     async def _setup_rest(self) -> None:
-        import tornado.httpserver
         import tornado.netutil
         import tornado.web
 
@@ -126,10 +125,9 @@ class ModelServer:
         limit = self.opts.max_request_bytes
         # Bodies over the limit are drained by the handler and answered 413 in JSON, so tornado's
         # own limit (a bare 400 and a closed connection) is set far beyond it.
-        self._http = tornado.httpserver.HTTPServer(
-            app, max_body_size=1 << 50, max_buffer_size=limit + (1 << 20),
+        self._http = http_server(
+            app, sockets, max_body_size=1 << 50, max_buffer_size=limit + (1 << 20),
             max_header_size=1 << 20, idle_connection_timeout=300)
-        self._http.add_sockets(sockets)
         self.rest_port = sockets[0].getsockname()[1]
 
     def _start_io(self) -> None:

@@ -12,8 +12,8 @@ Prometheus exporter gives them ('/' becomes ':'):
 * ``:tensorflow:serving:request_count`` {model_name, status}: requests by canonical status;
 * ``:tensorflow:serving:request_latency`` {model_name, API, entrypoint}: histogram, microseconds,
   of successful requests, entrypoint ``GRPC`` (from grpcio's acceptance of the call to the
-  serialized answer) or ``REST`` (from the parsed request line and headers to the answer
-  written);
+  serialized answer) or ``REST`` (from the kernel's receive timestamp of the request's bytes,
+  so the wait for the IO loop counts, to the answer written);
 * ``:tensorflow:serving:runtime_latency`` {model_name, API, runtime}: histogram, microseconds,
   of the model's run (runtime ``TF1``: a session, as TF Serving's);
 * ``:tensorflow:serving:request_example_counts`` {model}: histogram of tf.Examples per
