@@ -49,6 +49,11 @@ class ServerOptions:
     max_tensor_bytes: int = 0  # 0: 4 x max_request_bytes
     monitoring_config_file: str = ""
     grpc_socket_path: str = ""
+    num_server_processes: int = 1  # the command line's; 0: one per core
+
+    def processes(self) -> int:
+        """How many server processes ``ksuite serve`` runs (``serving.server.processes``)."""
+        return self.num_server_processes or os.cpu_count() or 1
 
     def tensor_limit(self) -> int:
         """Largest decoded request tensor, in bytes."""
@@ -199,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--max_tensor_bytes", type=int, default=0,
                    help="largest decoded request tensor (default 0: 4 x --max_request_bytes); "
                         "a gRPC tensor declaring more is refused before it is allocated")
+    x.add_argument("--num_server_processes", type=int, default=1,
+                   help="server processes sharing the ports, each loading the models "
+                        "(default 1; 0: one per core)")
     return p
 
 
@@ -218,6 +226,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, argparse.N
                         f"base_path()={args.model_base_path} (as tensorflow_model_server, the "
                         f"local server needs an absolute --model_base_path: "
                         f"{os.path.abspath(args.model_base_path)})")
+    if args.num_server_processes < 0:
+        raise UserError(f"--num_server_processes must be >= 0, got {args.num_server_processes}")
     if args.port and args.rest_api_port and args.port == args.rest_api_port:
         raise UserError("--rest_api_port must differ from --port")
     opts = ServerOptions(
@@ -233,7 +243,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServerOptions, argparse.N
             "num_load_threads", "max_num_load_retries", "load_retry_interval_micros",
             "tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism",
             "max_request_bytes", "max_tensor_bytes", "monitoring_config_file",
-            "grpc_socket_path")})
+            "grpc_socket_path", "num_server_processes")})
     if opts.port is None and opts.rest_api_port is None and not opts.grpc_socket_path \
             and not args.version:
         raise UserError("both --port and --rest_api_port are 0: nothing to serve")
