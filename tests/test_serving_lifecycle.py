@@ -238,8 +238,7 @@ def test_a_version_switch_collects_the_old_version_without_unfreezing(tmp_path):
     unfrozen = []
     real_unfreeze = gc.unfreeze
     try:
-        frozen = gc.get_freeze_count()
-        assert frozen > 10_000  # TensorFlow's objects
+        assert gc.get_freeze_count() > 10_000  # TensorFlow's objects
         old = weakref.ref(server.core.get_servable("m"))
         gc.unfreeze = lambda: unfrozen.append(1)
         os.rename(tmp_path / "staging" / "2", base_path / "2")
@@ -248,7 +247,6 @@ def test_a_version_switch_collects_the_old_version_without_unfreezing(tmp_path):
         while old() is not None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert old() is None and not unfrozen
-        assert gc.get_freeze_count() >= frozen
     finally:
         gc.unfreeze = real_unfreeze
         server.stop()

@@ -184,7 +184,9 @@ def supervise(opts, argv: list[str], count: int) -> int:
         for i in range(count):
             ready_r, ready_w = os.pipe()
             env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder / "metrics"),
-                   WORKER_ENV: f"{i},{count},{folder},{parent_r},{ready_w}"}
+                   WORKER_ENV: f"{i},{count},{folder},{parent_r},{ready_w}",
+                   "PYTHONPATH": os.pathsep.join(filter(None, [
+                       str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))}
             procs.append(subprocess.Popen([sys.executable, "-m", "serving.server", *argv],
                                           env=env, pass_fds=(parent_r, ready_w)))
             os.close(ready_w)
