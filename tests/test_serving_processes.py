@@ -101,7 +101,7 @@ def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("procs")
     half_plus_two(tmp / "models" / "half_plus_two" / "1")
     half_plus_two(tmp / "staging" / "2", b=3.0)  # published by a test
-    server = Served(tmp / "models" / "half_plus_two", tmp)
+    server = Served(tmp / "models" / "half_plus_two", tmp, f"--grpc_socket_path={tmp / 'g.sock'}")
     server.tmp = tmp
     yield server
     server.stop()
@@ -129,8 +129,8 @@ def test_two_processes_answer_on_one_port_and_the_page_adds_them_up(served):
     n = 40
     for i in range(n):
         assert served.predict(float(i)) in (0.5 * i + 2.0, 0.5 * i + 3.0)
-    for _ in range(4):
-        with GrpcClient(f"127.0.0.1:{served.grpc_port}", timeout=20, retries=0) as g:
+    for target in [f"127.0.0.1:{served.grpc_port}"] * 3 + [f"unix:{served.tmp / 'g.sock'}"]:
+        with GrpcClient(target, timeout=20, retries=0) as g:  # the socket: process 0's
             g.predict("half_plus_two", {"x": np.ones((1, 1), np.float32)})
     after = served.page()
     assert count(after) - count(before) == n + 4  # one page for both processes
