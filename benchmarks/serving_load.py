@@ -3,10 +3,11 @@ protocol (REST and gRPC) to the MNIST model, with server-side batching off and o
 again while a new model version is published mid-run.
 
 The server (``python -m serving.server``, the local TF-Serving stand-in, with
-``serving/monitoring.config``) runs in its own process over a temporary copy of the model's
-newest version; the load generator is one asyncio loop in this process (keep-alive HTTP/1.1
-connections for REST, ``grpc.aio`` channels for gRPC). Each request carries one 28x28 uint8
-digit. Only 127.0.0.1 is used.
+``serving/monitoring.config`` and ``--num_server_processes``) runs in its own processes over a
+temporary copy of the model's newest version; the load generator runs in ``--client-processes``
+processes (so the clients' own interpreter lock and scheduling delays do not stretch their
+latencies), each one asyncio loop (keep-alive HTTP/1.1 connections for REST, ``grpc.aio``
+channels for gRPC). Each request carries one 28x28 uint8 digit. Only 127.0.0.1 is used.
 
 For every (batching, phase, protocol) it prints requests, errors, the clients' p50/p99 and the
 p50/p99 the server's own Prometheus histogram (``:tensorflow:serving:request_latency``, scraped
@@ -65,7 +66,7 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(self, model_name: str, base_path: Path, batching: bool, params_file: str | None,
-                 extra: list[str]):
+                 extra: list[str], processes: int = 1):
         self.grpc_port, self.rest_port = free_port(), free_port()
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - open while the server runs
             "w+", prefix="serving_load_", suffix=".log",
@@ -74,7 +75,8 @@ class ServerProcess:
                f"--rest_api_port={self.rest_port}", f"--model_name={model_name}",
                f"--model_base_path={base_path}", "--host=127.0.0.1",
                "--file_system_poll_wait_seconds=1",
-               f"--monitoring_config_file={REPO / 'serving' / 'monitoring.config'}", *extra]
+               f"--monitoring_config_file={REPO / 'serving' / 'monitoring.config'}",
+               f"--num_server_processes={processes}", *extra]
         if batching:
             cmd.append("--enable_batching")
             if params_file:
@@ -116,22 +118,39 @@ class ServerProcess:
                     sums[le] = sums.get(le, 0.0) + smp.value
         return sorted(sums.items())
 
-    def cpu_seconds(self) -> float | None:
-        """User + system CPU seconds the server process has used."""
+    def _tree(self) -> list:
+        import psutil
+
         try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return None
+            top = psutil.Process(self.proc.pid)
+            return [top, *top.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU seconds the server's processes have used."""
+        import psutil
+
+        total = None
+        for p in self._tree():
+            try:
+                t = p.cpu_times()
+                total = (total or 0.0) + t.user + t.system
+            except psutil.Error:
+                pass
+        return total
 
     def peak_rss_mb(self) -> float | None:
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-        except OSError:
-            pass
-        return None
+        """The sum of the server processes' peak resident sizes."""
+        total = None
+        for p in self._tree():
+            try:
+                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total = (total or 0.0) + int(line.split()[1]) / 1024
+            except OSError:
+                pass
+        return None if total is None else round(total, 1)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -155,8 +174,9 @@ class Recorder:
     """Latencies and errors of one run of ``total`` requests (the first ``warmup`` unrecorded);
     ``on_half`` is called once when half of the recorded requests have been sent."""
 
-    def __init__(self, total: int, warmup: int = 0, on_half=None):
+    def __init__(self, total: int, warmup: int = 0, on_half=None, progress=None):
         self.total, self.warmup = total + warmup, warmup
+        self.progress = progress  # a multiprocessing.Value counting sent requests
         self.latencies: list[float] = []
         self.errors = 0
         self.error_samples: list[str] = []
@@ -172,6 +192,9 @@ class Recorder:
                                                                      self.warmup) // 2:
             self.on_half, fn = None, self.on_half
             fn()
+        if self.progress is not None and self.sent > self.warmup:
+            with self.progress.get_lock():
+                self.progress.value += 1
         return self.sent < self.total
 
     def record(self, index: int, started: float, ok: bool, detail: str = "") -> None:
@@ -269,12 +292,12 @@ async def _grpc_clients(port: int, model: str, clients: int, rec: Recorder) -> N
 
 
 def run_load(protocol: str, port: int, model: str, clients: int, requests: int,
-             warmup: int, on_half=None) -> Recorder:
+             warmup: int, on_half=None, progress=None) -> Recorder:
     if protocol == "grpc":  # import before the clock starts (TensorFlow takes seconds)
         import grpc  # noqa: F401
         import tensorflow  # noqa: F401
         from tensorflow_serving.apis import predict_pb2  # noqa: F401
-    rec = Recorder(requests, warmup, on_half)
+    rec = Recorder(requests, warmup, on_half, progress)
 
     async def main():
         if protocol == "rest":
@@ -286,6 +309,71 @@ def run_load(protocol: str, port: int, model: str, clients: int, requests: int,
 
     asyncio.run(main())
     return rec
+
+
+def _client_process(protocol, port, model, clients, requests, warmup, ready, go, progress,
+                    results) -> None:
+    """One load-generating process: warm up, wait for ``go``, send ``requests``, report."""
+    try:
+        run_load(protocol, port, model, clients, 0, warmup)
+        ready.release()
+        go.wait()
+        cpu = time.process_time()
+        rec = run_load(protocol, port, model, clients, requests, 0, progress=progress)
+        results.put({"latencies": rec.latencies, "errors": rec.errors,
+                     "error_samples": rec.error_samples, "versions": sorted(rec.versions),
+                     "started": rec.started, "finished": rec.finished,
+                     "cpu": time.process_time() - cpu})
+    except BaseException as exc:  # noqa: BLE001 - the parent must hear about it
+        ready.release()
+        results.put({"failure": f"{type(exc).__name__}: {exc}"})
+
+
+class Load:
+    """The clients of one run in ``processes`` processes: ``clients`` and ``requests`` are split
+    between them. ``start()`` returns once all are warmed up; ``run(on_half)`` lets them go."""
+
+    def __init__(self, protocol, port, model, clients, requests, warmup, processes):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # grpc does not survive fork
+        n = max(1, min(processes, clients))
+        self.requests = requests
+        self.ready, self.go = ctx.Semaphore(0), ctx.Event()
+        self.progress, self.results = ctx.Value("l", 0), ctx.Queue()
+
+        def split(total: int, i: int) -> int:
+            return total // n + (1 if i < total % n else 0)
+
+        self.procs = [ctx.Process(target=_client_process, daemon=True, args=(
+            protocol, port, model, split(clients, i), split(requests, i), split(warmup, i),
+            self.ready, self.go, self.progress, self.results)) for i in range(n)]
+
+    def start(self) -> None:
+        for p in self.procs:
+            p.start()
+        for _ in self.procs:
+            self.ready.acquire()
+
+    def run(self, on_half=None) -> dict:
+        self.go.set()
+        if on_half is not None:
+            while self.progress.value < self.requests // 2 and \
+                    any(p.is_alive() for p in self.procs):
+                time.sleep(0.002)
+            on_half()
+        parts = [self.results.get() for _ in self.procs]
+        for p in self.procs:
+            p.join()
+        failed = [r["failure"] for r in parts if "failure" in r]
+        if failed:
+            raise UserError(f"a load process failed: {failed[0]}")
+        return {"latencies": [x for r in parts for x in r["latencies"]],
+                "errors": sum(r["errors"] for r in parts),
+                "error_samples": [x for r in parts for x in r["error_samples"]][:5],
+                "versions": sorted({v for r in parts for v in r["versions"]}),
+                "seconds": max(r["finished"] for r in parts) - min(r["started"] for r in parts),
+                "cpu": sum(r["cpu"] for r in parts)}
 
 
 def histogram_quantile(q: float, before: list, after: list) -> float | None:
@@ -360,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
                    default=["steady", "publish"])
     p.add_argument("--batching-parameters-file", default=str(REPO / "serving" / "batching.config"),
                    help="for batching on (default: serving/batching.config)")
+    p.add_argument("--server-processes", type=int, default=2,
+                   help="the server's --num_server_processes (default: %(default)s)")
+    p.add_argument("--client-processes", type=int, default=2,
+                   help="processes the clients are spread over (default: %(default)s)")
     p.add_argument("--server-arg", action="append", default=[],
                    help="extra flag for the server, e.g. --server-arg=--rest_api_num_threads=16")
     p.add_argument("--output", default=str(DEFAULT_OUTPUT),
@@ -376,19 +468,20 @@ def measure(server: ServerProcess, protocol: str, args, publisher: Publisher | N
     """One run: the clients' and the server's latency percentiles, errors, versions."""
     port = server.rest_port if protocol == "rest" else server.grpc_port
     entry = "REST" if protocol == "rest" else "GRPC"
-    run_load(protocol, port, args.model_name, args.clients, 0, args.warmup)
+    load = Load(protocol, port, args.model_name, args.clients, args.requests, args.warmup,
+                args.client_processes)
+    load.start()
     before = server.latency_buckets(entry)
     if publisher is not None:
         publisher.stage()
-    server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
-    rec = run_load(protocol, port, args.model_name, args.clients, args.requests, 0,
-                   publisher.publish if publisher is not None else None)
-    client_cpu = time.process_time() - client_cpu
+    server_cpu = server.cpu_seconds()
+    r = load.run(publisher.publish if publisher is not None else None)
+    client_cpu = r["cpu"]
     server_cpu = server.cpu_seconds() - server_cpu if server_cpu is not None else None
     after = server.latency_buckets(entry)
-    lat = np.array(rec.latencies) * 1000
-    seconds = rec.finished - rec.started
-    out = {"requests": len(lat) + rec.errors, "errors": rec.errors,
+    lat = np.array(r["latencies"]) * 1000
+    seconds = r["seconds"]
+    out = {"requests": len(lat) + r["errors"], "errors": r["errors"],
            "seconds": round(seconds, 3),
            "rps": round(len(lat) / seconds, 1) if seconds > 0 else None}
     # The clients' latencies put in the server's buckets and read the same way: the histogram's
@@ -404,8 +497,8 @@ def measure(server: ServerProcess, protocol: str, args, publisher: Publisher | N
         same = histogram_quantile(q / 100, [], binned) if len(lat) else None
         out[f"client_binned_p{q}_ms"] = _ms(same)
         out[f"server_to_client_binned_p{q}"] = round(srv / same, 3) if same and srv else None
-    # CPU per request and share of one core over the run, of this process (the clients) and of
-    # the server: with both on the same few cores the clients' own time is part of their latency.
+    # CPU per request and share of one core over the run, of the clients' processes and of the
+    # server's: with both on the same few cores the clients' own time is part of their latency.
     n = max(1, out["requests"])
     out["client_cpu_ms_per_request"] = round(1000 * client_cpu / n, 3)
     out["client_cpu_cores"] = round(client_cpu / seconds, 3) if seconds > 0 else None
@@ -415,9 +508,9 @@ def measure(server: ServerProcess, protocol: str, args, publisher: Publisher | N
     out["server_histogram_count"] = (after[-1][1] - dict(before).get(after[-1][0], 0)
                                      if after else 0)
     if protocol == "grpc":
-        out["versions_answered"] = sorted(rec.versions)
-    if rec.error_samples:
-        out["error_samples"] = rec.error_samples
+        out["versions_answered"] = r["versions"]
+    if r["error_samples"]:
+        out["error_samples"] = r["error_samples"]
     return out
 
 
@@ -445,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     for batching in args.batching:
         publisher = Publisher(source)
         server = ServerProcess(args.model_name, publisher.base, batching == "on",
-                               args.batching_parameters_file, args.server_arg)
+                               args.batching_parameters_file, args.server_arg,
+                               args.server_processes)
         try:
             server.wait_ready()
             for phase in args.phases:
@@ -457,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
                     record = {
                         "app": "serving", "benchmark": "serving_load", "phase": phase,
                         "protocol": protocol, "clients": args.clients,
+                        "client_processes": min(args.client_processes, args.clients),
+                        "server_processes": args.server_processes,
                         "batching": batching == "on", **r,
                         "model": args.model_name, "model_version": first,
                         "published_version": publisher.version if phase == "publish" else None,
@@ -502,8 +598,10 @@ def render(rows):
     from benchmarks.report import table, when
 
     models = ", ".join(sorted({str(r["model"]) for r in rows if r.get("model")})) or "model ?"
-    headers = ["date", "phase", "protocol", "clients", "server batching", "requests", "errors",
+    headers = ["date", "phase", "protocol", "clients", "server / client processes",
+               "server batching", "requests", "errors",
                "requests/s", "client p50 / p99 ms", "server p50 / p99 ms", "server / client",
+               "server / client, binned",
                "1-min load", "server peak RSS MB"]
 
     def pair(a, b, digits=1):
@@ -515,15 +613,21 @@ def render(rows):
 
     return ["## serving", "",
             f"Load test of the local TF-Serving-compatible server ({models}): closed-loop clients; "
-            "`publish` renames a new version into the base path half-way through.", "",
+            "`publish` renames a new version into the base path half-way through. 'binned': the "
+            "clients' latencies put in the server histogram's buckets and read the same way (the "
+            "buckets grow by 1.8x, so an interpolated p99 can be off by more than 10% by itself).",
+            "",
             *table(headers, [[when(r), r.get("phase", "steady"), r.get("protocol", "–"),
                               r.get("clients"),
+                              f"{r.get('server_processes', 1)} / {r.get('client_processes', 1)}",
                               {True: "on", False: "off"}.get(r.get("batching"), "–"),
                               r.get("requests"), r.get("errors"), r.get("rps"),
                               pair(r.get("p50_ms"), r.get("p99_ms")),
                               pair(r.get("server_p50_ms"), r.get("server_p99_ms")),
                               pair(r.get("server_to_client_p50"), r.get("server_to_client_p99"),
                                    2),
+                              pair(r.get("server_to_client_binned_p50"),
+                                   r.get("server_to_client_binned_p99"), 2),
                               load_of(r), r.get("server_peak_rss_mb")] for r in rows])]
 
 

@@ -133,3 +133,18 @@ def test_full_queue_is_unavailable(make):
     gate.set()
     for f in [first] + queued:
         assert f.result(10)["y"].shape == (2, 1)
+
+
+def test_batching_adds_no_handler_threads():
+    """Handler threads beyond 2 per core only make grpcio's polling thread wait for the
+    interpreter lock before it stamps a call (a wait the latency histogram cannot see), with
+    batching as without; a batch then holds at most that many requests."""
+    import os
+
+    from serving.server import ServerOptions
+
+    auto = max(4, 2 * (os.cpu_count() or 1))
+    assert ServerOptions(enable_batching=True).threads() == ServerOptions().threads() == \
+        (auto, auto)
+    assert ServerOptions(enable_batching=True, grpc_max_threads=64,
+                         rest_api_num_threads=32).threads() == (32, 64)

@@ -215,3 +215,39 @@ def test_timeouts_answer_deadline_exceeded(env):
             expected(env, 2, digits(8))["probabilities"])
     finally:
         server.stop()
+
+
+def test_a_version_switch_collects_the_old_version_without_unfreezing(tmp_path):
+    """TensorFlow's objects are frozen once at start; an unloaded version is reclaimed by one
+    collection of what is not frozen. Unfreezing the whole heap to collect it held the
+    interpreter lock for ~250 ms, a stall of every request in flight."""
+    import gc
+    import shutil
+    import weakref
+
+    from tests.test_serving_tfserving import half_plus_two
+
+    half_plus_two(tmp_path / "staging" / "1")
+    half_plus_two(tmp_path / "staging" / "2", b=3.0)
+    base_path = tmp_path / "m"
+    base_path.mkdir()
+    os.rename(tmp_path / "staging" / "1", base_path / "1")
+    server = ModelServer(ServerOptions(port=None, rest_api_port=0, model_name="m",
+                                       model_base_path=str(base_path),
+                                       file_system_poll_wait_seconds=0.1)).start()
+    unfrozen = []
+    real_unfreeze = gc.unfreeze
+    try:
+        assert gc.get_freeze_count() > 10_000  # TensorFlow's objects
+        old = weakref.ref(server.core.get_servable("m"))
+        gc.unfreeze = lambda: unfrozen.append(1)
+        os.rename(tmp_path / "staging" / "2", base_path / "2")
+        assert server.core.wait_until(lambda loaded: loaded.get("m") == [2], 60)
+        deadline = time.monotonic() + 10
+        while old() is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert old() is None and not unfrozen
+    finally:
+        gc.unfreeze = real_unfreeze
+        server.stop()
+        shutil.rmtree(tmp_path / "staging", ignore_errors=True)

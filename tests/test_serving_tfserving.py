@@ -5,6 +5,8 @@ classify and regress signatures on serialized tf.Example, for MultiInference).""
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import time
 
 import numpy as np
@@ -201,6 +203,43 @@ def test_prometheus_page_with_tf_serving_metric_names(tmp_path, hp2):
         assert ":tensorflow:serving:runtime_latency" in after
         ex = after[":tensorflow:serving:request_example_counts"]
         assert any(s.name.endswith("_count") and s.value == 1 for s in ex.samples)
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kernel receive timestamps")
+def test_rest_latency_counts_the_wait_before_the_io_loop_reads_the_request(tmp_path, hp2):
+    """A REST request that waits in the socket buffer while the IO loop is busy is measured from
+    when its bytes reached the machine (the kernel's timestamp), not from when the loop read it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    mon = tmp_path / "monitoring.config"
+    mon.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }')
+    server = ModelServer(ServerOptions(
+        port=None, rest_api_port=0, model_name="half_plus_two",
+        model_base_path=str(hp2["root"] / "half_plus_two"), file_system_poll_wait_seconds=0,
+        monitoring_config_file=str(mon))).start()
+    url = f"http://127.0.0.1:{server.rest_port}"
+
+    def rest_seconds():
+        text = requests.get(url + "/monitoring/prometheus/metrics", timeout=20).text
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == ":tensorflow:serving:request_latency_sum"
+                   and s.labels["entrypoint"] == "REST") / 1e6
+
+    try:
+        with requests.Session() as http:  # one kept-alive connection
+            predict = url + "/v1/models/half_plus_two:predict"
+            assert http.post(predict, json={"instances": [1.0]}, timeout=20).ok
+            before = rest_seconds()
+            busy = threading.Event()
+            server._loop.call_soon_threadsafe(lambda: (busy.set(), time.sleep(0.5)))
+            busy.wait()
+            start = time.perf_counter()
+            assert http.post(predict, json={"instances": [1.0]}, timeout=20).ok
+            took = time.perf_counter() - start
+            measured = rest_seconds() - before
+        assert took > 0.4 and took * 0.9 <= measured <= took
     finally:
         server.stop()
 

@@ -36,7 +36,8 @@ unless ``--host`` says otherwise.
 Modules: ``options`` (flags), ``servable`` (one loaded version), ``versions`` and ``core``
 (model management), ``service`` and ``inference`` (the protocol-independent API), ``rest`` and
 ``rest_http`` (REST), ``grpc_api`` (gRPC), ``monitoring`` (Prometheus), ``request_logging`` (the
-hook to ``serving.request_log``), ``app`` (ModelServer, ``main``).
+hook to ``serving.request_log``), ``app`` (ModelServer, ``main``), ``processes`` (several server
+processes on the same ports, ``--num_server_processes``).
 """
 
 from serving.server.app import ModelServer, main

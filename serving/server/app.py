@@ -13,7 +13,7 @@ from serving.server.core import ServerCore
 from serving.server.grpc_api import channel_args, latency_interceptor, servicers
 from serving.server.options import ServerOptions, parse_args
 from serving.server.rest import RestApi
-from serving.server.rest_http import ParsePool, make_rest_handler
+from serving.server.rest_http import ParsePool, http_server, make_rest_handler
 from serving.server.service import Service
 from shared.errors import UserError, exit_on_user_error
 
@@ -31,8 +31,9 @@ class ModelServer:
     >>> server.start().grpc_port, server.rest_port   # the ports actually bound
     """
 
-    def __init__(self, opts: ServerOptions):
+    def __init__(self, opts: ServerOptions, worker=None):
         self.opts = opts
+        self.worker = worker  # a processes.Worker when one of several server processes
         self.prometheus_path = None
         self.metrics = None
         if opts.monitoring_config_file:
@@ -46,7 +47,8 @@ class ModelServer:
                 raise UserError(str(exc)) from None
             if self.prometheus_path:
                 pool = opts.batching().thread_pool_name if opts.enable_batching else ""
-                self.metrics = Metrics(pool or "batch_threads")
+                self.metrics = Metrics(pool or "batch_threads", multiprocess=(
+                    worker.metrics_folder if worker is not None else None))
         self.core = ServerCore(opts)
         self.service = Service(self.core, opts, self.metrics)
         self.rest = RestApi(self.service, opts)
@@ -64,7 +66,7 @@ class ModelServer:
     def start(self) -> ModelServer:
         self.core.start()
         try:
-            if self.opts.port is not None or self.opts.grpc_socket_path:
+            if self.opts.port is not None or self.opts.grpc_socket_path or self.worker:
                 self._start_grpc()
             if self.opts.rest_api_port is not None:
                 self._start_io()
@@ -76,9 +78,11 @@ class ModelServer:
     def _start_grpc(self) -> None:
         import grpc
 
+        # One process owns its port (a second server on it fails, as TF Serving's does); server
+        # processes of one ``ksuite serve`` share it, after the supervisor checked it was free.
         options = [("grpc.max_receive_message_length", self.opts.max_request_bytes),
                    ("grpc.max_send_message_length", 2**31 - 1),
-                   ("grpc.so_reuseport", 0)]
+                   ("grpc.so_reuseport", int(self.worker is not None))]
         options += channel_args(self.opts.grpc_channel_arguments)
         interceptors = [latency_interceptor(self.metrics)] if self.metrics is not None else []
         self._grpc = grpc.server(self.grpc_pool, options=options, interceptors=interceptors,
@@ -97,8 +101,15 @@ class ModelServer:
                 raise UserError(f"cannot listen for gRPC on {host}:{self.opts.port} "
                                 "(port in use?)")
             self.grpc_port = port
-        if self.opts.grpc_socket_path:
-            where = f"unix:{self.opts.grpc_socket_path}"
+        if self.worker is not None:  # reloads forwarded by the other server processes
+            where = f"unix:{self.worker.control_socket()}"
+            if not self._grpc.add_insecure_port(where):
+                raise UserError(f"cannot listen for gRPC on {where}")
+        socket_path = self.opts.grpc_socket_path
+        if self.worker is not None and self.worker.index > 0:
+            socket_path = ""  # a Unix socket cannot be shared: served by process 0
+        if socket_path:
+            where = f"unix:{socket_path}"
             try:
                 ok = self._grpc.add_insecure_port(where)
             except RuntimeError as exc:
@@ -108,16 +119,16 @@ class ModelServer:
         self._grpc.start()
         if self.grpc_port:
             log.info("Running gRPC ModelServer at %s:%d ...", self.opts.host, self.grpc_port)
-        if self.opts.grpc_socket_path:
-            log.info("Running gRPC ModelServer at UNIX socket %s ...", self.opts.grpc_socket_path)
+        if socket_path:
+            log.info("Running gRPC ModelServer at UNIX socket %s ...", socket_path)
 
     async def _setup_rest(self) -> None:
-        import tornado.httpserver
         import tornado.netutil
         import tornado.web
 
         try:
-            sockets = tornado.netutil.bind_sockets(self.opts.rest_api_port, address=self.opts.host)
+            sockets = tornado.netutil.bind_sockets(self.opts.rest_api_port, address=self.opts.host,
+                                                   reuse_port=self.worker is not None)
         except OSError as exc:
             raise UserError(f"cannot listen for REST on {self.opts.host}:"
                             f"{self.opts.rest_api_port}: {exc}") from None
@@ -126,10 +137,9 @@ class ModelServer:
         limit = self.opts.max_request_bytes
         # Bodies over the limit are drained by the handler and answered 413 in JSON, so tornado's
         # own limit (a bare 400 and a closed connection) is set far beyond it.
-        self._http = tornado.httpserver.HTTPServer(
-            app, max_body_size=1 << 50, max_buffer_size=limit + (1 << 20),
+        self._http = http_server(
+            app, sockets, max_body_size=1 << 50, max_buffer_size=limit + (1 << 20),
             max_header_size=1 << 20, idle_connection_timeout=300)
-        self._http.add_sockets(sockets)
         self.rest_port = sockets[0].getsockname()[1]
 
     def _start_io(self) -> None:
@@ -221,15 +231,32 @@ def _print_versions() -> None:
           f"tornado: {tornado.version}")
 
 
-@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
+    from serving.server.processes import Worker
+
+    worker = Worker.from_env()
+    if worker is None:
+        return exit_on_user_error(_main)(argv)
+    try:
+        return _main(argv, worker)
+    except UserError as exc:  # the supervisor prints it, once for all processes
+        worker.report("error", str(exc).replace("\n", " "))
+        return exc.exit_code
+
+
+def _main(argv: list[str] | None = None, worker=None) -> int:
     opts, args = parse_args(argv)
+    tag = f"[{worker.index}]" if worker is not None else ""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s")
     if args.version:
         _print_versions()
         return 0
-    if opts.enable_batching:
+    if worker is None and opts.processes() > 1:
+        from serving.server.processes import supervise
+
+        return supervise(opts, sys.argv[1:] if argv is None else list(argv), opts.processes())
+    if opts.enable_batching and (worker is None or worker.index == 0):
         p = opts.batching()
         log.info("batching on: max_batch_size=%d batch_timeout_micros=%d num_batch_threads=%d "
                  "max_enqueued_batches=%d", p.max_batch_size, p.batch_timeout_micros,
@@ -243,15 +270,23 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-    server = ModelServer(opts)
+    if worker is not None:
+        worker.watch_parent(stop)
+    server = ModelServer(opts, worker)
     server.start()
     loaded = server.core.loaded()
-    print(f"serving {', '.join(f'{n} {v}' for n, v in loaded.items()) or 'no model yet'}; "
-          f"gRPC {opts.host}:{server.grpc_port or '-'}  REST {opts.host}:{server.rest_port or '-'}",
-          file=sys.stderr, flush=True)
+    banner = (f"serving {', '.join(f'{n} {v}' for n, v in loaded.items()) or 'no model yet'}; "
+              f"gRPC {opts.host}:{server.grpc_port or '-'}  REST {opts.host}:"
+              f"{server.rest_port or '-'}")
+    if worker is None:
+        print(banner, file=sys.stderr, flush=True)
+    else:
+        worker.report("ready", banner)
     try:
         while not stop.wait(1.0):
             pass
     finally:
         server.stop()
+        if worker is not None:
+            worker.cleanup()
     return 0

@@ -44,13 +44,14 @@ class ServerCore:
         self._threads: list[threading.Thread] = []
         self._config_text: str | None = None
         self._heap_lock = threading.Lock()
-        self._heap = {"loaded": False, "unloaded": False}
+        self._heap = {"unloaded": False}
         self.tags = [t.strip() for t in opts.saved_model_tags.split(",") if t.strip()]
         self.batcher = BatchScheduler(opts.batching()) if opts.enable_batching else None
         self.on_model = None  # called with a Model on a config (re)apply and after a version loads
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        self._freeze_libraries()
         for i in range(max(1, self.opts.num_load_threads)):
             self._spawn(self._load_worker, f"serving-load-{i}")
         try:
@@ -78,18 +79,24 @@ class ServerCore:
             self._changed.notify_all()
 
     def _settle_heap(self) -> None:
-        """Keep Python's full garbage collections short: after a load, gc.freeze() moves what is
-        alive into the permanent generation, which collections skip; after an unload, the
-        unloaded objects are unfrozen and collected once, here, off the request path."""
+        """Keep Python's garbage collections short. TensorFlow's own objects (hundreds of
+        thousands) were frozen at start (``gc.freeze()``: collections skip them); a version's
+        objects are not, so after an unload one collection of what is not frozen reclaims its
+        cycles, here, off the request path. (Unfreezing everything to collect once held the
+        interpreter lock for ~250 ms: every request in flight waited.)"""
         with self._heap_lock:
-            if self._heap["unloaded"]:
-                self._heap = {"loaded": False, "unloaded": False}
-                gc.unfreeze()
-                gc.collect()
-                gc.freeze()
-            elif self._heap["loaded"]:
-                self._heap["loaded"] = False
-                gc.freeze()
+            unloaded, self._heap["unloaded"] = self._heap["unloaded"], False
+        if unloaded:
+            gc.collect()
+
+    @staticmethod
+    def _freeze_libraries() -> None:
+        """Import TensorFlow and freeze what is alive, before any version loads."""
+        from serving.server.servable import _tf
+
+        _tf()
+        gc.collect()
+        gc.freeze()
 
     def _spawn(self, target, name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
@@ -341,7 +348,6 @@ class ServerCore:
                     self._stop.wait(max(0.0, self.opts.load_retry_interval_micros / 1e6))
             with self._lock:
                 if servable is not None:
-                    self._heap["loaded"] = True
                     rec.servable, rec.state = servable, AVAILABLE
                     log.info("Successfully loaded servable version {name: %s version: %d}",
                              m.name, rec.version)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from serving import ServingError
+from serving.server.processes import FORWARDED
 from serving.server.service import map_error, validate_inputs
 from shared.errors import UserError
 
@@ -245,7 +246,18 @@ def servicers(server):
 
         @guard("")
         def HandleReloadConfigRequest(self, request, context):
-            service.core.reload_config(request.config)
+            worker = server.worker
+            if worker is not None and not dict(context.invocation_metadata()).get(FORWARDED):
+                # every server process applies it; the answer waits for all of them
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(1) as pool:
+                    others = pool.submit(worker.forward_reload, request,
+                                         context.time_remaining())
+                    service.core.reload_config(request.config)
+                    others.result()
+            else:
+                service.core.reload_config(request.config)
             resp = model_management_pb2.ReloadConfigResponse()
             resp.status.SetInParent()
             return resp

@@ -12,8 +12,8 @@ Prometheus exporter gives them ('/' becomes ':'):
 * ``:tensorflow:serving:request_count`` {model_name, status}: requests by canonical status;
 * ``:tensorflow:serving:request_latency`` {model_name, API, entrypoint}: histogram, microseconds,
   of successful requests, entrypoint ``GRPC`` (from grpcio's acceptance of the call to the
-  serialized answer) or ``REST`` (from the parsed request line and headers to the answer
-  written);
+  serialized answer) or ``REST`` (from the kernel's receive timestamp of the request's bytes,
+  so the wait for the IO loop counts, to the answer written);
 * ``:tensorflow:serving:runtime_latency`` {model_name, API, runtime}: histogram, microseconds,
   of the model's run (runtime ``TF1``: a session, as TF Serving's);
 * ``:tensorflow:serving:request_example_counts`` {model}: histogram of tf.Examples per
@@ -114,23 +114,58 @@ class _Counters:
             yield m
 
 
+class _Shared:
+    """The metrics of every server process (``prometheus_client``'s multiprocess files), with
+    TF Serving's counter names and each metric's own help text."""
+
+    def __init__(self, folder, docs: dict[str, str], counters: dict[str, str]):
+        self.folder, self.docs, self.counters = str(folder), docs, counters
+
+    def collect(self):
+        from prometheus_client.core import Metric
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        for m in MultiProcessCollector(None, path=self.folder).collect():
+            name = self.counters.get(m.name)
+            if name is None:
+                m.documentation = self.docs.get(m.name, m.documentation)
+                yield m
+                continue
+            out = Metric(name, self.docs[name], "unknown")
+            for smp in sorted(m.samples, key=lambda smp: sorted(smp.labels.items())):
+                if smp.name.endswith("_total"):
+                    out.add_sample(name, smp.labels, smp.value)
+            yield out
+
+
 class Metrics:
-    """The server's metrics in a registry of its own (several servers may share a process)."""
+    """The server's metrics in a registry of its own (several servers may share a process).
+    With ``multiprocess`` (a folder; ``PROMETHEUS_MULTIPROC_DIR`` of every server process of
+    one ``ksuite serve``), values are kept in that folder and the page adds up every process's."""
 
     REQUEST_COUNT = ":tensorflow:serving:request_count"
     EXAMPLE_COUNT_TOTAL = ":tensorflow:serving:request_example_count_total"
 
-    def __init__(self, thread_pool_name: str = "batch_threads"):
-        from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
+    def __init__(self, thread_pool_name: str = "batch_threads", multiprocess=None):
+        from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
         disable_created_metrics()  # TF Serving exposes no *_created series
+        self.multiprocess = multiprocess
         self.registry = CollectorRegistry(auto_describe=True)
-        self.counters = _Counters()
-        self.counters.define(self.REQUEST_COUNT, "The total number of requests.",
-                             ("model_name", "status"))
-        self.counters.define(self.EXAMPLE_COUNT_TOTAL, "The total number of tensorflow.Examples.",
-                             ("model",))
-        self.registry.register(self.counters)
+        counters = {self.REQUEST_COUNT: ("The total number of requests.",
+                                         ("model_name", "status")),
+                    self.EXAMPLE_COUNT_TOTAL: ("The total number of tensorflow.Examples.",
+                                               ("model",))}
+        self.docs = {name: doc for name, (doc, _) in counters.items()}
+        if multiprocess is None:
+            self.counters = _Counters()
+            for name, (doc, labels) in counters.items():
+                self.counters.define(name, doc, labels)
+            self.registry.register(self.counters)
+        else:  # prometheus_client names counters <name>_total: renamed back by _Shared
+            self._shared = {name: Counter(name, doc, labels, registry=None)
+                            for name, (doc, labels) in counters.items()}
+            self._names = {c._name: name for name, c in self._shared.items()}
         latency = exponential_buckets(10, 1.8, 33)  # ~20 minutes
         self.request_latency = Histogram(
             ":tensorflow:serving:request_latency",
@@ -149,12 +184,21 @@ class Metrics:
             "Distribution of wall time spent (in microseconds) in queuing",
             ["thread_pool_name"], buckets=exponential_buckets(100, 1.2, 52),
             registry=self.registry)
+        for h in (self.request_latency, self.runtime_latency, self.example_counts,
+                  self.queuing_latency):
+            self.docs[h._name] = h._documentation
         self.thread_pool_name = thread_pool_name
+
+    def _inc(self, name: str, key: tuple, n: int = 1) -> None:
+        if self.multiprocess is None:
+            self.counters.inc(name, key, n)
+        else:
+            self._shared[name].labels(*key).inc(n)
 
     # -- recording (seconds in, microseconds out, as TF Serving records them) ------------------
     def request(self, model: str, api: str, entrypoint: str, code: str, seconds: float) -> None:
         """One finished request: counted by status; its latency kept when it succeeded."""
-        self.counters.inc(self.REQUEST_COUNT, (model, code))
+        self._inc(self.REQUEST_COUNT, (model, code))
         if code == "OK":
             self.request_latency.labels(model, api, entrypoint).observe(seconds * 1e6)
 
@@ -163,13 +207,17 @@ class Metrics:
 
     def examples(self, model: str, n: int) -> None:
         self.example_counts.labels(model).observe(n)
-        self.counters.inc(self.EXAMPLE_COUNT_TOTAL, (model,), n)
+        self._inc(self.EXAMPLE_COUNT_TOTAL, (model,), n)
 
     def queuing(self, seconds: float) -> None:
         self.queuing_latency.labels(self.thread_pool_name).observe(seconds * 1e6)
 
     def page(self) -> bytes:
         """The Prometheus text exposition of every metric."""
-        from prometheus_client import exposition
+        from prometheus_client import CollectorRegistry, exposition
 
-        return exposition.generate_latest(self.registry)
+        if self.multiprocess is None:
+            return exposition.generate_latest(self.registry)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Shared(self.multiprocess, self.docs, self._names))
+        return exposition.generate_latest(registry)

@@ -3,7 +3,9 @@ whole on a worker thread (the IO loop only reads and writes), large bodies parse
 answers written, in a worker process
 (json.loads or json.dumps of 50 MB holds the GIL for seconds, which would stall every other
 request), models run on worker or batch threads, every answer JSON, metrics recorded per
-request. After a large request the C heap is trimmed, so its memory goes back to the system."""
+request. A request's latency starts when its bytes reached the machine (the kernel's receive
+timestamp), so the time it waits for the IO loop is measured too. After a large request the C
+heap is trimmed, so its memory goes back to the system."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import ctypes
 import ctypes.util
 import logging
 import multiprocessing
+import socket
+import struct
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -30,6 +35,84 @@ MAX_URL_BYTES = 16 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 
 _ALL_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "CONNECT")
+
+
+# The kernel's receive timestamp of the bytes a socket reads (Linux: SO_TIMESTAMPNS, a timespec
+# of CLOCK_REALTIME in each recvmsg's ancillary data).
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35) if sys.platform.startswith("linux") \
+    else None
+_TIMESPEC = struct.Struct("@ll")
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size) if SO_TIMESTAMPNS else 0
+
+
+def enable_arrival_stamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp what ``sock`` receives (a listening socket passes it on to the
+    connections it accepts)."""
+    if SO_TIMESTAMPNS is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def stamp_arrivals(stream) -> None:
+    """Make a tornado IOStream note, in ``stream.arrival`` (``time.time()`` seconds), when the
+    first bytes it reads after ``arrival`` was last cleared reached the machine: the kernel's
+    receive timestamp, so the time a request waits in the socket buffer before the IO loop gets
+    to it is measured too."""
+    stream.arrival = None
+    if not _ANCILLARY:
+        return
+    sock = stream.socket
+
+    def read_from_fd(buf):
+        try:
+            n, ancillary, _, _ = sock.recvmsg_into([buf], _ANCILLARY)
+        except BlockingIOError:
+            return None
+        finally:
+            del buf
+        if n and stream.arrival is None:
+            for level, kind, data in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and \
+                        len(data) >= _TIMESPEC.size:
+                    sec, nsec = _TIMESPEC.unpack_from(data)
+                    stream.arrival = sec + nsec * 1e-9
+            if stream.arrival is None:
+                stream.arrival = time.time()
+        return n
+
+    stream.read_from_fd = read_from_fd
+
+
+def http_server(app, sockets, **kwargs):
+    """tornado's HTTPServer over ``sockets``, whose connections note when each request's bytes
+    reached the machine (``stamp_arrivals``)."""
+    import tornado.httpserver
+
+    class StampingHTTPServer(tornado.httpserver.HTTPServer):
+        def handle_stream(self, stream, address):
+            stamp_arrivals(stream)
+            return super().handle_stream(stream, address)
+
+    for sock in sockets:
+        enable_arrival_stamps(sock)
+    server = StampingHTTPServer(app, **kwargs)
+    server.add_sockets(sockets)
+    return server
+
+
+def arrival_start(stream) -> float:
+    """The ``time.perf_counter()`` value of the stream's noted arrival (now when none), which it
+    then forgets."""
+    now = time.perf_counter()
+    arrival = getattr(stream, "arrival", None)
+    if arrival is None:
+        return now
+    stream.arrival = None
+    return now - min(max(0.0, time.time() - arrival), 60.0)
 
 
 _LIBC = None
@@ -166,7 +249,7 @@ def make_rest_handler(server):
                 self.set_header("Access-Control-Allow-Headers", "Content-Type")
 
         def prepare(self):
-            self._start = time.perf_counter()
+            self._start = arrival_start(self.request.connection.stream)
             self._chunks: list[bytes] = []
             self._size = 0
             self._code = "OK"
@@ -203,6 +286,7 @@ def make_rest_handler(server):
             if metrics is not None and model:
                 metrics.request(model, self._api, "REST", self._code,
                                 time.perf_counter() - self._start)
+            self.request.connection.stream.arrival = None
             if self._size > INLINE_JSON_BYTES or self._big_answer:
                 self.server.rest_pool.submit(trim_heap)
 
