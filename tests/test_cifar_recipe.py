@@ -290,7 +290,7 @@ def test_weight_decay_is_decoupled_and_skips_named_variables():
 
 
 @pytest.mark.parametrize("argv, expected", [
-    ([], dict(model="scratch", epochs=10, batch_size=1024, optimizer="nesterov", momentum=0.85,
+    ([], dict(model="scratch", epochs=12, batch_size=1024, optimizer="nesterov", momentum=0.85,
               learning_rate=1.5, schedule="triangular", weight_decay=8.9e-3,
               label_smoothing=0.2, patience=None, val_size=0, augment="flip_translate",
               tta="mirror_translate")),

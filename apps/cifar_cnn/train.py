@@ -48,7 +48,7 @@ from shared.flags import nonnegative_int, positive_float, positive_int, unit_flo
 # which multiplies it by 1/(1 - 0.85) = 6.7; decoupled (Loshchilov & Hutter 2019) and applied
 # as lr_k x weight_decay, that is 2.0e-3 x 6.7 / 1.5 = 8.9e-3.
 SCRATCH = dict(
-    epochs=10,  # airbench94: 9.9 epochs
+    epochs=12,  # airbench94's 9.9 + 2: at 10 this port reached 93.90% (benchmarks/notes/cifar_cnn.md)
     batch_size=1024,  # airbench94
     optimizer="nesterov",  # airbench94: SGD, Nesterov momentum
     momentum=0.85,  # airbench94
@@ -106,7 +106,7 @@ class CifarCNN(App):
     presets = {"model": {"scratch": SCRATCH, "keras_classic": KERAS_CLASSIC, "vgg16": TRANSFER},
                "train_all": {"no": {}, "yes": VGG16_FROM_SCRATCH},
                "pretrain": {"no": {}, "yes": PRETRAIN}}
-    # ``default`` is the airbench94 recipe the >= 94% target is about (10 epochs, 50,000 images);
+    # ``default`` is the airbench94 recipe the >= 94% target is about (12 epochs, 50,000 images);
     # ``small`` is what a shared two-core machine affords in a few minutes. The old scratch CNN is
     # ``--model keras_classic`` (85.8% after 60 epochs); the VGG16 transfer comparison is
     # benchmarks/cifar_transfer.py, the FLOPs / peak one benchmarks/cifar_flops.py.
@@ -342,7 +342,10 @@ class CifarCNN(App):
         from apps.cifar_cnn.model import tta_predict
 
         level = TTA_LEVELS[args.tta]
-        forward = tf.function(lambda x: tta_predict(model, x, level), reduce_retracing=True)
+        @tf.function(autograph=False, reduce_retracing=True)
+        def forward(x):
+            return tta_predict(model, x, level)
+
         probs, labels = [], []
         for x, y in data.test:
             probs.append(np.asarray(forward(x)))
