@@ -44,8 +44,13 @@ class Lookahead(keras.callbacks.Callback):
         return self.alpha * min(step / self.total_steps, 1.0) ** self.ramp_power
 
     def on_train_begin(self, logs=None):
-        # Also after a resume: the restored weights were saved at a synchronization point.
-        self.slow = [ops.copy(v.value) for v in self._variables()]  # a copy, not a view
+        self.slow = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Taken at the first step, after every on_train_begin: a resumed run's backup callback
+        # restores the weights there (they were saved at a synchronization point).
+        if self.slow is None:
+            self.slow = [ops.copy(v.value) for v in self._variables()]  # a copy, not a view
 
     def _sync(self, alpha: float) -> None:
         for i, v in enumerate(self._variables()):

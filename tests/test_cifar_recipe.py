@@ -322,3 +322,48 @@ def test_recipe_refusals_are_one_line(args, message, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_recipe_resumes_with_its_whitening_switch_and_slow_weights(tmp_path, mirror, monkeypatch):
+    """A run stopped after its third epoch resumes from that epoch's backup: the whitening
+    bias's switch (off from epoch 3) comes back with the weights, the bias no longer moves, and
+    the history has one row per epoch."""
+    import pandas as pd
+
+    from apps.cifar_cnn import train
+    from apps.cifar_cnn.train import CifarCNN
+
+    class Stop(Exception):
+        pass
+
+    class StopBeforeEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 3:
+                raise Stop()
+
+    own = CifarCNN.callbacks
+    monkeypatch.setattr(CifarCNN, "callbacks",
+                        lambda self, *a: [*own(self, *a), StopBeforeEpoch()])
+    argv = ["--epochs", "4", "--limit", "500", "--batch-size", "100", "--test-limit", "50",
+            "--tta", "none", "--run-dir", str(tmp_path / "run"), "--no-export", "--verbose", "0"]
+    with pytest.raises(Stop):
+        train.main(argv)
+    monkeypatch.setattr(CifarCNN, "callbacks", own)
+    seen = {}
+
+    class Watch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            whiten = self.model.get_layer("whiten")
+            seen[epoch] = (np.asarray(whiten.bias).copy(), int(whiten.bias_trainable.numpy()))
+
+        def on_train_end(self, logs=None):
+            seen["end"] = np.asarray(self.model.get_layer("whiten").bias).copy()
+
+    monkeypatch.setattr(CifarCNN, "callbacks", lambda self, *a: [*own(self, *a), Watch()])
+    record = train.main(argv)
+    assert list(seen)[:1] == [3]  # only the fourth epoch ran again
+    bias, switch = seen[3]
+    assert switch == 0 and not np.allclose(bias, 0)  # trained for 3 epochs, then frozen
+    np.testing.assert_allclose(seen["end"], bias, rtol=1e-6)
+    assert record["resumed_from_epoch"] == 3 and record["epochs_run"] == 4
+    assert pd.read_csv(tmp_path / "run" / "history.csv")["epoch"].tolist() == [0, 1, 2, 3]
