@@ -68,27 +68,31 @@ def train_rate(model_fn, ds, steps: int, epochs: int, batch: int) -> float:
     return rates[len(rates) // 2]
 
 
-# Each model's default training configuration (apps/cifar_cnn/train.py's presets).
-MODELS = {"scratch": dict(precision="mixed_bfloat16", batch=1024),
-          "keras_classic": dict(precision="float32", batch=128)}
+def model_config(name: str) -> dict:
+    """The model's default training configuration: the app's preset and its CPU precision."""
+    from apps.cifar_cnn.train import APP
+
+    args = APP.parse(["--model", name])
+    return {"args": args, "precision": APP.precision_for(args)["cpu"], "batch": args.batch_size}
 
 
-def build(name: str, x_train, precision: str):
-    import keras
+MODELS = ("scratch", "keras_classic")
 
+
+def build(name: str, x_train, cfg: dict):
+    """The model compiled as the app compiles it (its loss, optimizer and weight decay)."""
     from apps.cifar_cnn import model as M
+    from apps.cifar_cnn.train import APP
+    from shared.app import Data
     from shared.precision import dtype_policy
 
-    with dtype_policy(precision):
-        if name == "scratch":
-            m = M.build_airbench_cnn(10, seed=0)
-            M.fit_whitening(m, x_train)
-            opt = keras.optimizers.SGD(0.1, momentum=0.85, nesterov=True, weight_decay=8.9e-3)
-            m.compile(opt, M.label_smoothing_loss(0.2))
-        else:
-            m = M.build_keras_classic()
-            m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    return m
+    args = cfg["args"]
+    data = Data(train=None, val=None, test=None, steps_per_epoch=1, examples_per_step=cfg["batch"],
+                x_train=x_train, names=tuple(range(10)), record={})
+    with dtype_policy(cfg["precision"]):
+        model = APP.build_model(args, data, None)
+        APP.compile(args, model, data, None)
+    return model
 
 
 def measure(name: str, x_tr, y_tr, args, peaks: dict) -> dict:
@@ -98,19 +102,19 @@ def measure(name: str, x_tr, y_tr, args, peaks: dict) -> dict:
     from apps.cifar_cnn import data
     from apps.cifar_cnn.model import flops_per_example
 
-    cfg = MODELS[name]
+    cfg = model_config(name)
     b = args.batch_size or cfg["batch"]
     n = args.steps * b
     x, y = np.resize(x_tr, (n, 32, 32, 3)), np.resize(y_tr, n)
-    counts = flops_per_example(build(name, x_tr, cfg["precision"]))
-    augment = "flip_translate" if name == "scratch" else "classic"
+    counts = flops_per_example(build(name, x_tr, cfg))
+    augment = cfg["args"].augment
     real = data.make_dataset(x, y, b, training=True, augment=augment, seed=0, drop_remainder=True)
     memory = tf.data.Dataset.from_tensor_slices(
         (tf.constant(x.astype("float32").reshape(-1, b, 32, 32, 3)),
          tf.constant(y.astype("int32").reshape(-1, b))))
 
     def model_fn():
-        return build(name, x_tr, cfg["precision"])
+        return build(name, x_tr, cfg)
 
     rate_real = train_rate(model_fn, real, args.steps, args.epochs, b)
     rate_mem = train_rate(model_fn, memory, args.steps, args.epochs, b)

@@ -36,9 +36,7 @@ class Lookahead(keras.callbacks.Callback):
         self.total_steps, self.every = int(total_steps), int(every)
         self.alpha, self.ramp_power = float(alpha), float(ramp_power)
         self.slow = None
-
-    def _variables(self):
-        return [v for v in self.model.variables if "float" in str(v.dtype)]
+        self.variables = []
 
     def alpha_at(self, step: int) -> float:
         return self.alpha * min(step / self.total_steps, 1.0) ** self.ramp_power
@@ -50,10 +48,11 @@ class Lookahead(keras.callbacks.Callback):
         # Taken at the first step, after every on_train_begin: a resumed run's backup callback
         # restores the weights there (they were saved at a synchronization point).
         if self.slow is None:
-            self.slow = [ops.copy(v.value) for v in self._variables()]  # a copy, not a view
+            self.variables = [v for v in self.model.variables if "float" in str(v.dtype)]
+            self.slow = [ops.copy(v.value) for v in self.variables]  # a copy, not a view
 
     def _sync(self, alpha: float) -> None:
-        for i, v in enumerate(self._variables()):
+        for i, v in enumerate(self.variables):
             slow = alpha * self.slow[i] + (1.0 - alpha) * ops.convert_to_tensor(v)
             v.assign(slow)
             self.slow[i] = slow
@@ -73,8 +72,8 @@ class Lookahead(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.slow is not None:  # the model ends on the slow weights (alpha = 1)
-            for i, v in enumerate(self._variables()):
-                v.assign(self.slow[i])
+            for v, slow in zip(self.variables, self.slow):
+                v.assign(slow)
 
 
 __all__ = ["Lookahead"]

@@ -155,6 +155,18 @@ def predicted_classes(outputs) -> np.ndarray:
     return outputs.argmax(axis=-1).astype(np.int64)
 
 
+def dataset_outputs(forward, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, outputs)`` of a finite dataset of ``(x, y)`` batches, in one pass: each batch
+    goes through ``forward`` (a function of a batch) beside its labels."""
+    labels, outputs = [], []
+    for x, y in dataset:
+        labels.append(np.asarray(y).reshape(-1))
+        outputs.append(np.asarray(forward(x)))
+    if not labels:
+        return np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(labels), np.concatenate(outputs)
+
+
 def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray]:
     """``(y_true, y_pred)`` over a finite dataset of ``(x, y)`` batches, in one pass: each batch
     goes through one compiled forward pass beside its labels. The model is called directly, not
@@ -163,13 +175,10 @@ def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray]:
     import tensorflow as tf
 
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    labels, predictions = [], []
-    for x, y in dataset:
-        labels.append(np.asarray(y).reshape(-1))
-        predictions.append(predicted_classes(np.asarray(forward(x))))
-    if not labels:
+    labels, outputs = dataset_outputs(forward, dataset)
+    if not len(labels):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(labels), np.concatenate(predictions)
+    return labels, predicted_classes(outputs)
 
 
 def recall_drops(candidate: dict, reference: dict) -> list[tuple[str, float, float]]:

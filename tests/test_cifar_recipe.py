@@ -222,15 +222,21 @@ def test_recipe_tiny_run_trains_averages_and_exports_with_tta(tmp_path, mirror):
     assert len(meta["class_names"]) == 10
 
 
+def one_weight_model():
+    """One weight starting at 0 whose loss has gradient 1: SGD at lr 1 lowers it by 1 a step."""
+    inputs = keras.Input((1,))
+    model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False,
+                                                   kernel_initializer="zeros")(inputs))
+    model.compile(keras.optimizers.SGD(1.0), lambda y, p: keras.ops.mean(p))
+    return model
+
+
 def test_lookahead_pulls_back_toward_the_slow_weights():
     """One weight, gradient 1 per step, SGD lr 1: the fast weight falls by 1 per step; every 2
     steps it restarts from slow = a slow + (1 - a) fast (a = 0.5)."""
     from shared.averaging import Lookahead
 
-    inputs = keras.Input((1,))
-    model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False,
-                                                   kernel_initializer="zeros")(inputs))
-    model.compile(keras.optimizers.SGD(1.0), lambda y, p: keras.ops.mean(p))
+    model = one_weight_model()
     seen = []
 
     class Record(keras.callbacks.Callback):
@@ -249,10 +255,7 @@ def test_lookahead_pulls_back_toward_the_slow_weights():
 def test_lookahead_syncs_at_each_epoch_end_so_a_backup_holds_the_slow_weights():
     from shared.averaging import Lookahead
 
-    inputs = keras.Input((1,))
-    model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False,
-                                                   kernel_initializer="zeros")(inputs))
-    model.compile(keras.optimizers.SGD(1.0), lambda y, p: keras.ops.mean(p))
+    model = one_weight_model()
     ends = []
 
     class Record(keras.callbacks.Callback):

@@ -334,23 +334,26 @@ class CifarCNN(App):
         return out
 
     def tta_probabilities(self, args, model, data):
-        """Class probabilities of the test images through --tta's views, and their labels."""
-        import numpy as np
+        """Class probabilities of the test images through --tta's views, and their labels:
+        one pass over the test set per model, kept for the per-class evaluation after it."""
         import tensorflow as tf
 
         from apps.cifar_cnn.data import TTA_LEVELS
         from apps.cifar_cnn.model import tta_predict
+        from shared.evaluation import dataset_outputs
 
+        cached = getattr(data, "tta_outputs", None)
+        if cached is not None and cached[0] is model:
+            return cached[1]
         level = TTA_LEVELS[args.tta]
+
         @tf.function(autograph=False, reduce_retracing=True)
         def forward(x):
             return tta_predict(model, x, level)
 
-        probs, labels = [], []
-        for x, y in data.test:
-            probs.append(np.asarray(forward(x)))
-            labels.append(np.asarray(y).reshape(-1))
-        return np.concatenate(probs), np.concatenate(labels).astype("int64")
+        labels, probs = dataset_outputs(forward, data.test)
+        data.tta_outputs = (model, (probs, labels.astype("int64")))
+        return data.tta_outputs[1]
 
     def test_predictions(self, args, model, data):
         if args.model == "vgg16":
