@@ -221,7 +221,14 @@ class FreezeWhiteningBias(keras.callbacks.Callback):
         self.epochs, self.layer = epochs, layer
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.get_layer(self.layer).bias_trainable.assign(int(epoch < self.epochs))
+        layer = self.model.get_layer(self.layer)
+        layer.bias_trainable.assign(int(epoch < self.epochs))
+        momentums = getattr(self.model.optimizer, "momentums", None)
+        if epoch >= self.epochs and momentums:
+            # A zero gradient alone would still move it by its momentum for a few steps: frozen
+            # means not stepped at all (airbench94 takes it out of the optimizer).
+            index = self.model.optimizer._get_variable_index(layer.bias)
+            momentums[index].assign(ops.zeros_like(momentums[index]))
 
 
 def normalize(images) -> np.ndarray:
