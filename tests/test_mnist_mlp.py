@@ -11,11 +11,13 @@ import pytest
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, mirror):
-    """One short real run shared by the tests below (2 epochs on 3,000 real images)."""
+    """One short real run shared by the tests below (2 epochs on 3,000 real images, 300 of them
+    held out so that early stopping has something to watch)."""
     from apps.mnist_mlp import train
 
     base = tmp_path_factory.mktemp("mnist")
-    record = train.main(["--epochs", "2", "--limit", "3000", "--run-dir", str(base / "run"),
+    record = train.main(["--epochs", "2", "--limit", "3000", "--val-size", "300", "--patience", "5",
+                         "--run-dir", str(base / "run"),
                          "--export-dir", str(base / "models"), "--verbose", "0"])
     return base, record
 
@@ -95,3 +97,18 @@ def test_exported_outputs_equal_the_keras_model(tmp_path, mirror):
     np.testing.assert_allclose(out["probabilities"].numpy(), expected, rtol=1e-5, atol=1e-6)
     meta = json.loads((path / "assets.extra" / "ksuite.json").read_text())
     assert meta["metrics"]["accuracy"] == 0.5 and meta["version"] == 1
+
+
+def test_recipes_choose_their_validation_split(capsys):
+    """The dropout recipe trains on all 60,000 images for a fixed 50 epochs (Algorithm 7.2); the
+    Keras recipe holds 5,000 out and stops early; --retrain-on-all needs a split to fold back."""
+    from apps.mnist_mlp.train import APP
+
+    default = APP.parse([])
+    assert (default.val_size, default.patience, default.epochs) == (0, None, 50)
+    keras = APP.parse(["--recipe", "keras"])
+    assert (keras.val_size, keras.patience) == (5000, 5)
+    with pytest.raises(SystemExit):
+        APP.parse(["--retrain-on-all"])
+    assert "--retrain-on-all needs a validation split" in capsys.readouterr().err
+    assert APP.parse(["--retrain-on-all", "--val-size", "5000"]).val_size == 5000

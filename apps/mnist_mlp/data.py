@@ -25,7 +25,10 @@ def load(dataset: str = "mnist", limit: int | None = None, seed: int = 42,
             raise UserError(f"--limit {limit} is too small: need at least 20 training examples")
         x_train, y_train = x_train[:limit], y_train[:limit]
         val_size = min(val_size, max(10, limit // 10))
-    train, val = train_val_split(x_train, y_train, val_size, seed)
+    if val_size:
+        train, val = train_val_split(x_train, y_train, val_size, seed)
+    else:  # no validation split: every training image trains
+        train, val = (x_train, y_train), (x_train[:0], y_train[:0])
     return train, val, (x_test, y_test)
 
 
