@@ -132,9 +132,17 @@ def test_tiny_run_writes_the_record_and_a_serving_export(name, tiny_runs):
     assert len(exports) == 1 and exports[0].parent.name in app.model_names
     meta = json.loads((exports[0] / "assets.extra" / "ksuite.json").read_text())
     assert meta["app"] == name and app.metric in meta["metrics"]
+    # The policy --precision auto picks for a CPU is the one on record (bfloat16 for the apps
+    # whose CPU default it is: their bfloat16 case of test_precision.py is this run).
+    assert record["precision"] == app.precision_for(app.parse(list(app.smoke or [])))["cpu"]
     loaded = tf.saved_model.load(str(exports[0]))
     assert "serving_default" in loaded.signatures
     for sig_name, fn in loaded.signatures.items():
         inputs = {k: _example(s) for k, s in fn.structured_input_signature[1].items()}
         out = fn(**inputs)
         assert out, sig_name
+        # Whatever policy trained it (bfloat16 by default on a CPU for some apps), no 16-bit
+        # float crosses the export's boundary (test_precision.py covers the other policies).
+        dtypes = {s.dtype.name for s in fn.structured_input_signature[1].values()} | {
+            s.dtype.name for s in fn.structured_outputs.values()}
+        assert not {"float16", "bfloat16"} & dtypes, (sig_name, dtypes)

@@ -102,8 +102,8 @@ def retrained(tmp_path_factory, mirror):
     from apps.mnist_mlp.train import APP
 
     run_dir = tmp_path_factory.mktemp("alg72") / "run"
-    record = APP.main(["--epochs", "3", "--limit", "1200", "--batch-size", "100", "--patience", "2",
-                       "--retrain-on-all", "--run-dir", str(run_dir), "--no-export",
+    record = APP.main(["--epochs", "3", "--limit", "1200", "--val-size", "120", "--batch-size",
+                       "100", "--patience", "2", "--retrain-on-all", "--run-dir", str(run_dir), "--no-export",
                        "--verbose", "0"])
     return run_dir, record
 
@@ -140,8 +140,8 @@ def test_retrain_on_all_resumes_after_its_first_pass(tmp_path, mirror):
     marker.write_text(json.dumps({"monitor": "val_accuracy", "best_value": 0.9, "best_epoch": 1,
                                   "best_step": 7, "stopped_epoch": 0,
                                   "train_steps_per_epoch": 11}))
-    record = APP.main(["--epochs", "3", "--limit", "1200", "--batch-size", "100",
-                       "--retrain-on-all", "--run-dir", str(tmp_path), "--no-export",
+    record = APP.main(["--epochs", "3", "--limit", "1200", "--val-size", "120",
+                       "--batch-size", "100", "--retrain-on-all", "--run-dir", str(tmp_path), "--no-export",
                        "--verbose", "0"])
     assert not (tmp_path / "history.csv").exists()  # no first pass
     assert record["stages"]["retrain_on_all"]["steps"] == 7
@@ -150,7 +150,8 @@ def test_retrain_on_all_resumes_after_its_first_pass(tmp_path, mirror):
 
 @pytest.mark.parametrize("app, flags, message", [
     ("shakespeare_lstm", [], "shakespeare_lstm has no validation split to retrain on"),
-    ("mnist_mlp", ["--schedule", "plateau"], "needs a schedule fixed in steps"),
+    ("mnist_mlp", ["--val-size", "100", "--schedule", "plateau"],
+     "needs a schedule fixed in steps"),
     ("cifar_cnn", ["--model", "vgg16"], "--retrain-on-all retrains the scratch CNN"),
 ])
 def test_retrain_on_all_refusals_are_one_line(app, flags, message):

@@ -94,7 +94,12 @@ MIXED_APPS = [n for n, a in APPS.items() if not a.float32_only]
 
 # The fast suite: every app under bfloat16 (the CPU's mixed policy) and MNIST under float16;
 # the rest of the matrix, each compared with its float32 run, is marked slow (~8 min on 2 cores).
-FAST = {*((n, "mixed_bfloat16") for n in MIXED_APPS), ("mnist_mlp", "mixed_float16")}
+# Apps that already train under bfloat16 by default on a CPU get that case from the contract
+# test's tiny run (tests/test_apps_contract.py, which checks the export's dtypes too).
+CPU_BF16_DEFAULT = {n for n in MIXED_APPS
+                    if APPS[n].precision_for(APPS[n].parse([]))["cpu"] == "mixed_bfloat16"}
+FAST = {*((n, "mixed_bfloat16") for n in MIXED_APPS if n not in CPU_BF16_DEFAULT),
+        ("mnist_mlp", "mixed_float16")}
 CASES = [pytest.param(n, p, marks=() if (n, p) in FAST else pytest.mark.slow)
          for n in MIXED_APPS for p in POLICIES]
 
