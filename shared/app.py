@@ -266,6 +266,8 @@ class App:
         if type(self).load_all_data is App.load_all_data:
             raise UserError(f"{self.name} has no validation split to retrain on "
                             "(--retrain-on-all)")
+        if getattr(args, "val_size", None) == 0:
+            raise UserError("--retrain-on-all needs a validation split: add --val-size N")
         if args.schedule == "plateau":
             raise UserError("--retrain-on-all needs a schedule fixed in steps, not "
                             "--schedule plateau (its decisions come from the validation set)")

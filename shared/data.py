@@ -415,6 +415,14 @@ def train_val_split(x, y, val_size: int, seed: int):
     return (x[tr], y[tr]), (x[va], y[va])
 
 
+def split_or_keep_all(x, y, val_size: int, seed: int):
+    """``train_val_split``, or with ``val_size`` 0 every example in training and an empty
+    validation part (a fixed recipe that trains on all the data: Algorithm 7.2)."""
+    if val_size:
+        return train_val_split(x, y, val_size, seed)
+    return (x, y), (x[:0], y[:0])
+
+
 # --------------------------------------------------------------------------------------------
 # CIFAR-10 python batches (the mirror's .tar.xz or the official .tar.gz; both hold the folder)
 # --------------------------------------------------------------------------------------------

@@ -102,9 +102,9 @@ def retrained(tmp_path_factory, mirror):
     from apps.mnist_mlp.train import APP
 
     run_dir = tmp_path_factory.mktemp("alg72") / "run"
-    record = APP.main(["--epochs", "3", "--limit", "1200", "--val-size", "120", "--batch-size",
-                       "100", "--patience", "2", "--retrain-on-all", "--run-dir", str(run_dir), "--no-export",
-                       "--verbose", "0"])
+    record = APP.main(["--epochs", "3", "--limit", "1200", "--val-size", "120",
+                       "--batch-size", "100", "--patience", "2", "--retrain-on-all",
+                       "--run-dir", str(run_dir), "--no-export", "--verbose", "0"])
     return run_dir, record
 
 
@@ -141,8 +141,8 @@ def test_retrain_on_all_resumes_after_its_first_pass(tmp_path, mirror):
                                   "best_step": 7, "stopped_epoch": 0,
                                   "train_steps_per_epoch": 11}))
     record = APP.main(["--epochs", "3", "--limit", "1200", "--val-size", "120",
-                       "--batch-size", "100", "--retrain-on-all", "--run-dir", str(tmp_path), "--no-export",
-                       "--verbose", "0"])
+                       "--batch-size", "100", "--retrain-on-all",
+                       "--run-dir", str(tmp_path), "--no-export", "--verbose", "0"])
     assert not (tmp_path / "history.csv").exists()  # no first pass
     assert record["stages"]["retrain_on_all"]["steps"] == 7
     assert not marker.exists()

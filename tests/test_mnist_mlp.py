@@ -16,8 +16,8 @@ def trained(tmp_path_factory, mirror):
     from apps.mnist_mlp import train
 
     base = tmp_path_factory.mktemp("mnist")
-    record = train.main(["--epochs", "2", "--limit", "3000", "--val-size", "300", "--patience", "5",
-                         "--run-dir", str(base / "run"),
+    record = train.main(["--epochs", "2", "--limit", "3000", "--val-size", "300",
+                         "--patience", "5", "--run-dir", str(base / "run"),
                          "--export-dir", str(base / "models"), "--verbose", "0"])
     return base, record
 

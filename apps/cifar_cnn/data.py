@@ -41,10 +41,10 @@ read_batches = read_cifar10
 
 
 def split(x, y, val_size: int = VAL_SIZE, seed: int = 42):
-    """Hold out ``val_size`` training images chosen by a seeded permutation."""
-    from shared.data import train_val_split
+    """Hold out ``val_size`` training images chosen by a seeded permutation (0: none)."""
+    from shared.data import split_or_keep_all
 
-    return train_val_split(x, y, val_size, seed)
+    return split_or_keep_all(x, y, val_size, seed)
 
 
 def select_classes(x, y, classes: tuple[int, ...], per_class: int | None = None):
@@ -74,10 +74,7 @@ def load(limit: int | None = None, seed: int = 42, val_size: int = VAL_SIZE,
             raise UserError(f"--limit {limit} is too small: need at least 20 training images")
         x_train, y_train = x_train[:limit], y_train[:limit]
         val_size = min(val_size, max(10, limit // 10))
-    if val_size:
-        train, val = split(x_train, y_train, val_size, seed)
-    else:  # no validation split: every training image trains
-        train, val = (x_train, y_train), (x_train[:0], y_train[:0])
+    train, val = split(x_train, y_train, val_size, seed)
     wanted = CLASS_SETS[classes]
     names = tuple(CLASS_NAMES[c] for c in wanted)
     if classes == "all" and per_class is None:

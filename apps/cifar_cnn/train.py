@@ -193,8 +193,6 @@ class CifarCNN(App):
             raise UserError("--finetune-lr-factor must be in (0, 1]")
         if args.retrain_on_all and args.model == "vgg16":
             raise UserError("--retrain-on-all retrains the scratch CNN (VGG16 trains in stages)")
-        if args.retrain_on_all and not args.val_size:
-            raise UserError("--retrain-on-all needs a validation split: add --val-size N")
         if args.model == "vgg16" and args.tta != "none":
             raise UserError("--tta applies to the scratch CNNs (VGG16 evaluates in stages)")
         if args.save_weights and not args.save_weights.endswith(".weights.h5"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.data import load_image_dataset, train_val_split
+from shared.data import load_image_dataset, split_or_keep_all
 from shared.errors import UserError
 
 VAL_SIZE = 5000  # the usual 55,000 / 5,000 split (e.g. TensorFlow's input_data.read_data_sets)
@@ -25,10 +25,7 @@ def load(dataset: str = "mnist", limit: int | None = None, seed: int = 42,
             raise UserError(f"--limit {limit} is too small: need at least 20 training examples")
         x_train, y_train = x_train[:limit], y_train[:limit]
         val_size = min(val_size, max(10, limit // 10))
-    if val_size:
-        train, val = train_val_split(x_train, y_train, val_size, seed)
-    else:  # no validation split: every training image trains
-        train, val = (x_train, y_train), (x_train[:0], y_train[:0])
+    train, val = split_or_keep_all(x_train, y_train, val_size, seed)
     return train, val, (x_test, y_test)
 
 

@@ -92,8 +92,6 @@ class MnistMLP(App):
     def check(self, args):
         if not (0 <= args.dropout < 1 and 0 <= args.input_dropout < 1):
             raise UserError("--dropout and --input-dropout must be in [0, 1)")
-        if args.retrain_on_all and not args.val_size:
-            raise UserError("--retrain-on-all needs a validation split: add --val-size N")
 
     # 1. Data: uint8 images, all 60,000 training images (or a seeded train/validation split,
     #    --val-size; the keras recipe holds out 5,000), the test set kept aside.
@@ -109,11 +107,11 @@ class MnistMLP(App):
               + (" (validation folded into training)" if fold_validation else ""))
         if fold_validation:
             x_tr, y_tr = np.concatenate([x_tr, x_val]), np.concatenate([y_tr, y_val])
+            x_val, y_val = x_val[:0], y_val[:0]
         # The dead-ReLU and gradient-norm monitors' fixed batch: validation images if any.
-        x_probe, y_probe = (x_val, y_val) if len(x_val) and not fold_validation else (x_tr, y_tr)
+        x_probe, y_probe = (x_val, y_val) if len(x_val) else (x_tr, y_tr)
         return Data(train=data.make_dataset(x_tr, y_tr, batch, shuffle=True, seed=args.seed),
-                    val=data.make_dataset(x_val, y_val, batch)
-                    if len(x_val) and not fold_validation else None,
+                    val=data.make_dataset(x_val, y_val, batch) if len(x_val) else None,
                     test=data.make_dataset(x_te, y_te, batch),
                     steps_per_epoch=args.steps_per_epoch or -(-len(x_tr) // batch),
                     examples_per_step=batch,
