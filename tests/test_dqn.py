@@ -240,7 +240,7 @@ def test_atari_export_signature(tmp_path):
     assert meta["app"] == "dqn" and meta["env"] == "ALE/Pong-v5"
 
 
-def test_resume_from_checkpoint(tmp_path):
+def test_resume_from_checkpoint(tmp_path, capsys):
     from apps.dqn.train import main
 
     run = tmp_path / "run"
@@ -254,9 +254,14 @@ def test_resume_from_checkpoint(tmp_path):
     assert {"weights.npz", "replay.npz", "training_metadata.json"} <= files
     with np.load(ckpt / "replay.npz") as f:
         assert int(f["size"]) == 150 + state["episodes"] + 1  # one extra slot per episode
-    second = main(args)
+    second = main([*args, "--verbose", "1"])
     assert second["resumed_from_period"] == 1
     assert second["metrics"]["env_steps"] == 450
+    # the record's curve spans both sittings: one evaluation per period
+    assert second["metrics"]["eval_curve"]["steps"] == [150, 300, 450]
+    assert len(second["metrics"]["eval_curve"]["returns"]) == 3
+    out = capsys.readouterr().out
+    assert "step 330/450" in out and "env steps/s, ETA " in out  # every fifth of a period
     assert len((run / "history.csv").read_text().strip().splitlines()) == 1 + 3
     assert not ckpt.exists()
 
@@ -302,7 +307,7 @@ def test_presets_are_the_parser_defaults(capsys):
         assert getattr(cartpole, key) == CLASSIC[key] and getattr(pong, key) == ATARI[key]
     assert cartpole.hidden == [256, 256] and pong.hidden is None
     assert APP.parse(["--env", "ALE/Pong-v5", "--learning-rate", "2.5e-4"]).learning_rate == 2.5e-4
-    for argv, shown in ([], "(default: 100000)"), (["--env=ALE/Pong-v5"], "(default: 10000000)"):
+    for argv, shown in ([], "(default: 100000)"), (["--env=ALE/Pong-v5"], "(default: 1000000)"):
         with pytest.raises(SystemExit) as e:
             APP.main([*argv, "--help"])
         out = " ".join(capsys.readouterr().out.split())
@@ -322,7 +327,9 @@ def test_evaluation_follows_the_steps():
 
     assert plan("--env", "ALE/Pong-v5", "--steps", "600") == (1, 1, 1)
     assert plan("--env", "ALE/Pong-v5", "--steps", "60000") == (6, 1, 6)
-    assert plan("--env", "ALE/Pong-v5") == (100, 5, 30)
+    assert plan("--env", "ALE/Pong-v5") == (20, 5, 30)  # 1M steps, an evaluation every 50k
+    assert plan(*APP.budgets["pong"]) == (20, 5, 30)
+    assert plan(*APP.budgets["breakout"]) == (10, 5, 30)
     assert plan(*APP.budgets["pong_short"]) == (8, 5, 30)
     assert plan() == (20, 10, 100) and plan(*APP.budgets["small"]) == (6, 10, 100)
     assert plan(*FAST) == (2, 1, 2) and plan("--steps", "3000", "--epochs", "2") == (2, 10, 100)

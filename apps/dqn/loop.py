@@ -86,6 +86,19 @@ def train(args, data, run) -> dict:
     def epsilon_at(step):
         return linear_epsilon(step, args.start_epsilon, args.end_epsilon, args.exploration_steps)
 
+    # Progress: a line every fifth of a period (and after each period) with env steps/s and the
+    # ETA of the whole run at this sitting's pace (evaluations included).
+    sitting_start, sitting_step = time.perf_counter(), state["step"]
+    report_every = max(1, data.period_steps // 5)
+
+    def eta() -> str:
+        done = state["step"] - sitting_step
+        if done <= 0:
+            return "?"
+        left = (args.steps - state["step"]) * (time.perf_counter() - sitting_start) / done
+        return time.strftime("%H:%M:%S", time.gmtime(left)) if left < 86_400 else \
+            f"{left / 3600:.0f} h"
+
     callbacks.on_train_begin()
     for epoch in range(state["epoch"], args.epochs):
         callbacks.on_epoch_begin(epoch)
@@ -128,6 +141,10 @@ def train(args, data, run) -> dict:
             if step % args.target_update == 0:
                 agent.update_target()
                 state["target_updates"] += 1
+            if args.verbose and step % report_every == 0 and step < end:
+                rate = (step - steps0) / max(time.perf_counter() - t0, 1e-9)
+                print(f"  step {step:,}/{args.steps:,}: epsilon {epsilon_at(step):.3f}, "
+                      f"{rate:.0f} env steps/s, ETA {eta()}", flush=True)
             if online.stop_training:
                 break
         train_seconds = time.perf_counter() - t0
@@ -165,7 +182,8 @@ def train(args, data, run) -> dict:
         print(f"period {epoch + 1}/{args.epochs} step {state['step']:,}: eval return "
               f"{logs['eval_return']:.1f} +- {logs['eval_return_std']:.1f}, train return "
               f"{logs['train_return']:.1f}, TD loss {logs['loss']:.4f}, epsilon "
-              f"{logs['epsilon']:.3f}, {logs['env_steps_per_sec']:.0f} env steps/s", flush=True)
+              f"{logs['epsilon']:.3f}, {logs['env_steps_per_sec']:.0f} env steps/s, ETA {eta()}",
+              flush=True)
         if args.kill_after_epochs and args.kill_after_epochs <= epoch + 1 < args.epochs:
             # As if killed: no on_train_end, the checkpoint stays for the next run.
             print(f"stopped after period {state['epoch']} (--kill-after-epochs); re-run to resume")
