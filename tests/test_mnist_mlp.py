@@ -112,30 +112,3 @@ def test_recipes_choose_their_validation_split(capsys):
         APP.parse(["--retrain-on-all"])
     assert "--retrain-on-all needs a validation split" in capsys.readouterr().err
     assert APP.parse(["--retrain-on-all", "--val-size", "5000"]).val_size == 5000
-
-
-def test_dropout_noise_kinds():
-    """The dropout recipe's noise is Gaussian (Srivastava et al. 2014, section 10) with the
-    variance of the Bernoulli masks it replaces; the Keras recipe keeps Keras' Dropout; both are
-    the identity at inference."""
-    import keras
-
-    from apps.mnist_mlp.model import build_mlp
-    from apps.mnist_mlp.train import APP
-
-    assert APP.parse([]).dropout_noise == "gaussian"
-    assert APP.parse(["--recipe", "keras"]).dropout_noise == "bernoulli"
-    kinds = {}
-    for noise in ("bernoulli", "gaussian"):
-        model = build_mlp((64,), 0.5, input_dropout=0.2, noise=noise)
-        kinds[noise] = {type(layer) for layer in model.layers if "dropout" in layer.name}
-        x = np.random.default_rng(0).integers(0, 256, (512, 28, 28)).astype("float32")
-        flat = keras.Model(model.input, model.get_layer("dropout_input").output)
-        np.testing.assert_allclose(flat(x, training=False), x.reshape(512, -1) / 255, rtol=1e-6)
-        noisy = flat(x, training=True).numpy() / (x.reshape(512, -1) / 255 + 1e-12)
-        kept = x.reshape(512, -1) > 0
-        # the multiplier has mean 1 and variance rate / (1 - rate) = 0.25 under either kind
-        assert abs(noisy[kept].mean() - 1) < 0.02
-        assert abs(noisy[kept].var() - 0.25) < 0.02
-    assert kinds == {"bernoulli": {keras.layers.Dropout},
-                     "gaussian": {keras.layers.GaussianDropout}}
