@@ -348,10 +348,10 @@ def test_numpy_acting_matches_the_network():
 
 
 def test_speed_benchmark_refuses_a_run_that_never_learns(capsys):
-    """The Atari preset's warm-up (80,000 steps) exceeds a 50,000-step speed run: only acting
+    """A warm-up (CleanRL's 80,000 steps) longer than a 50,000-step speed run: only acting
     would be timed. The side-by-side benchmark says so before starting either learner."""
     from benchmarks.dqn_vs_sb3 import main
 
     with pytest.raises(SystemExit) as e:
-        main(["--env", "ALE/Pong-v5", "--steps", "50000"])
+        main(["--env", "ALE/Pong-v5", "--steps", "50000", "--learning-starts", "80000"])
     assert e.value.code == 2 and "--learning-starts below --steps" in capsys.readouterr().err
