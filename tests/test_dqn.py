@@ -4,6 +4,7 @@ updates, checkpoint/resume and the export round trip. Fast: CartPole runs of a f
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -252,6 +253,7 @@ def test_resume_from_checkpoint(tmp_path, capsys):
     assert state["step"] == 150 and state["epoch"] == 1 and state["replay_included"]
     files = {p.name for p in ckpt.iterdir()}
     assert {"weights.npz", "replay.npz", "training_metadata.json"} <= files
+    assert (run / "returns.png").stat().st_size > 0  # the return curve, drawn every period
     with np.load(ckpt / "replay.npz") as f:
         assert int(f["size"]) == 150 + state["episodes"] + 1  # one extra slot per episode
     second = main([*args, "--verbose", "1"])
@@ -262,6 +264,7 @@ def test_resume_from_checkpoint(tmp_path, capsys):
     assert len(second["metrics"]["eval_curve"]["returns"]) == 3
     out = capsys.readouterr().out
     assert "step 330/450" in out and "env steps/s, ETA " in out  # every fifth of a period
+    assert re.search(r"step 330/450: epsilon [0-9.]+, last 10 games [0-9.]+, ", out)
     assert len((run / "history.csv").read_text().strip().splitlines()) == 1 + 3
     assert not ckpt.exists()
 
@@ -334,6 +337,33 @@ def test_evaluation_follows_the_steps():
     assert plan() == (20, 10, 100) and plan(*APP.budgets["small"]) == (6, 10, 100)
     assert plan(*FAST) == (2, 1, 2) and plan("--steps", "3000", "--epochs", "2") == (2, 10, 100)
     assert plan("--steps", "5", "--limit", "3") == (3, 1, 3)  # --limit caps the steps too
+
+
+def test_gif_frames_are_those_of_the_best_episode():
+    from types import SimpleNamespace
+
+    from apps.dqn import evaluate
+
+    class Env:  # episode e lasts 3 + e steps and scores [1, -1, 5, 0][e]; its state is e
+        unwrapped = SimpleNamespace(state=None)
+
+        def reset(self, seed=None):
+            self.e = 0 if seed is None or not hasattr(self, "e") else self.e + 1
+            self.t, self.unwrapped.state = 0, (self.e, 0, 0, 0)
+            return np.zeros(4), {}
+
+        def step(self, action):
+            self.t += 1
+            done = self.t == 3 + self.e
+            return np.zeros(4), ([1, -1, 5, 0][self.e] if done else 0.0), done, False, {}
+
+    agent = SimpleNamespace(invalidate=lambda: None, act=lambda obs, eps, rng: 0)
+    returns, frames = evaluate.play(agent, Env(), 4, 0.05, seed=0, record_frames=True,
+                                    frame_stride=2)
+    assert returns == [1, -1, 5, 0]
+    assert len(frames) == 3  # episode 2's five steps, every other one: steps 0, 2, 4
+    best = evaluate.play(agent, Env(), 3, 0.05, seed=0, record_frames=True, max_frames=2)[1]
+    assert len(best) == 2
 
 
 def test_numpy_acting_matches_the_network():

@@ -15,6 +15,8 @@ from apps.dqn import data
 # What a uniform random policy scores (Mnih et al. 2015, Extended Data Table 2); CartPole: the
 # mean of a uniform random policy (~22, measured by many; not from a paper).
 RANDOM_RETURN = {"pong": -20.7, "breakout": 1.7, "cartpole": 22.0}
+# The targets drawn on the returns plot: CartPole-v1's reward threshold; Pong: issue 29's +18.
+TARGET = {"cartpole": 475, "pong": 18}
 REFERENCE = {  # what a full run reaches (documented, not measured here)
     "pong": "Mnih et al. 2015: 18.9 (10M-50M frames); CleanRL dqn_atari.py: ~20 after 10M steps",
     "breakout": "Mnih et al. 2015: 401.2; CleanRL dqn_atari.py: ~366 after 10M steps",
@@ -22,23 +24,28 @@ REFERENCE = {  # what a full run reaches (documented, not measured here)
 
 
 def play(agent, env, episodes: int, epsilon: float, seed: int, record_frames: bool = False,
-         max_frames: int = 2000):
-    """Run ``episodes`` full episodes with epsilon-greedy actions; return (returns, frames of the
-    first episode when ``record_frames``)."""
+         max_frames: int = 2500, frame_stride: int = 2):
+    """Run ``episodes`` full episodes with epsilon-greedy actions; return (returns, frames).
+
+    With ``record_frames``, the frames are those of the best episode (the first of equals), so a
+    GIF shows a won game when one was won: every ``frame_stride``-th agent step, at most
+    ``max_frames`` of them (a Pong game is 800-4,000 agent steps)."""
     rng = np.random.default_rng(seed)
-    returns, frames = [], []
+    returns, best_frames = [], []
     agent.invalidate()  # the online weights may have been restored from outside
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
-        done, total = False, 0.0
+        done, total, t, frames = False, 0.0, 0, []
         while not done:
-            if record_frames and ep == 0 and len(frames) < max_frames:
+            if record_frames and t % frame_stride == 0 and len(frames) < max_frames:
                 frames.append(data.render_frame(env))
             obs, reward, terminated, truncated, _ = env.step(agent.act(obs, epsilon, rng))
             total += float(reward)
-            done = terminated or truncated
+            done, t = terminated or truncated, t + 1
+        if not returns or total > max(returns):
+            best_frames = frames
         returns.append(total)
-    return returns, frames
+    return returns, best_frames
 
 
 def write_gif(frames, path, fps: int = 30):
@@ -85,11 +92,11 @@ def plot_returns(train_steps, train_returns, eval_steps, eval_returns, path, tit
 
 def plot_run(state: dict, env_id: str, path):
     """The run's returns plot: training episodes, evaluations, the random policy's return and
-    (CartPole) the 475 target."""
+    the target (CartPole 475, Pong +18)."""
     game = data.game_name(env_id)
     return plot_returns(state["train_return_steps"], state["train_returns"], state["eval_steps"],
                         state["eval_returns"], path, f"DQN {env_id}", RANDOM_RETURN.get(game),
-                        475 if game == "cartpole" else None)
+                        TARGET.get(game))
 
 
 def steady_rate(history_csv):

@@ -22,7 +22,7 @@ import numpy as np
 
 from apps.dqn import data as envs
 from apps.dqn.agent import Checkpoint, linear_epsilon
-from apps.dqn.evaluate import play
+from apps.dqn.evaluate import play, plot_run
 from shared import distribute
 from shared.errors import UserError
 
@@ -86,8 +86,9 @@ def train(args, data, run) -> dict:
     def epsilon_at(step):
         return linear_epsilon(step, args.start_epsilon, args.end_epsilon, args.exploration_steps)
 
-    # Progress: a line every fifth of a period (and after each period) with env steps/s and the
-    # ETA of the whole run at this sitting's pace (evaluations included).
+    # Progress: a line every fifth of a period (and after each period) with env steps/s, the mean
+    # return of the last 10 training games and the ETA of the whole run at this sitting's pace
+    # (evaluations included); the returns plot (returns.png) is redrawn after every period.
     sitting_start, sitting_step = time.perf_counter(), state["step"]
     report_every = max(1, data.period_steps // 5)
 
@@ -143,7 +144,9 @@ def train(args, data, run) -> dict:
                 state["target_updates"] += 1
             if args.verbose and step % report_every == 0 and step < end:
                 rate = (step - steps0) / max(time.perf_counter() - t0, 1e-9)
-                print(f"  step {step:,}/{args.steps:,}: epsilon {epsilon_at(step):.3f}, "
+                last = state["train_returns"][-10:]
+                games = (f"last {len(last)} games {np.mean(last):.1f}, " if last else "")
+                print(f"  step {step:,}/{args.steps:,}: epsilon {epsilon_at(step):.3f}, {games}"
                       f"{rate:.0f} env steps/s, ETA {eta()}", flush=True)
             if online.stop_training:
                 break
@@ -184,6 +187,8 @@ def train(args, data, run) -> dict:
               f"{logs['train_return']:.1f}, TD loss {logs['loss']:.4f}, epsilon "
               f"{logs['epsilon']:.3f}, {logs['env_steps_per_sec']:.0f} env steps/s, ETA {eta()}",
               flush=True)
+        if run.is_chief:
+            plot_run(state, args.env, run.dir / "returns.png")
         if args.kill_after_epochs and args.kill_after_epochs <= epoch + 1 < args.epochs:
             # As if killed: no on_train_end, the checkpoint stays for the next run.
             print(f"stopped after period {state['epoch']} (--kill-after-epochs); re-run to resume")
