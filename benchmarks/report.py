@@ -44,6 +44,7 @@ MAX_IMAGE_BYTES = 2**20  # larger files (long GIFs) are not copied next to the p
 # top-level PNG (e.g. word2vec's pca_map.png) follows, captioned by its name.
 ARTIFACTS = {
     "learning_curves.png": "learning curves",
+    "vs_published.png": "evaluation return beside the published runs' points",
     "gan_losses.png": "generator and discriminator losses",
     "samples_last.png": "samples after the last epoch",
     "progress.gif": "samples over training",
@@ -450,6 +451,32 @@ def runs_table(app: str, rows: list[dict], spec: dict) -> list[str]:
          for r in rows])
 
 
+def reference_plot(app: str, budget: str, record: dict, anchor: dict, img_dir: Path) -> Path | None:
+    """The record's evaluation curve (``metrics.eval_curve``: steps, returns) beside the published
+    points of its budget's anchor (``anchor["curve"]``: label -> steps, returns) and its target
+    value, on a log step axis (published runs are 3-12x longer); None without both."""
+    curve, published = get(record, "metrics", "eval_curve"), anchor.get("curve")
+    if not curve or not curve.get("steps") or not published:
+        return None
+    from shared.plots import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(curve["steps"], curve["returns"], "o-", ms=3, color="tab:red",
+            label=f"ours ({record.get('git_commit') or '?'}, {when(record)[:10]})")
+    for (label, points), marker in zip(published.items(), "s^Dv"):
+        ax.plot(points["steps"], points["returns"], marker + "--", color="tab:blue", ms=7,
+                alpha=0.8 if marker == "s" else 0.5, label=label)
+    if isinstance(anchor.get("value"), (int, float)):
+        ax.axhline(anchor["value"], color="green", ls=":", lw=1, label=f"target {anchor['value']:g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("agent (environment) steps, log scale")
+    ax.set_ylabel(anchor.get("metric", "return"))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    return save_figure(fig, img_dir / f"{app}_{budget}_vs_published.png",
+                       title=f"{app} {budget}: evaluation return vs published runs")
+
+
 def app_section(app: str, spec: dict, runs: list[dict], side: dict[str, list[dict]],
                 img_dir: Path, page_dir: Path, sides: dict | None = None) -> list[str]:
     anchor = spec.get("anchor", {})
@@ -485,6 +512,8 @@ def app_section(app: str, spec: dict, runs: list[dict], side: dict[str, list[dic
     if app == "word2vec" and side.get("word2vec_vs_gensim"):
         groups["vs_gensim"] = (side["word2vec_vs_gensim"], lambda r: r.get("word2vec"))
     for budget, (rows, metrics_of) in groups.items():
+        if budget != "vs_gensim":  # drawn from the latest record itself (no run directory)
+            reference_plot(app, budget, rows[-1], budget_anchor(spec, budget), img_dir)
         copies = copy_artifacts(f"{app}_{budget}", rows, metrics_of, img_dir)
         if copies:
             lines += [f"### Images ({budget} budget)" if budget != "vs_gensim"

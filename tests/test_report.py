@@ -156,6 +156,23 @@ def test_a_budget_can_carry_its_own_anchor():
     assert "| 475 |" in next(v for k, v in row_of.items() if k.startswith("default"))
 
 
+def test_an_evaluation_curve_is_plotted_beside_the_published_points(tmp_path):
+    """A record's metrics.eval_curve and its budget anchor's published points make one PNG,
+    named so that the page links it with the budget's other pictures; no curve, no plot."""
+    anchor = {"value": 18.0, "metric": "Pong return",
+              "curve": {"CleanRL": {"steps": [3_000_000, 10_000_000], "returns": [18, 20.25]}}}
+    record = {"git_commit": "abc1234", "time": "2026-12-04T10:00:00+0000",
+              "metrics": {"eval_curve": {"steps": [50_000, 100_000], "returns": [-20.0, -3.5]}}}
+    path = report.reference_plot("dqn", "pong", record, anchor, tmp_path)
+    assert path == tmp_path / "dqn_pong_vs_published.png"
+    assert path.read_bytes().startswith(b"\x89PNG")
+    assert report.reference_plot("dqn", "small", {"metrics": {}}, anchor, tmp_path) is None
+    assert report.reference_plot("dqn", "pong", record, {"value": 18.0}, tmp_path / "x") is None
+    lines = report.image_lines([path], tmp_path, "dqn_pong")
+    assert lines[0] == ("![dqn pong: evaluation return beside the published runs' points]"
+                        "(dqn_pong_vs_published.png)")
+
+
 def test_a_resumed_run_reports_the_time_of_all_its_epochs(tmp_path):
     """benchmarks.run sums history.csv's epoch_seconds (every session of a resumed run) and the
     report shows that sum instead of the last invocation's wall time."""

@@ -147,7 +147,14 @@ class DQN(App):
     budget_anchors = {
         "pong": {"value": 18.0, "metric": "Pong mean evaluation return (30 episodes, eps 0.05)",
                  "target": ">= +18 within 1,000,000 agent steps",
-                 "source": "CleanRL dqn_atari.py: about +18 after ~3M steps, 20.25 at 10M"},
+                 "source": "CleanRL dqn_atari.py: about +18 after ~3M steps, 20.25 at 10M",
+                 # Published points the report plots beside the run's evaluation curve: CleanRL
+                 # dqn_atari.py (docs.cleanrl.dev, PongNoFrameskip-v4: ~+18 read off its curve at
+                 # ~3M steps, 20.25 +- 0.41 at 10M) and Mnih et al. 2015 (18.9, 50M frames =
+                 # 12.5M agent steps).
+                 "curve": {"CleanRL dqn_atari.py": {"steps": [3_000_000, 10_000_000],
+                                                    "returns": [18.0, 20.25]},
+                           "Mnih et al. 2015": {"steps": [12_500_000], "returns": [18.9]}}},
         "breakout": {"value": 401.2, "metric": "Breakout mean evaluation return",
                      "target": "none (the random policy scores 1.7)",
                      "source": "Mnih et al. 2015, Extended Data Table 2 (50M frames)"},
