@@ -463,3 +463,30 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def on_train_end(self, logs=None):
         if self.is_chief:
             super().on_train_end(logs)
+
+
+class GradualUnfreezing(keras.callbacks.Callback):
+    """ULMFiT's gradual unfreezing (Howard & Ruder 2018, §3.3) on a ``LayerRateAdam``
+    (shared/layer_rates.py): in the first ``start`` epochs only the layers the optimizer does not
+    name train; then each epoch unfreezes the next layer of ``order`` (top to bottom) at its
+    discriminative rate (the optimizer's ``layer_rates``); layers not yet reached have rate 0.
+    The rates depend on the epoch only, so a resumed run sets them as the first sitting did."""
+
+    def __init__(self, order: list[str], start: int = 1):
+        super().__init__()
+        self.order, self.start = list(order), int(start)
+
+    def unfrozen(self, epoch: int) -> list[str]:
+        return self.order[: max(0, epoch - self.start + 1)]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        opt = self.model.optimizer
+        if not opt.built:  # the rate variables are made when the optimizer builds
+            opt.build(self.model.trainable_variables)
+        on = self.unfrozen(epoch)
+        for layer in self.order:
+            opt.set_multiplier(layer, opt.layer_rates[layer] if layer in on else 0.0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["unfrozen_layers"] = len(self.unfrozen(epoch))

@@ -15,7 +15,7 @@ from shared.errors import UserError
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad", "adadelta")
 # The `--schedule` choices; shared/schedules.py builds them (Keras is imported only there).
 SCHEDULES = ("constant", "step", "exponential", "inverse_time", "linear", "cosine", "triangular",
-             "plateau")
+             "slanted", "plateau")
 
 
 # OptimizerConfig field <- the shared flag's dest (shared/flags.py), when the flag is given.

@@ -156,6 +156,8 @@ def make_schedule(name: str, lr: float, steps_per_epoch: int, epochs: int, **opt
     - linear: to 1% of lr at the end of training (Goodfellow §8.3.1);
     - cosine: 5% of training as warm-up, cosine to 0;
     - triangular: 0.2 x lr -> lr at 23% of training -> 0.07 x lr (airbench94, Jordan 2024);
+    - slanted: lr/32 -> lr at 10% of training -> lr/32 (Howard & Ruder 2018, ULMFiT's slanted
+      triangular rates, cut_frac 0.1, ratio 32);
     - constant / plateau: a constant value (plateau adds DivideOnPlateau, see callbacks).
     """
     total = max(1, steps_per_epoch * epochs)
@@ -173,4 +175,6 @@ def make_schedule(name: str, lr: float, steps_per_epoch: int, epochs: int, **opt
         return WarmupCosine(lr, total, options.get("warmup", total // 20), options.get("floor", 0.0))
     if name == "triangular":
         return Triangular(lr, total)
+    if name == "slanted":  # ULMFiT's slanted triangular rates: cut_frac 0.1, ratio 32
+        return Triangular(lr, total, start=1 / 32, end=1 / 32, rise=0.1)
     raise UserError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")

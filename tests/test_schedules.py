@@ -136,7 +136,7 @@ def test_make_schedule_every_name():
     spe, epochs, base = 10, 6, 0.1  # 60 steps in all
     built = {name: make_schedule(name, base, spe, epochs) for name in SCHEDULES}
     assert set(built) == {"constant", "step", "exponential", "inverse_time", "linear", "cosine",
-                          "triangular", "plateau"}
+                          "triangular", "slanted", "plateau"}
     assert built["constant"] == base and isinstance(built["constant"], float)
     assert built["plateau"] == base and isinstance(built["plateau"], float)
 
@@ -164,6 +164,12 @@ def test_make_schedule_every_name():
     assert isinstance(tri, Triangular) and tri.total == 60 and tri.rise == 0.23
     assert lr(tri, 0) == pytest.approx(0.2 * base, rel=1e-5)
     assert lr(tri, 60) == pytest.approx(0.07 * base, rel=1e-5)
+
+    stlr = built["slanted"]  # ULMFiT: lr/32 -> lr at 10% -> lr/32
+    assert isinstance(stlr, Triangular) and stlr.rise == 0.1
+    assert lr(stlr, 0) == pytest.approx(base / 32, rel=1e-5)
+    assert lr(stlr, 6) == pytest.approx(base, rel=1e-5)
+    assert lr(stlr, 60) == pytest.approx(base / 32, rel=1e-5)
 
 
 def test_make_schedule_options_override_defaults():

@@ -21,7 +21,12 @@ from shared.flags import positive_int
 
 # The settings recorded in the export's metadata (assets.extra/ksuite.json).
 CONFIG_KEYS = ("max_tokens", "sequence_length", "embedding_dim", "units", "bidirectional",
-               "dropout", "pooling", "embedding_dropout", "embeddings")
+               "dropout", "pooling", "embedding_dropout", "embeddings", "pretrain")
+# Discriminative fine-tuning after --pretrain lm (Howard & Ruder 2018, ULMFiT §3.2): each layer
+# below the classifier's head learns at 1/2.6 of the rate of the layer above it; gradual
+# unfreezing (§3.3) opens them one epoch at a time, top first.
+LAYER_DECAY = 2.6  # ULMFiT eta^{l-1} = eta^l / 2.6
+UNFREEZE_ORDER = ("bidirectional_gru", "gru", "embedding")  # top to bottom
 
 
 class SentimentGRU(App):
@@ -46,6 +51,11 @@ class SentimentGRU(App):
         patience=2,  # early stopping (Algorithm 7.1): 2 epochs, as the RNN overfits quickly
         monitor="val_accuracy",  # Algorithm 7.1 watches the validation error
     )
+    # --pretrain lm fine-tunes as ULMFiT does (Howard & Ruder 2018): slanted triangular rates
+    # (§3.2, cut_frac 0.1, ratio 32) and one more epoch per layer opened by gradual unfreezing
+    # (head, + GRU, + embedding: 3 epochs) before 2 epochs of the whole network (the 2 epochs
+    # after which the unpretrained GRU starts to overfit).
+    presets = {"pretrain": {"none": {}, "lm": {"schedule": "slanted", "epochs": 5}}}
     anchor = {"value": 0.87, "metric": "test accuracy", "target": ">= 0.89",
               "source": "Géron, GRU with masking (86.96-87.00%)"}
     # The contract test's tiny run (tests/test_apps_contract.py).
@@ -81,6 +91,17 @@ class SentimentGRU(App):
         a.add_argument("--embeddings", default="word2vec", metavar="word2vec|random|PATH",
                        help="initial embeddings: word2vec on the training reviews, random, or a "
                             "word2vec text file")
+        a.add_argument("--pretrain", choices=("none", "lm"), default="none",
+                       help="lm: pretrain embedding and GRU as a language model on the training "
+                            "reviews, then fine-tune (Dai & Le 2015; ULMFiT)")
+        a.add_argument("--lm-epochs", type=positive_int, default=2,
+                       help="--pretrain lm: language-model epochs over the reviews")
+        a.add_argument("--unlabelled", default=None, metavar="DIR",
+                       help="--pretrain lm: also read the unlabelled reviews in DIR "
+                            "(aclImdb/train/unsup, 50,000 reviews)")
+        a.add_argument("--pretrained-lm", default=None, metavar="PATH",
+                       help="--pretrain lm: start from this lm.weights.h5 of an earlier run "
+                            "instead of pretraining")
         a.add_argument("--val-size", type=positive_int, default=2500,
                        help="training reviews held out for validation (the issue: 2,500)")
         a.add_argument("--test-limit", type=positive_int, default=None,
@@ -91,6 +112,8 @@ class SentimentGRU(App):
             raise UserError("--dropout and --embedding-dropout must be in [0, 1)")
         if args.max_tokens < 3:
             raise UserError("--max-tokens must be at least 3 (padding, OOV and one word)")
+        if args.pretrain != "lm" and (args.unlabelled or args.pretrained_lm):
+            raise UserError("--unlabelled and --pretrained-lm need --pretrain lm")
 
     # 1. Data: raw reviews read by text_dataset_from_directory, a seeded 22,500 / 2,500
     #    train/validation split, the 25,000 test reviews kept aside for the end.
@@ -109,12 +132,20 @@ class SentimentGRU(App):
         print(f"vocabulary: {vectorizer.vocabulary_size()} tokens (max {args.max_tokens})")
         initial = initial_embeddings(args, run, vectorizer, x_tr)  # embeddings.py
 
+        # With --pretrain lm, the embedding and GRU first learn to predict the words of the
+        # training reviews (lm.py: the run's stage pretrain_lm, resumable and cached).
+        language_model = None
+        if args.pretrain == "lm":
+            from apps.sentiment_gru import lm
+
+            language_model = lm.pretrain(args, run, vectorizer, x_tr, x_val, initial)
+
         batch = run.global_batch(args.batch_size)
         train = data.make_dataset(vectorizer, x_tr, y_tr, batch, shuffle=True, seed=args.seed)
         steps = len(train)  # length-bucketed batches: a few more than len(x_tr) / batch
         return Data(train=train, val=data.make_dataset(vectorizer, x_val, y_val, batch),
                     steps_per_epoch=steps, examples_per_step=len(x_tr) / steps,
-                    vectorizer=vectorizer, initial=initial, batch=batch,
+                    vectorizer=vectorizer, initial=initial, batch=batch, lm=language_model,
                     x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test)
 
     # 2. Model: Embedding(mask_zero) -> (Bi)GRU -> masked mean+max pooling -> P(positive)
@@ -126,9 +157,34 @@ class SentimentGRU(App):
         model = build_classifier(data.vectorizer.vocabulary_size(), args.embedding_dim,
                                  args.units, args.bidirectional, args.dropout, args.pooling,
                                  args.embedding_dropout)
-        if data.initial is not None:
+        if data.lm is not None:
+            from apps.sentiment_gru.lm import transfer
+
+            print(f"language model -> classifier: {', '.join(transfer(data.lm, model))}")
+        elif data.initial is not None:
             model.get_layer("embedding").set_weights([data.initial])
         return model
+
+    # After --pretrain lm, the optimizer gives each pretrained layer its own (lower) rate.
+    def compile(self, args, model, data, run):
+        if args.pretrain != "lm":
+            return super().compile(args, model, data, run)
+        from shared.layer_rates import LayerRateAdam
+        from shared.optim import learning_rate
+        from shared.precision import jit_compile
+
+        config = self.optimizer_config(args, data)
+        if config.name != "adam":
+            raise UserError("--pretrain lm fine-tunes with Adam and per-layer rates: use "
+                            "--optimizer adam")
+        names = {layer.name for layer in model.layers}
+        layers = [n for n in UNFREEZE_ORDER if n in names]
+        rates = {n: LAYER_DECAY ** -(i + 1) for i, n in enumerate(layers)}
+        model.compile(optimizer=LayerRateAdam(learning_rate(config), layer_rates=rates,
+                                              beta_1=config.beta_1, beta_2=config.beta_2,
+                                              epsilon=config.epsilon, clipnorm=config.clipnorm),
+                      loss=self.loss, metrics=list(self.compile_metrics),
+                      jit_compile=jit_compile(args))
 
     # 3. Train with the shared callbacks, plus the gradient norm on a fixed validation batch
     #    (an exploding or vanishing recurrent gradient shows there first).
@@ -138,7 +194,12 @@ class SentimentGRU(App):
 
         probe_x, probe_y = next(iter(make_dataset(data.vectorizer, data.x_val[:256],
                                                   data.y_val[:256], 256, bucket=False)))
-        return [GradientNormMonitor(probe_x, probe_y)]
+        extra = [GradientNormMonitor(probe_x, probe_y)]
+        if args.pretrain == "lm":  # the head alone first, then one more layer per epoch
+            from shared.callbacks import GradualUnfreezing
+
+            extra.append(GradualUnfreezing(list(model.optimizer.layer_rates)))
+        return extra
 
     # 4. Evaluate once on the test reviews.
     def evaluate(self, args, model, data, run):

@@ -1,0 +1,204 @@
+"""Language-model pretraining of the classifier's embedding and GRU (``--pretrain lm``).
+
+Dai & Le (2015, "Semi-supervised Sequence Learning") first train the recurrent network to predict
+the next word of review text, then start the classifier from those weights: their LSTM reached
+92.4-92.8% on IMDB where the same LSTM from random weights stayed far lower. ULMFiT (Howard &
+Ruder 2018) does the same with a bidirectional pair of language models. The words of a review
+carry most of what its label needs, and 22,500 reviews hold ~5.4M of them: predicting them
+teaches the GRU to read before it is asked to judge.
+
+The model here is the classifier's own front half, layer for layer and name for name: the
+``embedding`` and the (bidirectional) ``gru``. The forward GRU reads words 1..t and predicts word
+t+1; the backward GRU reads words T..t and predicts word t-1 (ULMFiT trains a forward and a
+backward model; sharing one embedding trains both at once, as the classifier shares it). The
+output layer over the 20,000-word vocabulary is sampled (Jean et al. 2015, ``tf.nn.
+sampled_softmax_loss``): a full softmax would cost ~2 x 20,000 x units multiply-adds per word
+and a [batch, time, vocabulary] tensor per batch, which 2 CPU cores cannot afford; the sampled
+loss estimates it with ``NUM_SAMPLED`` candidates drawn from the log-uniform (Zipf) distribution
+that suits word frequencies. It serves for training and for the validation loss that early
+stopping watches; the LM is never used to generate.
+
+Only training reviews are read (never the validation or test ones), plus, where a user has them,
+the 50,000 unlabelled reviews of the original archive (``--unlabelled aclImdb/train/unsup``).
+The trained weights are kept as ``pretrain_lm/lm.weights.h5`` under the run directory: a re-run
+(``--resume``) or another run given ``--pretrained-lm`` starts from them without pretraining
+again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from shared.errors import UserError
+
+# Candidates of the sampled softmax per batch: Jean et al. 2015 sample a subset of a 500k
+# vocabulary; TensorFlow's sampled-softmax guidance (tf.nn.sampled_softmax_loss) and the
+# "On Using Very Large Target Vocabulary" paper use ~1-5% of the vocabulary. 1,024 of 20,000
+# (5%) keeps the output layer at ~1/20 of a full softmax's cost.
+NUM_SAMPLED = 1024
+WEIGHTS = "lm.weights.h5"  # the cache, in the stage directory
+LM_LEARNING_RATE = 1e-3  # Adam's default (Kingma & Ba 2015); ULMFiT's LM uses Adam too
+LM_CLIPNORM = 0.25  # gradient norm clipping of AWD-LSTM's language model (Merity et al. 2018)
+LM_DROPOUT = 0.1  # before the output layer: AWD-LSTM's output dropout for its LM (Merity et al.
+# 2018: 0.4 with 3 x 1,150 units; a 64-unit GRU underfits rather than overfits 5M words)
+LM_PATIENCE = 2  # early stopping on the sampled validation loss (Algorithm 7.1)
+
+
+@keras.saving.register_keras_serializable("sentiment_gru")
+class SampledSoftmaxLM(keras.layers.Layer):
+    """Hidden states [batch, time, units] and target ids [batch, time] (0 = padding: no loss) ->
+    the mean sampled-softmax cross entropy over the real positions, added as the layer's loss.
+    Returns the hidden states unchanged (the model's output is not used)."""
+
+    def __init__(self, vocab_size: int, num_sampled: int = NUM_SAMPLED, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.num_sampled = int(vocab_size), int(num_sampled)
+        self.supports_masking = True  # the targets' zeros mark the padding; no mask goes on
+
+    def build(self, hidden_shape, targets_shape=None):
+        units = int(hidden_shape[-1])
+        self.kernel = self.add_weight(shape=(self.vocab_size, units), name="kernel",
+                                      initializer="glorot_uniform")
+        self.bias = self.add_weight(shape=(self.vocab_size,), name="bias", initializer="zeros")
+
+    def call(self, hidden, targets, mask=None):
+        import tensorflow as tf
+
+        units = tf.shape(hidden)[-1]
+        real = tf.reshape(targets > 0, [-1])
+        h = tf.boolean_mask(tf.reshape(tf.cast(hidden, tf.float32), [-1, units]), real)
+        y = tf.boolean_mask(tf.reshape(tf.cast(targets, tf.int64), [-1, 1]), real)
+        sampled = tf.random.log_uniform_candidate_sampler(
+            y, 1, min(self.num_sampled, self.vocab_size - 1), unique=True,
+            range_max=self.vocab_size)
+        loss = tf.nn.sampled_softmax_loss(self.kernel, self.bias, y, h,
+                                          min(self.num_sampled, self.vocab_size - 1),
+                                          self.vocab_size, sampled_values=sampled)
+        self.add_loss(tf.reduce_mean(loss))
+        return hidden
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size,
+                "num_sampled": self.num_sampled}
+
+
+def build_lm(vocab_size: int, embedding_dim: int, units: int, bidirectional: bool = True,
+             embedding_dropout: float = 0.0, dropout: float = 0.0) -> keras.Model:
+    """Token ids [batch, time] -> the sampled LM loss of predicting each next word (and, when
+    bidirectional, each previous word). Its ``embedding`` and ``gru`` / ``bidirectional_gru``
+    layers have the classifier's names and shapes (model.py), so their weights carry over."""
+    ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
+    x = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding")(ids)
+    if embedding_dropout:
+        x = keras.layers.SpatialDropout1D(embedding_dropout, name="embedding_dropout")(x)
+    gru = keras.layers.GRU(units, return_sequences=True, name="gru")
+    ops = keras.ops
+    # Targets: the next word for the forward GRU (0 after a review's last word: no loss there).
+    nxt = ops.concatenate([ids[:, 1:], ops.zeros_like(ids[:, :1])], axis=1)
+    if bidirectional:
+        fwd, bwd = keras.layers.Bidirectional(gru, merge_mode=None, name="bidirectional_gru")(x)
+        prev = ops.concatenate([ops.zeros_like(ids[:, :1]), ids[:, :-1]], axis=1)
+        streams = [("forward", fwd, nxt), ("backward", bwd, prev)]
+    else:
+        streams = [("forward", gru(x), nxt)]
+    outs = []
+    for name, h, targets in streams:  # dropout between the GRU and the output layer (ULMFiT)
+        if dropout:
+            h = keras.layers.Dropout(dropout, name=f"{name}_dropout")(h)
+        outs.append(SampledSoftmaxLM(vocab_size, name=f"{name}_lm")(h, targets))
+    return keras.Model(ids, outs, name="sentiment_gru_lm")
+
+
+def lm_dataset(vectorizer, texts: np.ndarray, batch_size: int, shuffle: bool = False,
+               seed: int = 42):
+    """Token-id batches of whole reviews (no labels), length-bucketed like the classifier's."""
+    import tensorflow as tf
+
+    from apps.sentiment_gru.data import make_dataset
+
+    ds = make_dataset(vectorizer, texts, np.zeros(len(texts), np.int32), batch_size,
+                      shuffle=shuffle, seed=seed)
+    return ds.map(lambda ids, _: ids, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def read_unlabelled(folder: str | Path) -> np.ndarray:
+    """The reviews (``*.txt``) of a folder such as aclImdb/train/unsup, as bytes."""
+    folder = Path(folder).expanduser()
+    files = sorted(folder.glob("*.txt")) if folder.is_dir() else []
+    if not files:
+        raise UserError(f"--unlabelled {folder}: no *.txt reviews there (expected a folder "
+                        "such as aclImdb/train/unsup)")
+    return np.asarray([f.read_bytes() for f in files], dtype=object)
+
+
+def transfer(lm: keras.Model, classifier: keras.Model) -> list[str]:
+    """Copy the LM's embedding and GRU weights into the classifier's layers of the same names;
+    returns the names copied."""
+    copied = []
+    for name in ("embedding", "bidirectional_gru", "gru"):
+        try:
+            src, dst = lm.get_layer(name), classifier.get_layer(name)
+        except ValueError:
+            continue
+        dst.set_weights(src.get_weights())
+        copied.append(name)
+    if "embedding" not in copied or len(copied) < 2:
+        raise UserError("the pretrained language model does not match the classifier (embedding "
+                        "and GRU layers of the same names and shapes are needed)")
+    return copied
+
+
+def pretrain(args, run, vectorizer, texts: np.ndarray, val_texts: np.ndarray,
+             initial: np.ndarray | None) -> keras.Model:
+    """The stage ``pretrain_lm`` of the run: the language model trained on ``texts`` (the
+    training reviews, plus ``--unlabelled``), its sampled loss on ``val_texts`` watched by early
+    stopping; resumable from its own backup like any run, and cached as ``lm.weights.h5``.
+    ``--pretrained-lm PATH`` loads such a file instead of training."""
+    from shared.io import atomic_write_bytes
+    from shared.optim import OptimizerConfig, make_optimizer
+    from shared.precision import dtype_policy
+
+    stage = run.stage("pretrain_lm")
+    cache = Path(args.pretrained_lm) if args.pretrained_lm else stage.dir / WEIGHTS
+    if args.pretrained_lm and not cache.is_file():
+        raise UserError(f"--pretrained-lm {cache}: no such file (a {WEIGHTS} of an earlier "
+                        "run's pretrain_lm/ folder)")
+    with run.strategy.scope(), dtype_policy(args.precision):
+        lm = build_lm(vectorizer.vocabulary_size(), args.embedding_dim, args.units,
+                      args.bidirectional, args.embedding_dropout, LM_DROPOUT)
+        if cache.is_file():
+            lm.load_weights(str(cache))
+            print(f"language model: weights from {cache} (pretraining skipped)")
+            return lm
+        if initial is not None:  # word2vec vectors as the LM's starting embedding
+            lm.get_layer("embedding").set_weights([initial])
+        if args.unlabelled:
+            extra = read_unlabelled(args.unlabelled)
+            print(f"language model: + {len(extra):,} unlabelled reviews from {args.unlabelled}")
+            texts = np.concatenate([texts, extra])
+        batch = run.global_batch(args.batch_size)
+        train = lm_dataset(vectorizer, texts, batch, shuffle=True, seed=args.seed)
+        val = lm_dataset(vectorizer, val_texts, batch)
+        config = OptimizerConfig(name="adam", learning_rate=LM_LEARNING_RATE, schedule="cosine",
+                                 epochs=args.lm_epochs, steps_per_epoch=len(train),
+                                 global_clipnorm=LM_CLIPNORM)
+        lm.compile(optimizer=make_optimizer(config))
+    print(f"language model: {len(texts):,} reviews, {args.lm_epochs} epochs of {len(train)} "
+          f"batches ({NUM_SAMPLED} sampled classes of {vectorizer.vocabulary_size():,})")
+    history = lm.fit(train, validation_data=val, epochs=args.lm_epochs, shuffle=False,
+                     verbose=args.verbose,
+                     callbacks=stage.callbacks(monitor="val_loss", patience=LM_PATIENCE,
+                                               examples_per_step=len(texts) / len(train)))
+    tmp = stage.dir / f".{WEIGHTS}.tmp.weights.h5"
+    lm.save_weights(str(tmp))  # then moved into place: the cache is never half-written
+    atomic_write_bytes(cache, tmp.read_bytes())
+    tmp.unlink()
+    stage.finish({"val_loss": float(min(history.history.get("val_loss", [float("nan")])))},
+                 extra={"reviews": int(len(texts)), "num_sampled": NUM_SAMPLED})
+    return lm
