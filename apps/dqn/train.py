@@ -175,6 +175,17 @@ class DQN(App):
              "4", "--gradient-steps", "1", "--target-update", "50", "--batch-size", "16",
              "--hidden", "16", "--eval-episodes", "1", "--final-eval-episodes", "1", "--no-gif"]
 
+    def precision_for(self, args):
+        # bfloat16 on CPUs for the Atari network: on this 2-core AVX512-BF16 CPU one TD update of
+        # the Nature CNN (batch 32) took 24.2 ms in mixed_bfloat16 against 37.4 ms in float32
+        # (1.55x, side by side under the same load, 2026-12-04; the head and the TD target stay
+        # float32). CartPole's MLP gains nothing (device_check: 1.03x) and keeps float32.
+        from apps.dqn.data import is_atari
+
+        if is_atari(args.env):
+            return {"cpu": "mixed_bfloat16", "gpu": "mixed_float16"}
+        return self.precision_defaults
+
     def preset_key(self, flag, value):
         from apps.dqn.data import is_atari
 
