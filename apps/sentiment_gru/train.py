@@ -4,8 +4,13 @@
     python -m apps.sentiment_gru.train --epochs 2 --limit 5000
     python -m apps.sentiment_gru.train --no-bidirectional --units 128
     python -m apps.sentiment_gru.train --strategy mirrored --devices 2
+    python -m apps.sentiment_gru.train --pretrain lm          # language model first (lm.py)
 
-Reads top to bottom: data -> vocabulary -> model -> train -> evaluate -> export. The exported
+Reads top to bottom: data -> vocabulary -> (language-model pretraining) -> model -> train ->
+evaluate -> export. With ``--pretrain lm`` the embedding and the GRU first learn to predict the
+words of the training reviews (Dai & Le 2015), and the classifier fine-tunes from them as ULMFiT
+does: the new head first, then one layer more per epoch, each lower layer at 1/2.6 of the rate
+above it, on slanted triangular rates. The exported
 SavedModel's ``serving_default`` takes a batch of UTF-8 reviews and returns ``probability``
 (P(positive)) and ``label`` ("positive"/"negative"): the vocabulary and the text standardization
 travel inside it. Measurements of the options (pooling, embedding dropout, word2vec embeddings,
