@@ -118,6 +118,9 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="--schedule plateau: multiply lr by this on a plateau (He et al. 2016)")
     p.add_argument("--plateau-patience", type=positive_int, default=None, metavar="P",
                    help="--schedule plateau: epochs without improvement (None: half --patience)")
+    p.add_argument("--ema", type=unit_float, default=None, metavar="M",
+                   help="end on an exponential moving average of the weights, momentum M "
+                        "(Polyak averaging, Goodfellow et al. 8.7.3; e.g. 0.999)")
     p.add_argument("--l2", type=positive_float, default=None, metavar="LAMBDA",
                    help="add l2 * sum(w^2) of every kernel to the loss (biases, BN excluded)")
     p.add_argument("--l1", type=positive_float, default=None, metavar="LAMBDA",

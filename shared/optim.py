@@ -22,7 +22,7 @@ SCHEDULES = ("constant", "step", "exponential", "inverse_time", "linear", "cosin
 _FLAGS = {"global_clipnorm": "clip_global_norm", "momentum": "momentum", "beta_1": "beta1",
           "beta_2": "beta2", "decay_factor": "decay_factor", "decay_every": "decay_every",
           "exponential_rate": "exponential_rate", "plateau_factor": "plateau_factor",
-          "plateau_patience": "plateau_patience"}
+          "plateau_patience": "plateau_patience", "ema_momentum": "ema"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ class OptimizerConfig:
     # ``no_weight_decay`` are left out.
     weight_decay: float | None = None
     no_weight_decay: tuple = ()
+    # Polyak averaging (Goodfellow et al. §8.7.3; Polyak & Juditsky 1992): the optimizer keeps an
+    # exponential moving average of every weight and fit() ends by loading it (Keras' use_ema).
+    ema_momentum: float | None = None
 
     @classmethod
     def from_args(cls, args, steps_per_epoch: int, **overrides) -> "OptimizerConfig":
@@ -116,6 +119,8 @@ def _make_optimizer(config: OptimizerConfig):
         kw["clipnorm"] = config.clipnorm
     if config.global_clipnorm:
         kw["global_clipnorm"] = config.global_clipnorm
+    if config.ema_momentum is not None:
+        kw.update(use_ema=True, ema_momentum=config.ema_momentum)
     if config.weight_decay is not None:
         if config.name not in ("sgd", "momentum", "nesterov", "adam", "adamw"):
             raise UserError(f"weight decay is not wired for --optimizer {config.name}")

@@ -192,3 +192,26 @@ def test_plateau_flags_reach_the_runs_callback(tmp_path):
     (rule,) = [c for c in run.callbacks(backup=False, tensorboard=False)
                if isinstance(c, DivideOnPlateau)]
     assert rule.factor == 0.1 and rule.patience == 3  # half of early stopping's patience
+
+
+def test_ema_flag_makes_fit_end_on_the_averaged_weights():
+    """--ema M: Keras keeps w_avg <- M w_avg + (1 - M) w after each step and fit() ends by
+    loading w_avg into the model (Polyak averaging, Goodfellow et al. 8.7.3)."""
+    import numpy as np
+
+    args = _parse("mnist_mlp", "--ema", "0.9")
+    config = OptimizerConfig.from_args(args, 4)
+    assert config.ema_momentum == 0.9
+    assert OptimizerConfig.from_args(_parse("mnist_mlp"), 4).ema_momentum is None
+    opt = make_optimizer(OptimizerConfig(name="sgd", learning_rate=0.1, ema_momentum=0.5))
+    assert opt.use_ema and opt.ema_momentum == 0.5
+    w = keras.Variable(np.zeros(1, np.float32))
+    opt.build([w])
+    averaged = []
+    for grad in (-1.0, -1.0, -1.0):  # w: 0.1, 0.2, 0.3
+        opt.apply_gradients([(keras.ops.array([grad]), w)])
+        averaged.append(float(keras.ops.convert_to_numpy(opt._model_variables_moving_average[0])[0]))
+    # Keras starts the average at the first step's weights, then averages with momentum 0.5
+    assert averaged == pytest.approx([0.1, 0.15, 0.225])
+    opt.finalize_variable_values([w])
+    assert float(keras.ops.convert_to_numpy(w)[0]) == pytest.approx(0.225)
