@@ -318,6 +318,19 @@ def test_presets_are_the_parser_defaults(capsys):
         assert f"--steps STEPS environment steps to train {shown}" in out
 
 
+def test_atari_trains_in_bfloat16_on_a_cpu_and_cartpole_in_float32():
+    from apps.dqn.train import APP
+    from shared.precision import resolve
+
+    pong, cartpole = APP.parse(["--env", "ALE/Pong-v5"]), APP.parse([])
+    resolve(pong, APP.precision_for(pong))
+    resolve(cartpole, APP.precision_for(cartpole))
+    assert (pong.precision, cartpole.precision) == ("mixed_bfloat16", "float32")
+    forced = APP.parse(["--env", "ALE/Pong-v5", "--precision", "float32"])
+    resolve(forced, APP.precision_for(forced))
+    assert forced.precision == "float32"
+
+
 def test_evaluation_follows_the_steps():
     """A 600-step Pong check evaluates once, one game, and one game at the end (the presets'
     100 periods of 5 games and 30 final games would take a quarter of an hour); the presets'
