@@ -253,7 +253,7 @@ def test_default_recurrent_layers_meet_cudnn_conditions():
     gru_app, lstm_app = APPS["sentiment_gru"], APPS["shakespeare_lstm"]
     args = gru_app.parse([])
     vectorizer = type("V", (), {"vocabulary_size": staticmethod(lambda: 100)})()
-    gru_model = gru_app.build_model(args, Data(vectorizer=vectorizer, initial=None), None)
+    gru_model = gru_app.build_model(args, Data(vectorizer=vectorizer, initial=None, lm=None), None)
     args = lstm_app.parse([])
     lstm_model = lstm_app.build_model(
         args, Data(vocab=list("abc"), batch=args.batch_size, stateful=args.mode == "stateful"),

@@ -239,7 +239,9 @@ def test_rest_latency_counts_the_wait_before_the_io_loop_reads_the_request(tmp_p
             assert http.post(predict, json={"instances": [1.0]}, timeout=20).ok
             took = time.perf_counter() - start
             measured = rest_seconds() - before
-        assert took > 0.4 and took * 0.9 <= measured <= took
+        # The server observes the latency just after it wrote the answer, so it may run a
+        # little past the client's clock (CI saw 0.3 ms); the wait itself must be in it.
+        assert took > 0.4 and took * 0.9 <= measured <= took + 0.05
     finally:
         server.stop()
 
