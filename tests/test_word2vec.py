@@ -70,19 +70,16 @@ def test_subsampling_probabilities():
     assert paper[-1] == 1.0 and paper[0] < paper[1] < 1
 
 
-def _batches(ids, keep, window, batch, steps, seed=1, negatives=2, vocab=None):
-    noise = np.full(vocab or (int(ids.max()) + 1), 1.0)
-    ds = data.make_dataset(ids, keep, noise / noise.sum(), window=window, negatives=negatives,
-                           batch=batch, seed=seed)
+def _batches(ids, keep, window, batch, steps, seed=1):
+    ds = data.make_dataset(ids, keep, window=window, batch=batch, seed=seed)
     return [tuple(t.numpy() for t in b) for b in ds.take(steps)]
 
 
 def _pairs(ids, keep, window, batch, steps, **kw):
-    """(centres, contexts) of every pair, and the negatives of every centre."""
+    """(centres, contexts) of every pair."""
     out = _batches(ids, keep, window, batch, steps, **kw)
-    pairs = [data.window_pairs(w, c) for c, w, _ in out]
-    return (np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs]),
-            np.concatenate([n for _, _, n in out]))
+    pairs = [data.window_pairs(w, c) for c, w in out]
+    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
 
 
 def test_windows_match_a_brute_force_reference():
@@ -95,9 +92,9 @@ def test_windows_match_a_brute_force_reference():
     steps = data.steps_per_epoch(ids, keep, batch)
     out = _batches(ids, keep, window, batch, steps - window)  # the first epoch only
     seen = []
-    for step, (centres, windows, negs) in enumerate(out):
+    for step, (centres, windows) in enumerate(out):
         b = step % window + 1
-        assert windows.shape == (batch, 2 * b) and negs.shape == (batch, 2)
+        assert windows.shape == (batch, 2 * b) and centres.shape == (batch,)
         for c, row in zip(centres, windows):
             reference = [p if 0 <= p < n else -1 for p in
                          [c + o for o in range(-b, b + 1) if o != 0]]
@@ -106,7 +103,7 @@ def test_windows_match_a_brute_force_reference():
     seen = np.concatenate(seen)
     assert len(np.unique(seen)) == len(seen) > 0.9 * n  # no centre twice in an epoch
     # Dynamic window: the pairs at distance d are (W - d + 1) / W of those at distance 1.
-    centres, contexts, _ = _pairs(ids, keep, window, batch, steps - window)
+    centres, contexts = _pairs(ids, keep, window, batch, steps - window)
     distance = np.abs(centres.astype(int) - contexts)
     counts = np.bincount(distance, minlength=window + 1)[1:]
     expected = np.array([(window - d + 1) / window for d in range(1, window + 1)])
@@ -117,21 +114,47 @@ def test_windows_match_a_brute_force_reference():
 def test_subsampled_windows_skip_discarded_words():
     ids = np.array([0, 1] * 2000, dtype=np.int32)  # word 1 is always discarded
     keep = np.array([1.0, 0.0], np.float32)
-    centres, contexts, _ = _pairs(ids, keep, 2, 64, 10)
+    centres, contexts = _pairs(ids, keep, 2, 64, 10)
     assert set(centres.tolist()) == {0} and set(contexts.tolist()) == {0}
 
 
+def test_the_alias_table_is_exact():
+    """Walker's alias table gives back every probability exactly: column i keeps prob[i] of
+    itself and gives 1 - prob[i] to alias[i]."""
+    counts = np.random.default_rng(0).zipf(1.3, 5000).astype(np.int64)
+    p = data.noise_distribution(counts)
+    prob, alias = data.alias_table(p)
+    assert prob.dtype == np.float32 and alias.dtype == np.int32 and np.all(prob <= 1)
+    back = prob.astype(np.float64).copy()
+    np.add.at(back, alias, 1.0 - prob)
+    np.testing.assert_allclose(back / len(p), p, rtol=1e-5, atol=1e-9)
+
+
 def test_negatives_follow_unigram_to_the_three_quarters():
+    """The step's draws (SkipGram.draw_negatives): U(w)^0.75, k per centre, fresh every step,
+    the same for the same step and seed."""
+    import keras
+    import tensorflow as tf
+
+    from apps.word2vec.model import build_skipgram
+
     counts = np.array([5000, 1000, 200, 50, 10], dtype=np.int64)
     noise = data.noise_distribution(counts)
     np.testing.assert_allclose(noise, counts**0.75 / np.sum(counts**0.75))
-    ids = np.repeat(np.arange(5, dtype=np.int32), counts)
-    np.random.default_rng(0).shuffle(ids)
-    keep = np.ones(5, np.float32)
-    ds = data.make_dataset(ids, keep, noise, window=2, negatives=5, batch=1000, seed=3)
-    negs = np.concatenate([b[2].numpy().ravel() for b in ds.take(30)])
-    freq = np.bincount(negs, minlength=5) / len(negs)
+    model = build_skipgram(5, 4)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.set_noise(*data.alias_table(noise), negatives=5, seed=3)
+    centres = tf.zeros([1000], tf.int32)
+    draws = []
+    for step in range(30):
+        model.optimizer.iterations.assign(step)
+        draws.append(model.draw_negatives(centres).numpy())
+    assert draws[0].shape == (1000, 5) and draws[0].dtype == np.int32
+    freq = np.bincount(np.concatenate(draws).ravel(), minlength=5) / draws[0].size / 30
     np.testing.assert_allclose(freq, noise, atol=0.01)
+    assert not np.array_equal(draws[0], draws[1])
+    model.optimizer.iterations.assign(0)
+    np.testing.assert_array_equal(model.draw_negatives(centres).numpy(), draws[0])
 
 
 def test_loss_decreases_with_sparse_sgd():
@@ -143,9 +166,9 @@ def test_loss_decreases_with_sparse_sgd():
     vocab = data.Vocabulary.build(tokens, 2)
     ids = vocab.encode(tokens)
     keep = np.ones(len(vocab), np.float32)
-    ds = data.make_dataset(ids, keep, data.noise_distribution(vocab.counts), window=2,
-                           negatives=3, batch=64, seed=0)
+    ds = data.make_dataset(ids, keep, window=2, batch=64, seed=0)
     model = build_skipgram(len(vocab), 16)
+    model.set_noise(*data.alias_table(data.noise_distribution(vocab.counts)), 3, 0)
     model.compile(optimizer=keras.optimizers.SGD(0.025), jit_compile=True)
     before = model.centre_vectors.numpy().copy()
     hist = model.fit(ds, epochs=4, steps_per_epoch=20, verbose=0).history["loss"]

@@ -20,9 +20,12 @@
    the batches come in turn for b = 1..window: no empty window slots, and the training step
    has static shapes (one XLA program per b). A window slot is one (centre, context) pair.
 5. **Negatives**: ``k`` per centre, shared by its 2b pairs (Ji et al. 2016; see model.py), from
-   the unigram distribution raised to 0.75 (Mikolov et al. 2013b), by inverse-CDF sampling
-   (``tf.searchsorted`` of uniforms into the cumulative distribution): exact, O(log V) per draw,
-   no 1e8-entry table as in word2vec.c (3,415 draws per step of 683 centres).
+   the unigram distribution raised to 0.75 (Mikolov et al. 2013b). They are drawn inside the
+   compiled training step, not here (``SkipGram.draw_negatives``), by Walker's alias method
+   (``alias_table``): exact, two table lookups per draw, no 1e8-entry table as in word2vec.c.
+   Drawn in the pipeline (a binary search per draw) they cost 0.26 ms of CPU per batch, about
+   half of the pipeline's work, taken from the core that runs the step
+   (benchmarks/notes/word2vec.md).
 
 All randomness is stateless, seeded from (``--seed``, epoch, step), so a run is reproducible and
 each epoch draws fresh subsampling, windows and negatives.
@@ -162,6 +165,26 @@ def noise_distribution(counts: np.ndarray, power: float = UNIGRAM_POWER) -> np.n
     return p / p.sum()
 
 
+def alias_table(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walker's alias method (Vose's construction) for drawing from ``p`` in O(1): draw i
+    uniformly from 0..V-1 and u from U[0, 1); the draw is i when u < prob[i], else alias[i].
+    Exact: word w comes out with probability (prob[w] + sum over i with alias[i] = w of
+    (1 - prob[i])) / V = p[w]."""
+    p = np.asarray(p, dtype=np.float64)
+    n = len(p)
+    scaled = p / p.sum() * n
+    prob, alias = np.ones(n), np.arange(n, dtype=np.int64)
+    small = [i for i in range(n) if scaled[i] < 1.0]
+    large = [i for i in range(n) if scaled[i] >= 1.0]
+    while small and large:
+        s, g = small.pop(), large.pop()
+        prob[s], alias[s] = scaled[s], g
+        scaled[g] -= 1.0 - scaled[s]  # g gives the rest of s's column
+        (small if scaled[g] < 1.0 else large).append(g)
+    # Left over (round-off): columns that are full on their own.
+    return prob.astype(np.float32), alias.astype(np.int32)
+
+
 @dataclass
 class Corpus:
     name: str
@@ -204,19 +227,18 @@ def window_offsets(window: int) -> np.ndarray:
 CHUNK = 1 << 16  # raw corpus positions turned into windows at once inside the pipeline
 
 
-def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, noise: np.ndarray, *, window: int,
-                 negatives: int, batch: int, seed: int, start_epoch: int = 0):
-    """An endless stream of batches ``(centres [batch], windows [batch, 2b], negatives [batch,
-    k])`` (int32), ``batch`` centre words each: epoch ``start_epoch``'s, then the next epoch's,
-    and so on. Every centre draws its reduced window b uniformly from 1..window (word2vec.c);
+def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, *, window: int, batch: int, seed: int,
+                 start_epoch: int = 0):
+    """An endless stream of batches ``(centres [batch], windows [batch, 2b])`` (int32),
+    ``batch`` centre words each: epoch ``start_epoch``'s, then the next epoch's, and so on.
+    Every centre draws its reduced window b uniformly from 1..window (word2vec.c);
     the batches come in turn for b = 1, 2, .., window, each holding only centres of that b, so
     that a batch has no empty window slots (a [batch, 2 window] layout would leave 40% of its
     slots empty for window 5 and pay for them in every gather, product and scatter).
     ``windows[i, j]`` is the word at offset ``window_offsets(b)[j]`` from centre i in the
     subsampled stream, or -1 past either end of the corpus; each other slot is one (centre,
-    context) pair. The k negatives are drawn once per centre and shared by its pairs (Ji et al.
-    2016, see model.py). Every batch has exactly ``batch`` centres (``rebatch`` across chunk and
-    epoch boundaries), so the training step compiles once per b with static shapes (XLA); an
+    context) pair. The training step draws each centre's negatives (model.py). Every batch has
+    exactly ``batch`` centres (``rebatch`` across chunk and epoch boundaries), so the training step compiles once per b with static shapes (XLA); an
     "epoch" of training is ``steps_per_epoch(...)`` batches, one pass over the corpus in
     expectation."""
     import tensorflow as tf
@@ -226,9 +248,6 @@ def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, noise: np.ndarray, *, w
     n = len(ids)
     ids_t = tf.constant(ids, tf.int32)
     keep_t = tf.constant(keep_prob, tf.float32)
-    cdf = np.cumsum(noise)
-    cdf_t = tf.constant((cdf / cdf[-1])[:-1], tf.float32)  # searchsorted(right) -> 0..V-1
-    vocab_size = len(noise)
     chunks = -(-n // CHUNK)
     seed = int(seed) % (2**31 - 1)
 
@@ -270,20 +289,10 @@ def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, noise: np.ndarray, *, w
         ds = tf.data.Dataset.range(start_epoch, 2**31 - 1).flat_map(epoch_windows)
         return ds.rebatch(batch, drop_remainder=True)
 
-    @tf.autograph.experimental.do_not_convert  # plain tensor code
-    def add_negatives(step, element):
-        centres, windows = element
-        u_neg = tf.random.stateless_uniform([batch * negatives],
-                                            seed=tf.stack([seed + 2, tf.cast(step, tf.int32)]))
-        negs = tf.cast(tf.searchsorted(cdf_t, u_neg, side="right"), tf.int32)
-        negs = tf.reshape(tf.minimum(negs, vocab_size - 1), [batch, negatives])
-        return centres, windows, negs
-
     # b = 1, 2, .., window in turn: each b holds 1/window of the centres in expectation.
     ds = tf.data.Dataset.choose_from_datasets(
         [stream(b) for b in range(1, window + 1)],
         tf.data.Dataset.range(window).repeat())
-    ds = ds.enumerate().map(add_negatives)
     # Several workers: each makes the same stream (it has no files to split) and keeps its share
     # of every global batch.
     return shard_policy_data(ds.prefetch(tf.data.AUTOTUNE))

@@ -16,6 +16,11 @@ U(w)^0.75, so the expected update is word2vec.c's; only pairs of one centre are 
 centre's 2b window rows of v against its 1 + k output rows of u are then one small matrix
 product per centre, and a step moves 2b + 1 + k rows per centre instead of 7 per pair.
 
+The step draws the k negatives of each centre itself (``draw_negatives``: Walker's alias method,
+seeded by the step number), so that the input pipeline, which runs on the other core, only cuts
+windows out of the corpus. A batch of (centres, windows, negatives) with negatives drawn
+elsewhere trains as well (the tests give them by hand).
+
 Why a custom ``train_step`` with sparse updates: a step touches only the rows of the words in
 the batch. It gathers them, computes word2vec.c's gradients in closed form (``gradients``) and
 applies plain SGD with one ``scatter_sub`` per table to those rows only -- the update word2vec.c
@@ -48,6 +53,7 @@ class SkipGram(keras.Model):
         self.context_vectors = self.add_weight(
             shape=(self.vocab_size, self.dim), name="context_vectors",  # u (syn1neg)
             initializer="zeros")
+        self.noise = None  # (prob, alias, k, seed): set_noise, before training
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.pairs_tracker = keras.metrics.Sum(name="pairs")
 
@@ -59,6 +65,40 @@ class SkipGram(keras.Model):
         v = tf.gather(self.centre_vectors.value, tf.maximum(windows, 0))  # [B, 2b, d]
         u = tf.gather(self.context_vectors.value, targets)  # [B, 1 + k, d]
         return tf.einsum("bmd,bjd->bmj", v, u)
+
+    def set_noise(self, prob, alias, negatives: int, seed: int):
+        """The negative-sampling distribution as an alias table (data.alias_table), the number
+        of negatives per centre and the seed of their draws."""
+        self.noise = (tf.constant(prob, tf.float32), tf.constant(alias, tf.int32),
+                      int(negatives), int(seed) % (2**31 - 1))
+
+    def draw_negatives(self, centres):
+        """k negatives for each centre of this replica's rows of the global batch [B, k]. The
+        draw is seeded by (seed, step) and made for the whole global batch, of which a replica
+        keeps its rows, so one device and several replicas train on the same negatives."""
+        if self.noise is None:
+            raise ValueError("SkipGram.set_noise(...) must be called before training on "
+                             "(centres, windows) batches")
+        prob, alias, k, seed = self.noise
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        replica = context.replica_id_in_sync_group if context is not None else 0
+        rows = centres.shape[0] or tf.shape(centres)[0]  # static on one device (XLA)
+        step = tf.cast(self.optimizer.iterations, tf.int32)
+        shape = [rows * replicas, k]
+        column = tf.random.stateless_uniform(shape, tf.stack([seed, 2 * step]), minval=0,
+                                             maxval=self.vocab_size, dtype=tf.int32)
+        # u in [0, 1) from 24-bit integers: TensorFlow's float stateless_uniform gives other
+        # numbers under XLA than without it (its integer draws agree), and a run compiled on one
+        # device must draw what two replicas draw uncompiled.
+        u = tf.random.stateless_uniform(shape, tf.stack([seed, 2 * step + 1]), minval=0,
+                                        maxval=1 << 24, dtype=tf.int32)
+        u = tf.cast(u, tf.float32) * (1.0 / (1 << 24))
+        draws = tf.where(u < tf.gather(prob, column), column, tf.gather(alias, column))
+        if replicas == 1:
+            return draws
+        return tf.slice(draws, tf.stack([tf.cast(replica, tf.int32) * rows, 0]),
+                        tf.stack([rows, k]))
 
     @staticmethod
     def slot_weights(centres, windows, negatives, dtype=tf.float32):
@@ -105,6 +145,8 @@ class SkipGram(keras.Model):
         return total, pairs, grads
 
     def train_step(self, data):
+        if len(data) == 2:  # (centres, windows): the step draws the negatives
+            data = (*data, self.draw_negatives(data[0]))
         total, pairs, grads = self.gradients(data)
         if tf.distribute.get_strategy().num_replicas_in_sync > 1:
             # Several replicas: Keras' SGD sums the sparse gradients across them, then updates.

@@ -10,9 +10,9 @@ training -> evaluation (analogies, WordSim-353, neighbours, vectors on disk) -> 
 How it trains, and why. word2vec.c makes one tiny SGD update per (centre, context) pair, from
 several threads at once without locks (Hogwild). A Keras ``fit()`` step instead takes a batch of
 ``--batch-size`` centre words from a ``tf.data`` pipeline that cuts their windows out of the
-subsampled stream with tensor ops, one reduced window size b per batch (no empty slots), and
-draws k negatives per centre, shared by the centre's pairs as in Ji et al. (2016)'s pWord2Vec.
-The custom ``train_step`` (``model.py``) gathers only the rows of the words in the batch, computes
+subsampled stream with tensor ops, one reduced window size b per batch (no empty slots). The
+custom ``train_step`` (``model.py``) draws k negatives per centre, shared by the centre's pairs as
+in Ji et al. (2016)'s pWord2Vec, gathers only the rows of the words in the batch, computes
 word2vec.c's gradients for every pair as small matrix products per centre, and applies plain SGD
 to those rows (one XLA scatter per table), at the learning rate of the shared optimizer factory:
 linear decay from 0.025, as word2vec.c's. The step has static shapes per b and is compiled with
@@ -178,23 +178,25 @@ class Word2Vec(App):
         execution = args.steps_per_execution if run.replicas == 1 else 1
         steps = -(-steps // execution) * execution
         start_epoch = backup_epoch(run)  # a resumed run continues that epoch's pairs
-        train = data.make_dataset(corpus.ids, keep, noise, window=args.window,
-                                  negatives=args.negatives, batch=batch, seed=args.seed,
-                                  start_epoch=start_epoch)
+        train = data.make_dataset(corpus.ids, keep, window=args.window, batch=batch,
+                                  seed=args.seed, start_epoch=start_epoch)
         print(f"subsampling t={args.sample:g} ({args.subsample_rule}) keeps "
               f"{float(keep[corpus.ids].mean()):.1%} of the tokens; {steps:,} steps of "
               f"{batch:,} centre words (~{batch * (args.window + 1):,} pairs) per epoch")
         # Throughput is counted in corpus words per second, as word2vec.c and gensim count it.
         return Data(train=train, steps_per_epoch=steps,
                     examples_per_step=corpus.raw_tokens / steps,
-                    corpus=corpus, analogies=analogies, word_pairs=word_pairs,
+                    corpus=corpus, noise=data.alias_table(noise), analogies=analogies,
+                    word_pairs=word_pairs,
                     execution=execution, start_epoch=start_epoch)
 
     # 2. Model: two tables, v (centre) and u (context), initialized as word2vec.c (model.py).
     def build_model(self, args, data, run):
         from apps.word2vec.model import build_skipgram
 
-        return build_skipgram(len(data.corpus.vocab), args.dim)
+        model = build_skipgram(len(data.corpus.vocab), args.dim)
+        model.set_noise(*data.noise, args.negatives, args.seed + 2)  # U(w)^0.75, as an alias table
+        return model
 
     # Plain SGD from the shared factory: --schedule linear decays to --final-learning-rate over
     # the run, as word2vec.c's alpha; XLA and several steps per call into the compiled graph.
