@@ -131,7 +131,7 @@ class EarlyStopping(keras.callbacks.Callback):
             if self.verbose:
                 print(
                     f"EarlyStopping: restored the best weights, epoch {self.best_epoch} "
-                    f"(step {self.best_step}), {self.monitor}={self.best_value:.5f}"
+                    f"(training step {self.best_step:,}), {self.monitor}={self.best_value:.5f}"
                     + (f"; stopped at epoch {self.stopped_epoch}" if self.stopped_epoch else "")
                 )
         if self.state_dir is not None and self.state_dir.exists():
