@@ -462,7 +462,8 @@ def reference_plot(app: str, budget: str, record: dict, anchor: dict, img_dir: P
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(curve["steps"], curve["returns"], "o-", ms=3, color="tab:red",
-            label=f"ours ({record.get('git_commit') or '?'}, {when(record)[:10]})")
+            label=f"ours, each period's evaluation ({record.get('git_commit') or '?'}, "
+                  f"{when(record)[:10]})")
     for (label, points), marker in zip(published.items(), "s^Dv"):
         ax.plot(points["steps"], points["returns"], marker + "--", color="tab:blue", ms=7,
                 alpha=0.8 if marker == "s" else 0.5, label=label)
@@ -470,7 +471,7 @@ def reference_plot(app: str, budget: str, record: dict, anchor: dict, img_dir: P
         ax.axhline(anchor["value"], color="green", ls=":", lw=1, label=f"target {anchor['value']:g}")
     ax.set_xscale("log")
     ax.set_xlabel("agent (environment) steps, log scale")
-    ax.set_ylabel(anchor.get("metric", "return"))
+    ax.set_ylabel("mean evaluation return")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
     return save_figure(fig, img_dir / f"{app}_{budget}_vs_published.png",
