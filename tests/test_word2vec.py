@@ -143,7 +143,7 @@ def test_negatives_follow_unigram_to_the_three_quarters():
     np.testing.assert_allclose(noise, counts**0.75 / np.sum(counts**0.75))
     model = build_skipgram(5, 4)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
-    model.set_noise(*data.alias_table(noise), negatives=5, seed=3)
+    model.set_noise(noise, negatives=5, seed=3)
     centres = tf.zeros([1000], tf.int32)
     draws = []
     for step in range(30):
@@ -168,7 +168,7 @@ def test_loss_decreases_with_sparse_sgd():
     keep = np.ones(len(vocab), np.float32)
     ds = data.make_dataset(ids, keep, window=2, batch=64, seed=0)
     model = build_skipgram(len(vocab), 16)
-    model.set_noise(*data.alias_table(data.noise_distribution(vocab.counts)), 3, 0)
+    model.set_noise(data.noise_distribution(vocab.counts), 3, 0)
     model.compile(optimizer=keras.optimizers.SGD(0.025), jit_compile=True)
     before = model.centre_vectors.numpy().copy()
     hist = model.fit(ds, epochs=4, steps_per_epoch=20, verbose=0).history["loss"]

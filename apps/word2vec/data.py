@@ -28,7 +28,7 @@
    (benchmarks/notes/word2vec.md).
 
 All randomness is stateless, seeded from (``--seed``, epoch, step), so a run is reproducible and
-each epoch draws fresh subsampling, windows and negatives.
+each epoch draws fresh subsampling and windows (and the step fresh negatives).
 """
 
 from __future__ import annotations
@@ -231,16 +231,16 @@ def make_dataset(ids: np.ndarray, keep_prob: np.ndarray, *, window: int, batch: 
                  start_epoch: int = 0):
     """An endless stream of batches ``(centres [batch], windows [batch, 2b])`` (int32),
     ``batch`` centre words each: epoch ``start_epoch``'s, then the next epoch's, and so on.
-    Every centre draws its reduced window b uniformly from 1..window (word2vec.c);
-    the batches come in turn for b = 1, 2, .., window, each holding only centres of that b, so
-    that a batch has no empty window slots (a [batch, 2 window] layout would leave 40% of its
-    slots empty for window 5 and pay for them in every gather, product and scatter).
-    ``windows[i, j]`` is the word at offset ``window_offsets(b)[j]`` from centre i in the
-    subsampled stream, or -1 past either end of the corpus; each other slot is one (centre,
-    context) pair. The training step draws each centre's negatives (model.py). Every batch has
-    exactly ``batch`` centres (``rebatch`` across chunk and epoch boundaries), so the training step compiles once per b with static shapes (XLA); an
-    "epoch" of training is ``steps_per_epoch(...)`` batches, one pass over the corpus in
-    expectation."""
+    Every centre draws its reduced window b uniformly from 1..window (word2vec.c); the batches
+    come in turn for b = 1, 2, .., window, each holding only centres of that b, so that a batch
+    has no empty window slots (a [batch, 2 window] layout would leave 40% of its slots empty for
+    window 5 and pay for them in every gather, product and scatter). ``windows[i, j]`` is the
+    word at offset ``window_offsets(b)[j]`` from centre i in the subsampled stream, or -1 past
+    either end of the corpus; each other slot is one (centre, context) pair. The training step
+    draws each centre's negatives (model.py). Every batch has exactly ``batch`` centres
+    (``rebatch`` across chunk and epoch boundaries), so the training step compiles once per b
+    with static shapes (XLA); an "epoch" of training is ``steps_per_epoch(...)`` batches, one
+    pass over the corpus in expectation."""
     import tensorflow as tf
 
     from shared.distribute import shard_policy_data

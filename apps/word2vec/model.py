@@ -66,11 +66,14 @@ class SkipGram(keras.Model):
         u = tf.gather(self.context_vectors.value, targets)  # [B, 1 + k, d]
         return tf.einsum("bmd,bjd->bmj", v, u)
 
-    def set_noise(self, prob, alias, negatives: int, seed: int):
-        """The negative-sampling distribution as an alias table (data.alias_table), the number
-        of negatives per centre and the seed of their draws."""
-        self.noise = (tf.constant(prob, tf.float32), tf.constant(alias, tf.int32),
-                      int(negatives), int(seed) % (2**31 - 1))
+    def set_noise(self, noise, negatives: int, seed: int):
+        """The negative-sampling distribution ``noise`` [V] (kept as its alias table,
+        data.alias_table), the number of negatives per centre and the seed of their draws."""
+        from apps.word2vec.data import alias_table
+
+        prob, alias = alias_table(noise)
+        self.noise = (tf.constant(prob), tf.constant(alias), int(negatives),
+                      int(seed) % (2**31 - 1))
 
     def draw_negatives(self, centres):
         """k negatives for each centre of this replica's rows of the global batch [B, k]. The
@@ -95,8 +98,6 @@ class SkipGram(keras.Model):
                                         maxval=1 << 24, dtype=tf.int32)
         u = tf.cast(u, tf.float32) * (1.0 / (1 << 24))
         draws = tf.where(u < tf.gather(prob, column), column, tf.gather(alias, column))
-        if replicas == 1:
-            return draws
         return tf.slice(draws, tf.stack([tf.cast(replica, tf.int32) * rows, 0]),
                         tf.stack([rows, k]))
 

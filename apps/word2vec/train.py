@@ -186,8 +186,7 @@ class Word2Vec(App):
         # Throughput is counted in corpus words per second, as word2vec.c and gensim count it.
         return Data(train=train, steps_per_epoch=steps,
                     examples_per_step=corpus.raw_tokens / steps,
-                    corpus=corpus, noise=data.alias_table(noise), analogies=analogies,
-                    word_pairs=word_pairs,
+                    corpus=corpus, noise=noise, analogies=analogies, word_pairs=word_pairs,
                     execution=execution, start_epoch=start_epoch)
 
     # 2. Model: two tables, v (centre) and u (context), initialized as word2vec.c (model.py).
@@ -195,7 +194,7 @@ class Word2Vec(App):
         from apps.word2vec.model import build_skipgram
 
         model = build_skipgram(len(data.corpus.vocab), args.dim)
-        model.set_noise(*data.noise, args.negatives, args.seed + 2)  # U(w)^0.75, as an alias table
+        model.set_noise(data.noise, args.negatives, args.seed + 2)  # U(w)^0.75, drawn in the step
         return model
 
     # Plain SGD from the shared factory: --schedule linear decays to --final-learning-rate over
