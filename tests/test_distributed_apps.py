@@ -89,9 +89,10 @@ APPS = {
     "dcgan": ("apps.dcgan.train", [
         "--epochs", "2", "--steps-per-epoch", "3", "--limit", "512", "--no-refine",
         "--disc-layers", "2", "--no-eval"], 32),
-    # CartPole-v1: 400 env steps, 75 gradient steps after a 100-step warm-up.
+    # CartPole-v1: 400 env steps, 75 gradient steps on 3-step returns after a 100-step warm-up.
     "dqn": ("apps.dqn.train", [
         "--steps", "400", "--epochs", "2", "--learning-starts", "100", "--train-frequency", "4",
+        "--n-step", "3",
         "--gradient-steps", "1", "--target-update", "50", "--hidden", "32", "32",
         "--eval-episodes", "2", "--final-eval-episodes", "3", "--no-gif"], 32),
 }

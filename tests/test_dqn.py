@@ -53,6 +53,7 @@ def _check(memory, ref, idx):
         np.testing.assert_array_equal(b["next_obs"][j], s2)
         assert b["actions"][j] == a and b["rewards"][j] == r
         assert b["terminated"][j] == float(term) and b["truncated"][j] == float(trunc)
+        assert b["discount"][j] == np.float32(memory.gamma)
 
 
 def test_replay_stacks_and_episode_boundaries():
@@ -97,6 +98,67 @@ def test_replay_bytes_per_transition_and_state_round_trip():
         np.testing.assert_array_equal(v, other.batch(idx)[k])
 
 
+def _n_step_reference(ref, n, gamma, capacity):
+    """{slot: (s, a, R, s_n, terminated, discount)} from the one-step reference: up to n
+    transitions of the same episode (consecutive slots), cut at its end. Slots whose window
+    walks off the reference (overwritten by a later lap) are left out."""
+    out = {}
+    for i in ref:
+        ret, j, m = 0.0, i, 0
+        while j in ref:
+            s2, term, trunc = ref[j][3], ref[j][4], ref[j][5]
+            ret += gamma ** m * ref[j][2]
+            m += 1
+            if term or trunc or m == n:
+                out[i] = (ref[i][0], ref[i][1], ret, s2, term, gamma ** m)
+                break
+            j = (j + 1) % capacity
+    return out
+
+
+def _check_n_step(memory, expected, idx):
+    b = memory.batch(np.asarray(idx))
+    for j, i in enumerate(idx):
+        s, a, ret, s2, term, discount = expected[i]
+        np.testing.assert_array_equal(b["obs"][j], s)
+        np.testing.assert_array_equal(b["next_obs"][j], s2)
+        assert b["actions"][j] == a and b["terminated"][j] == float(term)
+        assert b["rewards"][j] == pytest.approx(ret, abs=1e-6)
+        assert b["discount"][j] == pytest.approx(discount, abs=1e-7)
+
+
+def test_n_step_samples_sum_rewards_and_stop_at_the_episode_end():
+    memory = data.ReplayMemory(100, (2, 2), np.uint8, history=4, seed=3, n_step=3, gamma=0.9)
+    ref = _simulate(memory, [(5, False), (2, True), (6, False)], history=4)
+    expected = _n_step_reference(ref, 3, 0.9, memory.capacity)
+    assert len(memory) == 13  # every transition of three finished games
+    _check_n_step(memory, expected, sorted(expected))
+    # Slot 3's window ends with the first game (a game over: no bootstrap); slot 6's with the
+    # second, cut by the time limit: it bootstraps from the last observation with gamma^2.
+    assert expected[3][4] and expected[3][5] == pytest.approx(0.9 ** 2)
+    assert not expected[6][4] and expected[6][5] == pytest.approx(0.9 ** 2)
+    assert expected[0][5] == pytest.approx(0.9 ** 3) and not expected[0][4]
+    # A game still going: its last two transitions lack the steps their windows need.
+    start = memory.cursor
+    memory.start_episode(np.zeros((2, 2), np.uint8))
+    for _ in range(4):
+        memory.add(0, 1.0, np.zeros((2, 2), np.uint8), False, False)
+    assert memory._ok(np.arange(start, start + 5)).tolist() == [True, True, False, False, False]
+    for _ in range(20):
+        assert set(memory.sample_indices(8).tolist()) <= set(ref) | {start, start + 1}
+
+
+def test_n_step_wraparound_reconstructs_every_sampleable_window():
+    memory = data.ReplayMemory(17, (2, 2), np.uint8, history=4, seed=4, n_step=3, gamma=0.5)
+    ref = _simulate(memory, [(5, False), (9, True), (7, False), (6, True)], history=4)
+    expected = _n_step_reference(ref, 3, 0.5, memory.capacity)
+    live = [i for i in range(memory.capacity) if memory._ok(np.array([i]))[0]]
+    assert 0 < len(live) < memory.capacity and set(live) <= set(expected)
+    _check_n_step(memory, expected, live)
+    drawn = np.concatenate([memory.sample_indices(16) for _ in range(20)])
+    assert set(drawn.tolist()) <= set(live)
+
+
 # ------------------------------------------------------------------------------------------------
 # Environments
 # ------------------------------------------------------------------------------------------------
@@ -134,7 +196,7 @@ def _cartpole_agent(double=False, lr=1e-3):
 
     keras.utils.set_random_seed(0)
     online, target = build_mlp(2, 4, (64, 64)), build_mlp(2, 4, (64, 64), name="target")
-    return DQNAgent(online, target, keras.optimizers.Adam(lr), 2, 0.99, double=double,
+    return DQNAgent(online, target, keras.optimizers.Adam(lr), 2, double=double,
                     global_batch=64)
 
 
@@ -214,6 +276,16 @@ def test_train_export_round_trip(tmp_path):
     out = fn(state=tf.constant(np.random.default_rng(0).normal(size=(3, 4)), tf.float32))
     assert out["q_values"].shape == (3, 2) and out["action"].shape == (3,)
     np.testing.assert_array_equal(out["action"].numpy(), np.argmax(out["q_values"].numpy(), -1))
+
+
+def test_n_step_run_learns_from_three_step_returns(tmp_path):
+    from apps.dqn.train import main
+
+    run = tmp_path / "run"
+    record = main([*FAST, "--n-step", "3", "--run-dir", str(run), "--no-export"])
+    assert json.loads((run / "config.json").read_text())["args"]["n_step"] == 3
+    assert np.isfinite(record["metrics"]["eval_return"])
+    assert np.isfinite(np.loadtxt(run / "history.csv", delimiter=",", skiprows=1, usecols=1)).all()
 
 
 def test_atari_export_signature(tmp_path):

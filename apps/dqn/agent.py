@@ -8,6 +8,9 @@ bootstrap, since a time-limit cut is not a terminal state of the MDP (Pardo et a
     y = r + gamma * (1 - terminated) * Q_target(s', argmax_a' Q_online(s', a'))     (Double DQN,
                                                                                 van Hasselt 2016)
 
+With n-step samples (``--n-step``, Hessel et al. 2018) r is the discounted sum of n rewards, s'
+the state n steps on and gamma its discount gamma^n: the replay memory's ``discount``.
+
 loss = Huber_1(Q_online(s, a) - y) averaged over the batch ("error clipping" to [-1, 1] in
 Mnih et al. 2015 is the Huber loss with delta 1).
 """
@@ -46,10 +49,10 @@ class DQNAgent:
     """Online and target networks plus optimizer, built by the caller inside the strategy scope."""
 
     def __init__(self, online: keras.Model, target: keras.Model, optimizer, num_actions: int,
-                 gamma: float = 0.99, double: bool = False, strategy=None,
-                 global_batch: int | None = None):
+                 double: bool = False, strategy=None, global_batch: int | None = None):
+        # The discount comes with each batch (ReplayMemory's ``discount``: gamma, or gamma^n).
         self.online, self.target, self.optimizer = online, target, optimizer
-        self.num_actions, self.gamma, self.double = int(num_actions), float(gamma), bool(double)
+        self.num_actions, self.double = int(num_actions), bool(double)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.replicas = self.strategy.num_replicas_in_sync
         # Replicas on this worker: ``train`` gets this worker's share of the global batch
@@ -95,7 +98,7 @@ class DQNAgent:
         return int(np.argmax(self.q_values(obs[None])[0]))
 
     # -- learning ---------------------------------------------------------------------------
-    def _replica_step(self, obs, actions, rewards, next_obs, terminated):
+    def _replica_step(self, obs, actions, rewards, next_obs, terminated, discount):
         # Each replica takes its slice of this worker's batch (the global batch on one machine);
         # the loss is summed over the slice and divided by the global batch, so the all-reduced
         # gradient is that of the global batch mean. A worker's replicas have consecutive ids.
@@ -104,6 +107,7 @@ class DQNAgent:
         lo = (ctx.replica_id_in_sync_group % self.local_replicas) * n
         obs, actions, rewards = obs[lo:lo + n], actions[lo:lo + n], rewards[lo:lo + n]
         next_obs, terminated = next_obs[lo:lo + n], terminated[lo:lo + n]
+        discount = discount[lo:lo + n]
 
         next_q_target = self.target(next_obs, training=False)
         if self.double:
@@ -111,7 +115,7 @@ class DQNAgent:
             next_value = tf.gather(next_q_target, best, axis=1, batch_dims=1)
         else:
             next_value = tf.reduce_max(next_q_target, axis=-1)
-        y = tf.stop_gradient(rewards + self.gamma * (1.0 - terminated) * next_value)
+        y = tf.stop_gradient(rewards + discount * (1.0 - terminated) * next_value)
         with tf.GradientTape() as tape:
             q = self.online(obs, training=True)
             q_taken = tf.gather(q, actions, axis=1, batch_dims=1)
@@ -122,20 +126,21 @@ class DQNAgent:
         self.optimizer.apply_gradients(zip(grads, variables))
         return loss, tf.reduce_sum(q_taken) / tf.cast(n * self.replicas, tf.float32)
 
-    def _distributed_step(self, obs, actions, rewards, next_obs, terminated):
+    def _distributed_step(self, obs, actions, rewards, next_obs, terminated, discount):
         loss, q = self.strategy.run(self._replica_step,
-                                    args=(obs, actions, rewards, next_obs, terminated))
+                                    args=(obs, actions, rewards, next_obs, terminated, discount))
         total = tf.distribute.ReduceOp.SUM
         return (self.strategy.reduce(total, loss, axis=None),
                 self.strategy.reduce(total, q, axis=None))
 
-    def _many_steps(self, obs, actions, rewards, next_obs, terminated):
+    def _many_steps(self, obs, actions, rewards, next_obs, terminated, discount):
         """G gradient steps in one call (inputs have a leading [G] axis): one graph, no Python
         between steps. Used when there is one replica."""
         g = tf.shape(actions)[0]
         total_loss, total_q = tf.constant(0.0), tf.constant(0.0)
         for i in tf.range(g):
-            loss, q = self._replica_step(obs[i], actions[i], rewards[i], next_obs[i], terminated[i])
+            loss, q = self._replica_step(obs[i], actions[i], rewards[i], next_obs[i],
+                                         terminated[i], discount[i])
             total_loss += loss
             total_q += q
         g = tf.cast(g, tf.float32)
@@ -147,7 +152,7 @@ class DQNAgent:
         Q(s, a) over the steps (of the global batch: the same on every worker)."""
         self._np_weights = None
         args = [tf.convert_to_tensor(batches[k]) for k in
-                ("obs", "actions", "rewards", "next_obs", "terminated")]
+                ("obs", "actions", "rewards", "next_obs", "terminated", "discount")]
         if self.replicas == 1:
             loss, q = self._train_many(*args)
             return float(loss), float(q)
@@ -166,7 +171,7 @@ class DQNAgent:
             next_value = next_q[np.arange(len(best)), best]
         else:
             next_value = next_q.max(axis=-1)
-        y = batch["rewards"] + self.gamma * (1.0 - batch["terminated"]) * next_value
+        y = batch["rewards"] + batch["discount"] * (1.0 - batch["terminated"]) * next_value
         q = self.online(batch["obs"], training=False).numpy()
         q_taken = q[np.arange(len(q)), batch["actions"]]
         return float(np.mean(huber(tf.constant(q_taken - y)).numpy()))

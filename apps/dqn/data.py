@@ -327,13 +327,20 @@ class ReplayMemory:
 
     Sampling draws uniformly among slots that start a complete transition and whose history has
     not been overwritten (the h-1 slots after the write cursor are excluded once the array wraps).
+
+    With ``n_step`` n > 1 a sample is the n-step transition that starts there (Sutton 1988;
+    Hessel et al. 2018): the discounted sum of the next n rewards, the state n steps on, and the
+    discount gamma^n of its bootstrap; the window stops early at the episode's end (a game over
+    stops the bootstrap, a time-limit cut bootstraps from its last observation with gamma^m). A
+    slot whose window still runs into the write cursor is not sampled until it is complete.
     """
 
     def __init__(self, capacity: int, frame_shape: tuple, frame_dtype=np.uint8, history: int = 1,
-                 seed: int = 0):
-        if capacity < history + 2:
+                 seed: int = 0, n_step: int = 1, gamma: float = 0.99):
+        if capacity < history + n_step + 1:
             raise UserError(f"replay memory of {capacity} slots is too small")
         self.capacity, self.history = int(capacity), int(history)
+        self.n_step, self.gamma = int(n_step), float(gamma)
         self.frame_shape = tuple(frame_shape)
         self.frames = np.zeros((capacity, *frame_shape), dtype=frame_dtype)
         self.actions = np.zeros(capacity, dtype=np.uint8)  # Atari has <= 18 actions
@@ -381,7 +388,25 @@ class ReplayMemory:
         if self.size == self.capacity and self.history > 1:
             oldest = (idx - self.cursor) % self.capacity < self.history - 1
             ok &= ~oldest | self.first[idx]
+        if self.n_step > 1:
+            ok &= self._window(idx)[0]
         return ok
+
+    def _window(self, idx: np.ndarray):
+        """The n-step windows starting at ``idx``: (complete, last), where ``last`` is the slot
+        of each window's last transition (its next state is the stack ending at ``last + 1``) and
+        a window is complete when every transition it needs was written after ``idx``."""
+        idx = np.asarray(idx)
+        newer = (self.cursor - 1 - idx) % self.capacity  # slots written after idx
+        complete = np.ones(idx.shape, dtype=bool)
+        ended = np.zeros(idx.shape, dtype=bool)
+        last = idx.copy()
+        for k in range(self.n_step):
+            j = (idx + k) % self.capacity
+            complete &= ended | (self.valid[j] & (k < newer))
+            last = np.where(ended, last, j)
+            ended |= self.terminated[j] | self.truncated[j]
+        return complete, last
 
     def __len__(self) -> int:
         """Number of transitions that can be sampled."""
@@ -416,12 +441,15 @@ class ReplayMemory:
 
     def sample(self, batch_size: int) -> dict:
         """A uniform batch: ``obs``, ``actions`` (int32), ``rewards``, ``next_obs``,
-        ``terminated`` (float32: 1 stops bootstrapping) and ``truncated`` (informational: a
-        time-limit cut still bootstraps from s')."""
+        ``terminated`` (float32: 1 stops bootstrapping), ``truncated`` (informational: a
+        time-limit cut still bootstraps from s') and ``discount`` (gamma^m, m the transitions
+        the sample spans: gamma with one-step samples)."""
         idx = self.sample_indices(batch_size)
         return self.batch(idx)
 
     def batch(self, idx: np.ndarray) -> dict:
+        if self.n_step > 1:
+            return self._n_step_batch(np.asarray(idx))
         nxt = (idx + 1) % self.capacity
         if self.history == 1:
             obs, next_obs = self.frames[idx], self.frames[nxt]
@@ -439,6 +467,24 @@ class ReplayMemory:
             "next_obs": next_obs,
             "terminated": self.terminated[idx].astype(np.float32),
             "truncated": self.truncated[idx].astype(np.float32),
+            "discount": np.full(len(idx), self.gamma, np.float32),
+        }
+
+    def _n_step_batch(self, idx: np.ndarray) -> dict:
+        _, last = self._window(idx)
+        span = (last - idx) % self.capacity  # transitions in the window, minus one
+        returns = np.zeros(len(idx), np.float64)
+        for k in range(self.n_step):  # the rewards of slots idx .. last, discounted
+            j = (idx + k) % self.capacity
+            returns += np.where(k <= span, self.gamma ** k * self.rewards[j], 0.0)
+        return {
+            "obs": self.states(idx),
+            "actions": self.actions[idx].astype(np.int32),
+            "rewards": returns.astype(np.float32),
+            "next_obs": self.states((last + 1) % self.capacity),
+            "terminated": self.terminated[last].astype(np.float32),
+            "truncated": self.truncated[last].astype(np.float32),
+            "discount": (self.gamma ** (span + 1)).astype(np.float32),
         }
 
     # -- accounting and persistence -------------------------------------------------------

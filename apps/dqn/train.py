@@ -47,6 +47,7 @@ ATARI = {  # a 1M-step recipe for 2 cores (issue 29): the tuned single-GPU DQNs 
     "learning_rate": 1e-4,  # CleanRL = Lapan (Adam); Mnih: RMSProp 2.5e-4
     "optimizer": "adam",  # CleanRL = Lapan; Mnih: rmsprop (rho 0.95, eps 0.01, centered)
     "gamma": 0.99,  # CleanRL = Lapan = Mnih discount factor
+    "n_step": 1,  # one-step Q-learning targets (CleanRL = Lapan ch. 6 = Mnih)
     "target_update": 1_000,  # CleanRL target_network_frequency = Lapan SYNC_TARGET_FRAMES
     # (Mnih: 10,000)
     "batch_size": 32,  # CleanRL = Lapan = Mnih minibatch size
@@ -75,6 +76,7 @@ CLASSIC = {  # SB3 rl-zoo hyperparams/dqn.yml, CartPole-v1 (+ SB3 DQN defaults) 
     "learning_rate": 2.3e-3,  # rl-zoo learning_rate
     "optimizer": "adam",  # SB3 DQN default optimizer
     "gamma": 0.99,  # rl-zoo gamma
+    "n_step": 1,  # SB3 DQN: one-step targets
     "target_update": 10,  # rl-zoo target_update_interval (environment steps)
     "batch_size": 64,  # rl-zoo batch_size
     "start_epsilon": 1.0,  # SB3 exploration_initial_eps
@@ -231,6 +233,8 @@ class DQN(App):
                        help="gradient steps at each learning time")
         a.add_argument("--double", action="store_true",
                        help="Double DQN targets (van Hasselt 2016)")
+        a.add_argument("--n-step", type=positive_int,
+                       help="learn from n-step returns (Hessel et al. 2018: 3)")
         a.add_argument("--hidden", type=positive_int, nargs="+",
                        help="CartPole MLP hidden sizes (Atari: the Nature CNN)")
         a.add_argument("--eval-epsilon", type=float, help="epsilon during evaluation")
@@ -312,7 +316,8 @@ class DQN(App):
               f"{num_actions} actions")
         memory = data.ReplayMemory(args.buffer_size, obs_shape[:-1] if atari else obs_shape,
                                    np.uint8 if atari else np.float32,
-                                   history=obs_shape[-1] if atari else 1, seed=actor_seed)
+                                   history=obs_shape[-1] if atari else 1, seed=actor_seed,
+                                   n_step=args.n_step, gamma=args.gamma)
         naive = 2 * int(np.prod(obs_shape)) * (1 if atari else 4)
         print(f"replay memory: {args.buffer_size:,} slots, {memory.nbytes / 2**20:,.1f} MiB, "
               f"{memory.bytes_per_slot:,.0f} bytes per slot (a naive s+s' stack store: "
@@ -356,8 +361,8 @@ class DQN(App):
         optimizer = loss_scaled(make_optimizer(self.optimizer_config(
             args, data, global_clipnorm=args.clipnorm, clipnorm=None, **mnih)), args.precision)
         model.compile(optimizer=optimizer)  # so the callbacks see model.optimizer (lr logging)
-        data.agent = DQNAgent(model, data.target, optimizer, data.num_actions, args.gamma,
-                              args.double, run.strategy, data.batch)
+        data.agent = DQNAgent(model, data.target, optimizer, data.num_actions, args.double,
+                              run.strategy, data.batch)
 
     # 3. Train: the agent loop (loop.py) drives the shared callbacks and the checkpoint.
     def train(self, args, model, data, run):
