@@ -451,10 +451,23 @@ def runs_table(app: str, rows: list[dict], spec: dict) -> list[str]:
          for r in rows])
 
 
-def reference_plot(app: str, budget: str, record: dict, anchor: dict, img_dir: Path) -> Path | None:
+def probe_records(rows: list[dict], spec: dict) -> list[dict]:
+    """The latest record of each set of extra flags among a budget's ``rows`` (``pong +
+    --double``), in the order the flag sets first appear; the budget's plain runs are left out."""
+    latest: dict[str, dict] = {}
+    for r in rows:
+        flags = " ".join(extra_flags(r, spec))
+        if flags:
+            latest[flags] = r  # later records replace earlier ones, first-seen order is kept
+    return list(latest.values())
+
+
+def reference_plot(app: str, budget: str, record: dict, anchor: dict, img_dir: Path,
+                   probes: list[tuple[str, dict]] = ()) -> Path | None:
     """The record's evaluation curve (``metrics.eval_curve``: steps, returns) beside the published
     points of its budget's anchor (``anchor["curve"]``: label -> steps, returns) and its target
-    value, on a log step axis (published runs are 3-12x longer); None without both."""
+    value, on a log step axis (published runs are 3-12x longer); ``probes`` (label, record) add
+    the curves of the same budget run with other flags. None without a curve and points."""
     curve, published = get(record, "metrics", "eval_curve"), anchor.get("curve")
     if not curve or not curve.get("steps") or not published:
         return None
@@ -464,6 +477,11 @@ def reference_plot(app: str, budget: str, record: dict, anchor: dict, img_dir: P
     ax.plot(curve["steps"], curve["returns"], "o-", ms=3, color="tab:red",
             label=f"ours, each period's evaluation ({record.get('git_commit') or '?'}, "
                   f"{when(record)[:10]})")
+    for (label, probe), color in zip(probes, ["tab:orange", "tab:purple", "tab:brown"]):
+        other = get(probe, "metrics", "eval_curve") or {}
+        if other.get("steps"):
+            ax.plot(other["steps"], other["returns"], "o-", ms=3, color=color, alpha=0.8,
+                    label=f"{label} ({probe.get('git_commit') or '?'}, {when(probe)[:10]})")
     for (label, points), marker in zip(published.items(), "s^Dv"):
         ax.plot(points["steps"], points["returns"], marker + "--", color="tab:blue", ms=7,
                 alpha=0.8 if marker == "s" else 0.5, label=label)
@@ -513,8 +531,11 @@ def app_section(app: str, spec: dict, runs: list[dict], side: dict[str, list[dic
     if app == "word2vec" and side.get("word2vec_vs_gensim"):
         groups["vs_gensim"] = (side["word2vec_vs_gensim"], lambda r: r.get("word2vec"))
     for budget, (rows, metrics_of) in groups.items():
-        if budget != "vs_gensim":  # drawn from the latest record itself (no run directory)
-            reference_plot(app, budget, rows[-1], budget_anchor(spec, budget), img_dir)
+        if budget != "vs_gensim":  # drawn from the latest records themselves (no run directory)
+            same = [r for r in runs if r.get("budget", "?") == budget]
+            probes = [(f"ours + {' '.join(extra_flags(r, spec))}", r)
+                      for r in probe_records(same, spec) if r is not rows[-1]]
+            reference_plot(app, budget, rows[-1], budget_anchor(spec, budget), img_dir, probes)
         copies = copy_artifacts(f"{app}_{budget}", rows, metrics_of, img_dir)
         if copies:
             lines += [f"### Images ({budget} budget)" if budget != "vs_gensim"

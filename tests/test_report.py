@@ -171,6 +171,20 @@ def test_an_evaluation_curve_is_plotted_beside_the_published_points(tmp_path):
     lines = report.image_lines([path], tmp_path, "dqn_pong")
     assert lines[0] == ("![dqn pong: evaluation return beside the published runs' points]"
                         "(dqn_pong_vs_published.png)")
+    probe = {**record, "metrics": {"eval_curve": {"steps": [50_000], "returns": [-19.0]}}}
+    again = report.reference_plot("dqn", "pong", record, anchor, tmp_path / "p",
+                                  probes=[("ours + --double", probe)])
+    assert again.read_bytes().startswith(b"\x89PNG")
+
+
+def test_probe_records_keep_the_latest_run_of_each_flag_set():
+    """The curves drawn beside a budget's plain run: one per set of extra flags, the latest."""
+    spec = {"budgets": {"pong": ["--env", "ALE/Pong-v5"]}}
+    cmd = "python -m apps.dqn.train --env ALE/Pong-v5"
+    rows = [{"budget": "pong", "command": c, "value": v} for c, v in [
+        (cmd, 11.4), (cmd + " --double", 1.0), (cmd + " --n-step 3", 2.0),
+        (cmd + " --double", 3.0)]]
+    assert [r["value"] for r in report.probe_records(rows, spec)] == [3.0, 2.0]
 
 
 def test_a_resumed_run_reports_the_time_of_all_its_epochs(tmp_path):
