@@ -102,6 +102,7 @@ def sb3_worker(env_id: str, h: dict, seed: int) -> dict:
         exploration_fraction=h["exploration_steps"] / h["steps"],
         exploration_initial_eps=h["start_epsilon"], exploration_final_eps=h["end_epsilon"],
         max_grad_norm=h["clipnorm"] or 1e9, seed=seed, device="cpu", verbose=0,
+        n_steps=h.get("n_step", 1),
     )
     if is_atari(env_id):
         import ale_py
@@ -113,9 +114,12 @@ def sb3_worker(env_id: str, h: dict, seed: int) -> dict:
         game = env_id.split("/")[-1].split("-v")[0]
         env = VecFrameStack(make_atari_env(f"{game}NoFrameskip-v4", n_envs=1, seed=seed), 4)
         # SB3 default replay stores obs and next_obs; optimize_memory_usage stores frames once
-        # (closer to ours), requires handle_timeout_termination=False.
-        model = DQN("CnnPolicy", env, optimize_memory_usage=True,
-                    replay_buffer_kwargs={"handle_timeout_termination": False}, **kwargs)
+        # (closer to ours), requires handle_timeout_termination=False. SB3's n-step buffer
+        # does not support it: with n-step returns SB3 keeps obs and next_obs.
+        compact = kwargs["n_steps"] == 1
+        model = DQN("CnnPolicy", env, optimize_memory_usage=compact,
+                    replay_buffer_kwargs={"handle_timeout_termination": False} if compact
+                    else None, **kwargs)
     else:
         model = DQN("MlpPolicy", env_id, policy_kwargs={"net_arch": h["hidden"]}, **kwargs)
     t0 = time.perf_counter()
