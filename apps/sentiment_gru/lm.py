@@ -40,7 +40,10 @@ from shared.errors import UserError
 # (5%) keeps the output layer at ~1/20 of a full softmax's cost.
 NUM_SAMPLED = 1024
 WEIGHTS = "lm.weights.h5"  # the cache, in the stage directory
-LM_LEARNING_RATE = 1e-3  # Adam's default (Kingma & Ba 2015); ULMFiT's LM uses Adam too
+LM_LEARNING_RATE = 4e-3  # ULMFiT (Howard & Ruder 2018, §4): Adam, base rate 0.004 for the LM
+# Reviews per LM batch: ~7,400 words a step, near ULMFiT's 64 windows of 70 words (AWD-LSTM's
+# BPTT); the classifier's 128 reviews gave the LM only 182 steps an epoch (see the notes).
+LM_BATCH_SIZE = 32
 LM_CLIPNORM = 0.25  # gradient norm clipping of AWD-LSTM's language model (Merity et al. 2018)
 LM_DROPOUT = 0.1  # before the output layer: AWD-LSTM's output dropout for its LM (Merity et al.
 # 2018: 0.4 with 3 x 1,150 units; a 64-unit GRU underfits rather than overfits 5M words)
@@ -115,6 +118,44 @@ def build_lm(vocab_size: int, embedding_dim: int, units: int, bidirectional: boo
     return keras.Model(ids, outs, name="sentiment_gru_lm")
 
 
+def log_unigram(vectorizer, texts: np.ndarray, batch: int = 512) -> np.ndarray:
+    """log P(word) over the vocabulary in ``texts`` (add-one smoothed): the output layer's
+    starting bias, so the LM starts from the unigram model instead of a uniform one (Karpathy,
+    "A Recipe for Training Neural Networks", 2019: initialise the last layer's bias to the
+    data's prior). Without it, the sampled loss spends its first thousands of steps learning
+    word frequencies, which 2 CPU cores cannot afford."""
+    vocab = vectorizer.vocabulary_size()
+    counts = np.ones(vocab, np.float64)
+    for i in range(0, len(texts), batch):
+        ids = np.asarray(vectorizer(texts[i:i + batch]))
+        counts += np.bincount(ids[ids > 0], minlength=vocab)[:vocab]
+    return np.log(counts / counts.sum()).astype(np.float32)
+
+
+def heldout_nats(lm: keras.Model, vectorizer, texts: np.ndarray, batch: int = 8) -> float:
+    """The forward LM's full-softmax cross entropy (nats per word) on ``texts``: the number the
+    sampled training loss only estimates. exp() of it is the perplexity. Small batches: the
+    logits are [batch, words, vocabulary]."""
+    import tensorflow as tf
+
+    out = lm.get_layer("forward_lm")
+    gru = lm.get_layer("bidirectional_gru") if "bidirectional_gru" in \
+        {la.name for la in lm.layers} else lm.get_layer("gru")
+    total, words = 0.0, 0
+    for i in range(0, len(texts), batch):
+        ids = tf.convert_to_tensor(np.asarray(vectorizer(texts[i:i + batch])), tf.int64)
+        mask = ids != 0
+        h = gru(lm.get_layer("embedding")(ids), mask=mask)
+        h = h[0] if isinstance(h, (list, tuple)) else h  # the forward direction
+        logits = tf.matmul(tf.cast(h, tf.float32), out.kernel, transpose_b=True) + out.bias
+        targets = tf.concat([ids[:, 1:], tf.zeros_like(ids[:, :1])], axis=1)
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+        real = tf.cast(targets > 0, tf.float32)
+        total += float(tf.reduce_sum(nll * real))
+        words += int(tf.reduce_sum(real))
+    return total / max(words, 1)
+
+
 def lm_dataset(vectorizer, texts: np.ndarray, batch_size: int, shuffle: bool = False,
                seed: int = 42):
     """Token-id batches of whole reviews (no labels), length-bucketed like the classifier's."""
@@ -182,7 +223,11 @@ def pretrain(args, run, vectorizer, texts: np.ndarray, val_texts: np.ndarray,
             extra = read_unlabelled(args.unlabelled)
             print(f"language model: + {len(extra):,} unlabelled reviews from {args.unlabelled}")
             texts = np.concatenate([texts, extra])
-        batch = run.global_batch(args.batch_size)
+        prior = log_unigram(vectorizer, texts)
+        for name in ("forward_lm", "backward_lm"):
+            if name in {layer.name for layer in lm.layers}:
+                lm.get_layer(name).bias.assign(prior)
+        batch = run.global_batch(LM_BATCH_SIZE)
         train = lm_dataset(vectorizer, texts, batch, shuffle=True, seed=args.seed)
         val = lm_dataset(vectorizer, val_texts, batch)
         config = OptimizerConfig(name="adam", learning_rate=LM_LEARNING_RATE, schedule="cosine",
@@ -199,6 +244,17 @@ def pretrain(args, run, vectorizer, texts: np.ndarray, val_texts: np.ndarray,
     lm.save_weights(str(tmp))  # then moved into place: the cache is never half-written
     atomic_write_bytes(cache, tmp.read_bytes())
     tmp.unlink()
-    stage.finish({"val_loss": float(min(history.history.get("val_loss", [float("nan")])))},
+    nats = heldout_nats(lm, vectorizer, val_texts)
+    unigram = float(-np.mean(np.take(prior, _targets(vectorizer, val_texts))))
+    print(f"language model: validation {nats:.3f} nats/word (perplexity {np.exp(nats):,.0f}; "
+          f"the unigram model: {unigram:.3f}, {np.exp(unigram):,.0f})")
+    stage.finish({"val_loss": float(min(history.history.get("val_loss", [float("nan")]))),
+                  "val_nats_per_word": nats, "unigram_nats_per_word": unigram},
                  extra={"reviews": int(len(texts)), "num_sampled": NUM_SAMPLED})
     return lm
+
+
+def _targets(vectorizer, texts: np.ndarray) -> np.ndarray:
+    """Every word of ``texts`` the forward LM predicts (all but each review's first)."""
+    ids = np.asarray(vectorizer(texts))
+    return ids[:, 1:][ids[:, 1:] > 0]

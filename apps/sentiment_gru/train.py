@@ -99,7 +99,7 @@ class SentimentGRU(App):
         a.add_argument("--pretrain", choices=("none", "lm"), default="none",
                        help="lm: pretrain embedding and GRU as a language model on the training "
                             "reviews, then fine-tune (Dai & Le 2015; ULMFiT)")
-        a.add_argument("--lm-epochs", type=positive_int, default=2,
+        a.add_argument("--lm-epochs", type=positive_int, default=4,
                        help="--pretrain lm: language-model epochs over the reviews")
         a.add_argument("--unlabelled", default=None, metavar="DIR",
                        help="--pretrain lm: also read the unlabelled reviews in DIR "
