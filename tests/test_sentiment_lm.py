@@ -43,8 +43,34 @@ def test_language_model_loss_falls_and_is_recorded(pretrained):
     assert len(hist) == 3 and hist["loss"].iloc[-1] < hist["loss"].iloc[0]
     assert (stage / lm.WEIGHTS).is_file()
     assert record["stages"]["pretrain_lm"]["reviews"] == 360  # training reviews only
-    assert record["stages"]["pretrain_lm"]["metrics"]["val_loss"] == pytest.approx(
-        hist["val_loss"].min())
+    metrics = record["stages"]["pretrain_lm"]["metrics"]
+    assert metrics["val_loss"] == pytest.approx(hist["val_loss"].min())
+    assert 0 < metrics["val_nats_per_word"] < 2 * metrics["unigram_nats_per_word"]
+
+
+def test_the_output_bias_starts_at_the_unigram_model_and_the_heldout_loss_is_exact():
+    """log_unigram is the smoothed log frequency of each id; heldout_nats is the forward LM's
+    full-softmax cross entropy over the real next words, computed here directly."""
+    texts = np.array([b"a b a c", b"b a", b"c c c a b"], dtype=object)
+    vec = keras.layers.TextVectorization(max_tokens=6, output_sequence_length=6)
+    vec.adapt(texts)
+    prior = lm.log_unigram(vec, texts, batch=2)
+    ids = vec(texts).numpy()
+    counts = 1 + np.bincount(ids[ids > 0], minlength=vec.vocabulary_size())
+    np.testing.assert_allclose(prior, np.log(counts / counts.sum()), rtol=1e-6)
+
+    keras.utils.set_random_seed(0)
+    model = lm.build_lm(vec.vocabulary_size(), 4, 3, True)
+    model(ids)
+    h = model.get_layer("bidirectional_gru")(model.get_layer("embedding")(ids),
+                                             mask=ids != 0)[0].numpy()
+    out = model.get_layer("forward_lm")
+    logits = h @ out.kernel.numpy().T + out.bias.numpy()
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nxt = np.concatenate([ids[:, 1:], np.zeros_like(ids[:, :1])], axis=1)
+    real = nxt > 0
+    expected = -np.take_along_axis(log_p, nxt[..., None], -1)[..., 0][real].mean()
+    assert lm.heldout_nats(model, vec, texts, batch=2) == pytest.approx(expected, rel=1e-5)
 
 
 def test_pretrained_weights_are_the_classifiers(pretrained):
