@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from apps.dqn import data
+from apps.dqn import data, replay
 
 
 # ------------------------------------------------------------------------------------------------
@@ -57,7 +57,7 @@ def _check(memory, ref, idx):
 
 
 def test_replay_stacks_and_episode_boundaries():
-    memory = data.ReplayMemory(100, (2, 2), np.uint8, history=4, seed=1)
+    memory = replay.ReplayMemory(100, (2, 2), np.uint8, history=4, seed=1)
     ref = _simulate(memory, [(2, False), (6, True), (3, False)], history=4)
     assert len(memory) == 11  # 11 transitions in 3 + 7 + 4 = 14 slots
     _check(memory, ref, sorted(ref))
@@ -74,7 +74,7 @@ def test_replay_stacks_and_episode_boundaries():
 
 
 def test_replay_wraparound_never_samples_overwritten_history():
-    memory = data.ReplayMemory(13, (2, 2), np.uint8, history=4, seed=2)
+    memory = replay.ReplayMemory(13, (2, 2), np.uint8, history=4, seed=2)
     ref = _simulate(memory, [(5, False), (9, True), (7, False), (4, True)], history=4)
     assert memory.size == memory.capacity
     live = {i: t for i, t in ref.items() if memory._ok(np.array([i]))[0]}
@@ -85,13 +85,13 @@ def test_replay_wraparound_never_samples_overwritten_history():
 
 
 def test_replay_bytes_per_transition_and_state_round_trip():
-    memory = data.ReplayMemory(1000, (84, 84), np.uint8, history=4)
+    memory = replay.ReplayMemory(1000, (84, 84), np.uint8, history=4)
     # 84*84 frame + uint8 action + float32 reward + 4 bool flags
     assert memory.bytes_per_slot == 84 * 84 + 1 + 4 + 4 == 7065
     _simulate(memory, [(99, False)], history=4, frame_shape=(84, 84))
     assert memory.bytes_per_transition() == pytest.approx(7065 * 100 / 99)
     assert memory.bytes_per_transition() < 4 * 84 * 84  # far below one naive stacked state
-    other = data.ReplayMemory(1000, (84, 84), np.uint8, history=4)
+    other = replay.ReplayMemory(1000, (84, 84), np.uint8, history=4)
     other.load_state_dict(memory.state_dict())
     idx = np.arange(99)
     for k, v in memory.batch(idx).items():
@@ -128,7 +128,7 @@ def _check_n_step(memory, expected, idx):
 
 
 def test_n_step_samples_sum_rewards_and_stop_at_the_episode_end():
-    memory = data.ReplayMemory(100, (2, 2), np.uint8, history=4, seed=3, n_step=3, gamma=0.9)
+    memory = replay.ReplayMemory(100, (2, 2), np.uint8, history=4, seed=3, n_step=3, gamma=0.9)
     ref = _simulate(memory, [(5, False), (2, True), (6, False)], history=4)
     expected = _n_step_reference(ref, 3, 0.9, memory.capacity)
     assert len(memory) == 13  # every transition of three finished games
@@ -149,7 +149,7 @@ def test_n_step_samples_sum_rewards_and_stop_at_the_episode_end():
 
 
 def test_n_step_wraparound_reconstructs_every_sampleable_window():
-    memory = data.ReplayMemory(17, (2, 2), np.uint8, history=4, seed=4, n_step=3, gamma=0.5)
+    memory = replay.ReplayMemory(17, (2, 2), np.uint8, history=4, seed=4, n_step=3, gamma=0.5)
     ref = _simulate(memory, [(5, False), (9, True), (7, False), (6, True)], history=4)
     expected = _n_step_reference(ref, 3, 0.5, memory.capacity)
     live = [i for i in range(memory.capacity) if memory._ok(np.array([i]))[0]]
@@ -202,7 +202,7 @@ def _cartpole_agent(double=False, lr=1e-3):
 
 def _cartpole_memory(n=600):
     env = data.make_env("CartPole-v1", seed=0)
-    memory = data.ReplayMemory(1000, (4,), np.float32, history=1, seed=0)
+    memory = replay.ReplayMemory(1000, (4,), np.float32, history=1, seed=0)
     obs, _ = env.reset(seed=0)
     memory.start_episode(obs)
     for _ in range(n):
@@ -349,7 +349,7 @@ def test_checkpoint_restores_agent_and_memory(tmp_path):
     agent.train({k: v[None] for k, v in memory.sample(64).items()})
     ck = Checkpoint(tmp_path / "ck", lambda: (agent, memory, {"step": 300}))
     ck.save(epoch=1)
-    agent2, memory2 = _cartpole_agent(), data.ReplayMemory(1000, (4,), np.float32, seed=5)
+    agent2, memory2 = _cartpole_agent(), replay.ReplayMemory(1000, (4,), np.float32, seed=5)
     state = ck.load(agent2, memory2)
     assert state["step"] == 300 and state["epoch"] == 1
     for a, b in zip(agent.online.get_weights() + agent.target.get_weights(),

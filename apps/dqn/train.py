@@ -6,7 +6,7 @@
         --exploration-steps 1000000 --learning-starts 80000 --epochs 100   # CleanRL dqn_atari.py
 
 Reads top to bottom: hyperparameters (one preset per environment family) -> environments and
-replay memory -> Q-networks -> the agent loop (loop.py) -> final evaluation -> export.
+replay memory (replay.py) -> Q-networks -> the agent loop (loop.py) -> final evaluation -> export.
 
 Budget flags: ``--steps N`` is the number of environment (agent) steps; ``--epochs E`` splits
 them into E *evaluation periods* (after each, evaluation episodes run and the callbacks see one
@@ -296,7 +296,7 @@ class DQN(App):
 
         import numpy as np
 
-        from apps.dqn import data
+        from apps.dqn import data, replay
         from shared import distribute
         from shared.io import atomic_write_json
 
@@ -319,7 +319,7 @@ class DQN(App):
         num_actions = int(env.action_space.n)
         print(f"env {args.env}: observation {obs_shape} {env.observation_space.dtype}, "
               f"{num_actions} actions")
-        memory = data.ReplayMemory(args.buffer_size, obs_shape[:-1] if atari else obs_shape,
+        memory = replay.ReplayMemory(args.buffer_size, obs_shape[:-1] if atari else obs_shape,
                                    np.uint8 if atari else np.float32,
                                    history=obs_shape[-1] if atari else 1, seed=actor_seed,
                                    n_step=args.n_step, gamma=args.gamma)
