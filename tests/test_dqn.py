@@ -45,22 +45,12 @@ def _simulate(memory, episodes, history, frame_shape=(2, 2), seed=0):
     return ref
 
 
-def _check(memory, ref, idx):
-    b = memory.batch(np.asarray(idx))
-    for j, i in enumerate(idx):
-        s, a, r, s2, term, trunc = ref[i]
-        np.testing.assert_array_equal(b["obs"][j], s)
-        np.testing.assert_array_equal(b["next_obs"][j], s2)
-        assert b["actions"][j] == a and b["rewards"][j] == r
-        assert b["terminated"][j] == float(term) and b["truncated"][j] == float(trunc)
-        assert b["discount"][j] == np.float32(memory.gamma)
-
-
 def test_replay_stacks_and_episode_boundaries():
     memory = replay.ReplayMemory(100, (2, 2), np.uint8, history=4, seed=1)
     ref = _simulate(memory, [(2, False), (6, True), (3, False)], history=4)
     assert len(memory) == 11  # 11 transitions in 3 + 7 + 4 = 14 slots
-    _check(memory, ref, sorted(ref))
+    one_step = _n_step_reference(ref, 1, memory.gamma, memory.capacity)
+    _check_n_step(memory, one_step, sorted(ref))
     # The first state of episode 2 is its first frame four times, nothing from episode 1.
     first2 = 3  # slots 0-2: episode 1 (2 transitions + its final observation)
     s = memory.batch(np.array([first2]))["obs"][0]
@@ -79,7 +69,8 @@ def test_replay_wraparound_never_samples_overwritten_history():
     assert memory.size == memory.capacity
     live = {i: t for i, t in ref.items() if memory._ok(np.array([i]))[0]}
     assert 0 < len(live) < memory.capacity
-    _check(memory, live, sorted(live))  # every sampleable slot reconstructs exactly
+    one_step = _n_step_reference(live, 1, memory.gamma, memory.capacity)
+    _check_n_step(memory, one_step, sorted(live))  # every sampleable slot reconstructs
     drawn = np.concatenate([memory.sample_indices(16) for _ in range(20)])
     assert set(drawn.tolist()) <= set(live)
 
@@ -99,7 +90,8 @@ def test_replay_bytes_per_transition_and_state_round_trip():
 
 
 def _n_step_reference(ref, n, gamma, capacity):
-    """{slot: (s, a, R, s_n, terminated, discount)} from the one-step reference: up to n
+    """{slot: (s, a, R, s_n, terminated, truncated, discount)} from the one-step reference
+    (n = 1: itself, with discount gamma): up to n
     transitions of the same episode (consecutive slots), cut at its end. Slots whose window
     walks off the reference (overwritten by a later lap) are left out."""
     out = {}
@@ -110,7 +102,7 @@ def _n_step_reference(ref, n, gamma, capacity):
             ret += gamma ** m * ref[j][2]
             m += 1
             if term or trunc or m == n:
-                out[i] = (ref[i][0], ref[i][1], ret, s2, term, gamma ** m)
+                out[i] = (ref[i][0], ref[i][1], ret, s2, term, trunc, gamma ** m)
                 break
             j = (j + 1) % capacity
     return out
@@ -119,10 +111,11 @@ def _n_step_reference(ref, n, gamma, capacity):
 def _check_n_step(memory, expected, idx):
     b = memory.batch(np.asarray(idx))
     for j, i in enumerate(idx):
-        s, a, ret, s2, term, discount = expected[i]
+        s, a, ret, s2, term, trunc, discount = expected[i]
         np.testing.assert_array_equal(b["obs"][j], s)
         np.testing.assert_array_equal(b["next_obs"][j], s2)
         assert b["actions"][j] == a and b["terminated"][j] == float(term)
+        assert b["truncated"][j] == float(trunc)
         assert b["rewards"][j] == pytest.approx(ret, abs=1e-6)
         assert b["discount"][j] == pytest.approx(discount, abs=1e-7)
 
@@ -135,9 +128,9 @@ def test_n_step_samples_sum_rewards_and_stop_at_the_episode_end():
     _check_n_step(memory, expected, sorted(expected))
     # Slot 3's window ends with the first game (a game over: no bootstrap); slot 6's with the
     # second, cut by the time limit: it bootstraps from the last observation with gamma^2.
-    assert expected[3][4] and expected[3][5] == pytest.approx(0.9 ** 2)
-    assert not expected[6][4] and expected[6][5] == pytest.approx(0.9 ** 2)
-    assert expected[0][5] == pytest.approx(0.9 ** 3) and not expected[0][4]
+    assert expected[3][4] and expected[3][6] == pytest.approx(0.9 ** 2)
+    assert not expected[6][4] and expected[6][5] and expected[6][6] == pytest.approx(0.9 ** 2)
+    assert expected[0][6] == pytest.approx(0.9 ** 3) and not expected[0][4]
     # A game still going: its last two transitions lack the steps their windows need.
     start = memory.cursor
     memory.start_episode(np.zeros((2, 2), np.uint8))
