@@ -13,7 +13,8 @@ OpenCV)::
 
 Both learners run with the same hyperparameters (the preset of ``apps/dqn/train.py`` for the
 environment: SB3 rl-zoo for CartPole, CleanRL for Atari, with ``--buffer-size`` and
-``--learning-starts`` overridable to fit a short run), the same number of environment steps,
+``--learning-starts`` overridable to fit a short run; plain DQN targets on both sides, as SB3's
+DQN has no Double DQN), the same number of environment steps,
 one environment, CPU only, in separate child processes run one after the other (``--rounds``
 alternates them). Steps/s = environment steps / wall time of the training loop alone (acting,
 storing, learning, target updates; no evaluation, no start-up). SB3's Atari environment is
@@ -60,6 +61,10 @@ def _hyper(env_id: str, args) -> dict:
     if args.exploration_steps is not None:
         h["exploration_steps"] = args.exploration_steps
     h["exploration_steps"] = min(h["exploration_steps"], args.steps)
+    # SB3's DQN has no Double DQN targets: both sides compute the plain DQN target, so that
+    # they do the same work per update (the Atari preset's Double DQN costs ours one more
+    # forward pass of the online network on s').
+    h["double"] = False
     return h
 
 
@@ -70,7 +75,7 @@ def run_ours(env_id: str, h: dict, seed: int) -> dict:
         cmd = [sys.executable, "-m", "apps.dqn.train", "--env", env_id,
                "--steps", str(h["steps"]), "--epochs", "1", "--buffer-size", str(h["buffer_size"]),
                "--learning-starts", str(h["learning_starts"]),
-               "--exploration-steps", str(h["exploration_steps"]),
+               "--exploration-steps", str(h["exploration_steps"]), "--no-double",
                "--eval-episodes", "1", "--final-eval-episodes", "1", "--patience", "1",
                "--seed", str(seed), "--no-gif", "--no-export", "--verbose", "0", "--run-dir", tmp]
         t0, cpu0 = time.time(), _child_cpu()
