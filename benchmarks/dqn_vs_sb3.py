@@ -75,7 +75,8 @@ def run_ours(env_id: str, h: dict, seed: int) -> dict:
         cmd = [sys.executable, "-m", "apps.dqn.train", "--env", env_id,
                "--steps", str(h["steps"]), "--epochs", "1", "--buffer-size", str(h["buffer_size"]),
                "--learning-starts", str(h["learning_starts"]),
-               "--exploration-steps", str(h["exploration_steps"]), "--no-double",
+               "--exploration-steps", str(h["exploration_steps"]),
+               "--double" if h["double"] else "--no-double",
                "--eval-episodes", "1", "--final-eval-episodes", "1", "--patience", "1",
                "--seed", str(seed), "--no-gif", "--no-export", "--verbose", "0", "--run-dir", tmp]
         t0, cpu0 = time.time(), _child_cpu()

@@ -90,10 +90,9 @@ def test_replay_bytes_per_transition_and_state_round_trip():
 
 
 def _n_step_reference(ref, n, gamma, capacity):
-    """{slot: (s, a, R, s_n, terminated, truncated, discount)} from the one-step reference
-    (n = 1: itself, with discount gamma): up to n
-    transitions of the same episode (consecutive slots), cut at its end. Slots whose window
-    walks off the reference (overwritten by a later lap) are left out."""
+    """{slot: (s, a, R, s_n, terminated, truncated, discount)} from the one-step reference (n = 1:
+    itself, with discount gamma): up to n transitions of the same episode (consecutive slots),
+    cut at its end. Slots whose window walks off the reference (a later lap) are left out."""
     out = {}
     for i in ref:
         ret, j, m = 0.0, i, 0

@@ -20,8 +20,6 @@ wrapper               what it does                                              
 sticky actions        ALE ``repeat_action_probability`` (0 = Mnih/CleanRL's      Machado et al.
                       NoFrameskip-v4; 0.25 = Machado et al.'s recommendation)    2018
 ====================  =========================================================  =================
-
-The replay memory, which keeps every frame once, is in replay.py.
 """
 
 from __future__ import annotations
