@@ -72,10 +72,14 @@ def run_ours(env_id: str, h: dict, seed: int) -> dict:
     """Our app in a child process, one evaluation period of one episode; its training-loop
     env steps/s comes from history.csv."""
     with tempfile.TemporaryDirectory(prefix="dqn-speed-") as tmp:
-        cmd = [sys.executable, "-m", "apps.dqn.train", "--env", env_id,
-               "--steps", str(h["steps"]), "--epochs", "1", "--buffer-size", str(h["buffer_size"]),
-               "--learning-starts", str(h["learning_starts"]),
-               "--exploration-steps", str(h["exploration_steps"]),
+        # Every hyperparameter SB3 gets is passed, so a change of the app's preset between the
+        # two sides' runs cannot make them differ.
+        shared = ("steps", "buffer_size", "learning_starts", "exploration_steps", "learning_rate",
+                  "gamma", "n_step", "target_update", "batch_size", "start_epsilon",
+                  "end_epsilon", "train_frequency", "gradient_steps", "clipnorm")
+        flags = [x for k in shared if h.get(k) is not None
+                 for x in (f"--{k.replace('_', '-')}", str(h[k]))]
+        cmd = [sys.executable, "-m", "apps.dqn.train", "--env", env_id, *flags, "--epochs", "1",
                "--double" if h["double"] else "--no-double",
                "--eval-episodes", "1", "--final-eval-episodes", "1", "--patience", "1",
                "--seed", str(seed), "--no-gif", "--no-export", "--verbose", "0", "--run-dir", tmp]
