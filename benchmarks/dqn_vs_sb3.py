@@ -11,11 +11,11 @@ OpenCV)::
     pip install torch==2.13.0 --index-url <the CPU wheel index>   # or the local CPU wheel
     pip install stable-baselines3 opencv-python-headless
 
-Both learners run with the same hyperparameters (the preset of ``apps/dqn/train.py`` for the
-environment: SB3 rl-zoo for CartPole, CleanRL for Atari, with ``--buffer-size`` and
-``--learning-starts`` overridable to fit a short run; plain DQN targets on both sides, as SB3's
-DQN has no Double DQN), the same number of environment steps,
-one environment, CPU only, in separate child processes run one after the other (``--rounds``
+Both learners run with the same hyperparameters (the app's table for the environment in
+``apps/dqn/presets.py``: SB3 rl-zoo for CartPole, the 1M-step Atari recipe, with
+``--buffer-size`` and ``--learning-starts`` overridable to fit a short run; plain DQN targets on
+both sides, as SB3's DQN has no Double DQN), the same number of environment steps, one
+environment, CPU only, in separate child processes run one after the other (``--rounds``
 alternates them). Steps/s = environment steps / wall time of the training loop alone (acting,
 storing, learning, target updates; no evaluation, no start-up). SB3's Atari environment is
 ``<Game>NoFrameskip-v4`` through its ``AtariWrapper`` (no-op reset 30, frame skip 4 with max-pool,
@@ -74,10 +74,10 @@ def run_ours(env_id: str, h: dict, seed: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="dqn-speed-") as tmp:
         # Every hyperparameter SB3 gets is passed, so a change of the app's preset between the
         # two sides' runs cannot make them differ.
-        shared = ("steps", "buffer_size", "learning_starts", "exploration_steps", "learning_rate",
+        passed = ("steps", "buffer_size", "learning_starts", "exploration_steps", "learning_rate",
                   "gamma", "n_step", "target_update", "batch_size", "start_epsilon",
                   "end_epsilon", "train_frequency", "gradient_steps", "clipnorm")
-        flags = [x for k in shared if h.get(k) is not None
+        flags = [x for k in passed if h.get(k) is not None
                  for x in (f"--{k.replace('_', '-')}", str(h[k]))]
         cmd = [sys.executable, "-m", "apps.dqn.train", "--env", env_id, *flags, "--epochs", "1",
                "--double" if h["double"] else "--no-double",
