@@ -67,6 +67,9 @@ class App:
     # mixed_float16, the TensorFlow mixed-precision guide's setting for NVIDIA GPUs (Tensor
     # Cores; not measured by this suite: no GPU here).
     precision_defaults: dict = {"cpu": "float32", "gpu": "mixed_float16"}
+    # --adversarial's perturbation (shared/adversarial.py): "sign" or "l2", at the model's
+    # PerturbationPoint; None: the app's model has no point and refuses the flag.
+    adversarial_norm: str | None = None
     float32_only: str | None = None  # why the app refuses a mixed --precision (None: it can)
     no_jit_compile: str | None = None  # why the app refuses --jit-compile (None: it can)
     smoke: list[str] | None = None  # flags of the contract test's tiny run (default: budgets' tiny)
@@ -250,6 +253,9 @@ class App:
             self.check_speed(args)
             if getattr(args, "retrain_on_all", False):
                 self.check_retrain_on_all(args)
+            if getattr(args, "adversarial", None) and self.adversarial_norm is None:
+                raise UserError(f"--adversarial: {self.name}'s model has no perturbation point "
+                                "(mnist_mlp and sentiment_gru take it)")
         except UserError as exc:
             parser.error(str(exc))
         return args
@@ -327,6 +333,12 @@ class App:
 
         with run.strategy.scope(), dtype_policy(args.precision):
             model = self.build_model(args, data, run)
+            if getattr(args, "adversarial", None):  # the same layers, an adversarial train step
+                from shared.adversarial import make_adversarial
+
+                model = make_adversarial(model, args.adversarial, self.adversarial_norm)
+                print(f"adversarial training: {self.adversarial_norm} perturbations of size "
+                      f"{args.adversarial} at '{model.point.name}'")
             self.regularize(args, model, data, run)
             self.compile(args, model, schedule_data or data, run)
         return model

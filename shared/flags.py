@@ -121,6 +121,9 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--ema", type=unit_float, default=None, metavar="M",
                    help="end on an exponential moving average of the weights, momentum M "
                         "(Polyak averaging, Goodfellow et al. 8.7.3; e.g. 0.999)")
+    p.add_argument("--adversarial", type=positive_float, default=None, metavar="EPS",
+                   help="also train on adversarial examples of size EPS (Goodfellow et al. "
+                        "2015; shared/adversarial.py)")
     p.add_argument("--l2", type=positive_float, default=None, metavar="LAMBDA",
                    help="add l2 * sum(w^2) of every kernel to the loss (biases, BN excluded)")
     p.add_argument("--l1", type=positive_float, default=None, metavar="LAMBDA",

@@ -94,6 +94,8 @@ def kernels(model) -> list:
 def _custom_train_step(model) -> bool:
     import keras
 
+    if getattr(type(model), "adds_model_losses", False):  # shared/adversarial.py's
+        return False
     return type(model).train_step is not keras.Model.train_step
 
 

@@ -19,9 +19,16 @@ DROPOUT = 0.2  # keras examples/mnist_mlp.py
 
 
 def build_mlp(hidden: tuple[int, ...] = HIDDEN, dropout: float = DROPOUT,
-              num_classes: int = 10, image_shape=(28, 28), input_dropout: float = 0.0) -> keras.Model:
+              num_classes: int = 10, image_shape=(28, 28), input_dropout: float = 0.0,
+              perturbation_point: bool = False) -> keras.Model:
+    """``perturbation_point``: mark the scaled pixels as where ``--adversarial`` perturbs
+    (shared/adversarial.py; Goodfellow et al. 2015 perturb pixels in [0, 1])."""
     inputs = keras.Input(shape=image_shape, name="pixels")
     x = keras.layers.Rescaling(1.0 / 255, name="scale")(inputs)  # 0..255 -> 0..1
+    if perturbation_point:
+        from shared.adversarial import PerturbationPoint
+
+        x = PerturbationPoint()(x)
     x = keras.layers.Flatten(name="flatten")(x)
     if input_dropout:  # Srivastava et al. 2014 drop pixels too (retain 0.8)
         x = keras.layers.Dropout(input_dropout, name="dropout_input")(x)

@@ -63,6 +63,7 @@ class MnistMLP(App):
     description = "digit classification with a multilayer perceptron (MNIST)"
     order = 1
     metric = "accuracy"
+    adversarial_norm = "sign"  # --adversarial: the fast gradient sign method on the pixels
     defaults = dict(monitor="val_accuracy")  # Algorithm 7.1 watches the validation set error
     presets = {"recipe": {"dropout": DROPOUT_RECIPE, "keras": KERAS_RECIPE}}
     anchor = {"value": 0.9894, "metric": "test accuracy",
@@ -128,7 +129,8 @@ class MnistMLP(App):
     def build_model(self, args, data, run):
         from apps.mnist_mlp.model import build_mlp
 
-        return build_mlp(tuple(args.hidden), args.dropout, input_dropout=args.input_dropout)
+        return build_mlp(tuple(args.hidden), args.dropout, input_dropout=args.input_dropout,
+                         perturbation_point=bool(args.adversarial))
 
     # Per-class evaluation (the runner's): the confusion matrix and each class's
     # precision/recall/F1 on the test set, through the default ``test_predictions``.

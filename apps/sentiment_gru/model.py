@@ -64,17 +64,23 @@ class MaskedGlobalPooling1D(keras.layers.Layer):
 
 def build_classifier(vocab_size: int, embedding_dim: int, units: int,
                      bidirectional: bool = True, dropout: float = 0.5,
-                     pooling: str = "last", embedding_dropout: float = 0.0) -> keras.Model:
+                     pooling: str = "last", embedding_dropout: float = 0.0,
+                     perturbation_point: bool = False) -> keras.Model:
     """Model from int64 token ids [batch, time] (0 = padding) to P(positive) [batch, 1].
 
     ``pooling="last"``: the GRU's final state summarizes the review (Géron, keras-io).
     ``pooling="mean"``: the mask-aware mean of the GRU's outputs over the review's own steps,
     so evidence early in a long review is not forgotten by the last state; ``"max"`` and
-    ``"meanmax"``: see the module docstring."""
+    ``"meanmax"``: see the module docstring. ``perturbation_point``: mark the embeddings as
+    where ``--adversarial`` perturbs (Miyato et al. 2017; shared/adversarial.py)."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}")
     ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
     x = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding")(ids)
+    if perturbation_point:
+        from shared.adversarial import PerturbationPoint
+
+        x = PerturbationPoint()(x)
     if embedding_dropout:
         x = keras.layers.SpatialDropout1D(embedding_dropout, name="embedding_dropout")(x)
     gru = keras.layers.GRU(units, return_sequences=pooling != "last", name="gru")
