@@ -134,12 +134,13 @@ def test_apps_without_a_point_refuse_the_flag(app, capsys):
 
 
 def test_mnist_trains_adversarially_and_exports_the_plain_model(tmp_path, mirror):
-    """A short MNIST run with --adversarial 0.25: the log has the adversarial loss, the record
-    the flag, and the export serves the plain model (the point is the identity there)."""
+    """A short MNIST run with --adversarial 0.25, on two replicas (MirroredStrategy runs the
+    train step once per replica): the log has the adversarial loss, the record the flag, and
+    the export serves the plain model (the point is the identity there)."""
     run_dir, export_dir = tmp_path / "run", tmp_path / "export"
     proc = run_module("apps.mnist_mlp.train", "--epochs", "1", "--limit", "1000",
                       "--adversarial", "0.25", "--run-dir", run_dir, "--export-dir", export_dir,
-                      "--verbose", "0")
+                      "--strategy", "mirrored", "--devices", "2", "--verbose", "0")
     assert "adversarial training: sign perturbations of size 0.25" in proc.stdout
     assert "adversarial_loss" in (run_dir / "history.csv").read_text().splitlines()[0]
     assert json.loads((run_dir / "config.json").read_text())["args"]["adversarial"] == 0.25
