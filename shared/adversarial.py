@@ -173,6 +173,10 @@ class AdversarialModel(keras.Model):
             (_mix(a, b, self.alpha), w) for a, b, w in zip(clean, perturbed, weights))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
+    def test_step(self, data):  # evaluation is clean: no adversarial loss to report
+        logs = super().test_step(data)
+        return {k: v for k, v in logs.items() if k != self.adversarial_tracker.name}
+
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon, "norm": self.norm,
                 "alpha": self.alpha}
