@@ -52,6 +52,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
 def unit_float(text: str) -> float:
     """A number in [0, 1) (momentum, Adam's betas)."""
     try:
@@ -121,9 +131,9 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--ema", type=unit_float, default=None, metavar="M",
                    help="end on an exponential moving average of the weights, momentum M "
                         "(Polyak averaging, Goodfellow et al. 8.7.3; e.g. 0.999)")
-    p.add_argument("--adversarial", type=positive_float, default=None, metavar="EPS",
-                   help="also train on adversarial examples of size EPS (Goodfellow et al. "
-                        "2015; shared/adversarial.py)")
+    p.add_argument("--adversarial", type=nonnegative_float, default=None, metavar="EPS",
+                   help="also train on adversarial examples of size EPS, 0 = off (Goodfellow "
+                        "et al. 2015; shared/adversarial.py)")
     p.add_argument("--l2", type=positive_float, default=None, metavar="LAMBDA",
                    help="add l2 * sum(w^2) of every kernel to the loss (biases, BN excluded)")
     p.add_argument("--l1", type=positive_float, default=None, metavar="LAMBDA",

@@ -125,6 +125,15 @@ def test_a_masked_gru_on_embeddings_learns_with_l2_perturbations():
     assert all(a >= c for a, c in zip(history["adversarial_loss"], history["loss"]))
 
 
+def test_the_flag_takes_zero_as_off_and_refuses_a_negative_size(capsys):
+    from apps.mnist_mlp.train import APP
+
+    assert APP.parse(["--adversarial", "0"]).adversarial == 0.0
+    with pytest.raises(SystemExit):
+        APP.parse(["--adversarial", "-1"])
+    assert "must be >= 0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("app", ["dqn", "word2vec", "dcgan"])
 def test_apps_without_a_point_refuse_the_flag(app, capsys):
     import importlib
