@@ -97,7 +97,7 @@ def direction(gradient, value, mask, epsilon: float, norm: str):
         keep = tf.cast(mask, tf.float32)[..., None]
     else:
         keep = tf.ones_like(value[..., :1])
-    count = tf.maximum(tf.reduce_sum(keep) * 1.0, 1.0)
+    count = tf.maximum(tf.reduce_sum(keep), 1.0)  # unmasked positions
     flat = list(range(len(value.shape) - 1))
     mean = tf.reduce_sum(value * keep, axis=flat) / count
     variance = tf.reduce_sum(tf.square((value - mean) * keep), axis=flat) / count
@@ -111,6 +111,8 @@ def _mix(a, b, alpha: float):
     are IndexedSlices: they stay sparse)."""
     import tensorflow as tf
 
+    if a is None or b is None:  # a variable the loss does not reach (as Keras' own step)
+        return a if b is None else b
     if isinstance(a, tf.IndexedSlices) and isinstance(b, tf.IndexedSlices):
         return tf.IndexedSlices(tf.concat([alpha * a.values, (1 - alpha) * b.values], 0),
                                 tf.concat([a.indices, b.indices], 0), a.dense_shape)
