@@ -111,8 +111,10 @@ def _mix(a, b, alpha: float):
     are IndexedSlices: they stay sparse)."""
     import tensorflow as tf
 
-    if a is None or b is None:  # a variable the loss does not reach (as Keras' own step)
-        return a if b is None else b
+    if a is None and b is None:  # a variable the loss does not reach (as Keras' own step)
+        return None
+    if a is None or b is None:  # reached by one pass only: the other contributes zero
+        return alpha * a if b is None else (1 - alpha) * b
     if isinstance(a, tf.IndexedSlices) and isinstance(b, tf.IndexedSlices):
         return tf.IndexedSlices(tf.concat([alpha * a.values, (1 - alpha) * b.values], 0),
                                 tf.concat([a.indices, b.indices], 0), a.dense_shape)
