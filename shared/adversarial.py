@@ -40,6 +40,8 @@ point is the identity.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 
 from shared.errors import UserError
@@ -57,6 +59,18 @@ class _Hook:
         self.delta = None
         self.value = None
         self.mask = None
+
+
+@contextlib.contextmanager
+def _set(hook: _Hook, **state):
+    """The hook's fields set for one forward pass, cleared after it (even if it raises)."""
+    for key, value in state.items():
+        setattr(hook, key, value)
+    try:
+        yield hook
+    finally:
+        for key in state:
+            setattr(hook, key, None)
 
 
 @keras.saving.register_keras_serializable("shared")
@@ -150,13 +164,9 @@ class AdversarialModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         hook, weights = self.point.hook, self.trainable_weights
         with tf.GradientTape() as tape:
-            hook.tape = tape
-            try:
+            with _set(hook, tape=tape, value=None, mask=None):
                 y_pred = self(x, training=True)
-            finally:
-                hook.tape = None
-            value, mask = hook.value, hook.mask
-            hook.value = hook.mask = None
+                value, mask = hook.value, hook.mask
             loss, scaled = self._loss(x, y, y_pred, sample_weight)
         batch = tf.shape(tf.nest.flatten(x)[0])[0]
         self._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
@@ -164,11 +174,8 @@ class AdversarialModel(keras.Model):
         at_point, *clean = tape.gradient(scaled, [value, *weights])
         r = direction(at_point, value, mask, self.epsilon, self.norm)
         with tf.GradientTape() as tape:
-            hook.delta = r
-            try:
+            with _set(hook, delta=r):
                 y_adversarial = self(x, training=True)
-            finally:
-                hook.delta = None
             adversarial, scaled = self._loss(x, y, y_adversarial, sample_weight)
         self.adversarial_tracker.update_state(
             loss_module.unscale_loss_for_distribution(adversarial), sample_weight=batch)
@@ -191,8 +198,7 @@ def make_adversarial(model, epsilon: float, norm: str, alpha: float = ALPHA):
     the model has no :class:`PerturbationPoint`."""
     if not isinstance(model, keras.Model) or not any(
             isinstance(layer, PerturbationPoint) for layer in model.layers):
-        raise UserError("--adversarial: this app's model has no perturbation point (apps that "
-                        "take it: mnist_mlp, sentiment_gru)")
+        raise UserError("--adversarial: this app's model has no perturbation point")
     return AdversarialModel(model.inputs, model.outputs, name=model.name, epsilon=epsilon,
                             norm=norm, alpha=alpha)
 

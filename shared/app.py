@@ -255,7 +255,7 @@ class App:
                 self.check_retrain_on_all(args)
             if getattr(args, "adversarial", None) and self.adversarial_norm is None:
                 raise UserError(f"--adversarial: {self.name}'s model has no perturbation point "
-                                "(mnist_mlp and sentiment_gru take it)")
+                                "(apps that have one declare adversarial_norm)")
         except UserError as exc:
             parser.error(str(exc))
         return args
