@@ -486,7 +486,8 @@ def reference_plot(app: str, budget: str, record: dict, anchor: dict, img_dir: P
         ax.plot(points["steps"], points["returns"], marker + "--", color="tab:blue", ms=7,
                 alpha=0.8 if marker == "s" else 0.5, label=label)
     if isinstance(anchor.get("value"), (int, float)):
-        ax.axhline(anchor["value"], color="green", ls=":", lw=1, label=f"target {anchor['value']:g}")
+        ax.axhline(anchor["value"], color="green", ls=":", lw=1,
+                   label=f"target {anchor['value']:g}")
     ax.set_xscale("log")
     ax.set_xlabel("agent (environment) steps, log scale")
     ax.set_ylabel("mean evaluation return")

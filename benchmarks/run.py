@@ -7,7 +7,8 @@
     python -m benchmarks.run mnist_mlp --budget default --seeds 3   # one record: the mean
 
 The app runs in a child process (so its peak resident memory is measured alone) with its run
-directory under ``benchmarks/runs/`` (``--runs-dir``); the record goes to ``benchmarks/results/<app>.jsonl``:
+directory under ``benchmarks/runs/`` (``--runs-dir``); the record goes to
+``benchmarks/results/<app>.jsonl``:
 app, budget, command, metric name and value, epochs, wall seconds, examples/s, peak RSS, library
 versions, CPU model, git commit. ``--resume`` keeps an existing run directory instead of starting
 over: the app restores its last epoch-end backup (shared/callbacks.AtomicBackupAndRestore), so a

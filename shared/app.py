@@ -389,7 +389,8 @@ class App:
         model = self.build(args, all_data, stage, schedule_data=data)
         model.fit(all_data.train, epochs=-(-steps // all_data.steps_per_epoch),
                   steps_per_epoch=getattr(args, "steps_per_epoch", None),
-                  callbacks=stage.callbacks(patience=0, examples_per_step=all_data.examples_per_step,
+                  callbacks=stage.callbacks(patience=0,
+                                            examples_per_step=all_data.examples_per_step,
                                             probe=all_data.probe, extra=[StopAtStep(steps)]),
                   shuffle=False, verbose=args.verbose)
         trained = int(model.optimizer.iterations.numpy())

@@ -246,7 +246,8 @@ class Throughput(keras.callbacks.Callback):
 
 def _relu_layers(model):
     out = []
-    for layer in model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") else model.layers:
+    for layer in (model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers")
+                  else model.layers):
         act = getattr(layer, "activation", None)
         if isinstance(layer, keras.layers.ReLU) or act in (keras.activations.relu,) or (
             getattr(act, "__name__", "") == "relu"

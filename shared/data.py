@@ -312,7 +312,8 @@ def _fetch(ds: Dataset) -> Path:
     where = f"{MIRROR_ENV}={mirror}" if mirror else f"{MIRROR_ENV} is not set"
     if ds.online is None or ds.online.origin is None:
         raise DataError(
-            f"{wanted} not found ({where}; not in the Keras cache {keras_home() / ds.cache_subdir}) "
+            f"{wanted} not found ({where}; not in the Keras cache "
+            f"{keras_home() / ds.cache_subdir}) "
             f"and it has no download origin: set {MIRROR_ENV} to a folder holding {wanted}"
         )
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
@@ -375,7 +376,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     return arr.reshape(shape)
 
 
-def load_idx_dataset(name: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def load_idx_dataset(
+    name: str,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """(x_train, y_train), (x_test, y_test) as uint8 for ``mnist`` or ``fashion_mnist``."""
     if name not in ("mnist", "fashion_mnist"):
         raise DataError(f"unknown IDX dataset {name!r}")

@@ -97,7 +97,8 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=positive_int, default=10, help="maximum number of epochs")
     g.add_argument("--batch-size", type=positive_int, default=128,
                    help="batch size per replica (global batch = this x replicas)")
-    g.add_argument("--learning-rate", type=positive_float, default=1e-3, help="initial learning rate")
+    g.add_argument("--learning-rate", type=positive_float, default=1e-3,
+                   help="initial learning rate")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     g.add_argument("--schedule", choices=SCHEDULES, default="constant",
                    help="learning-rate schedule (see shared/schedules.py)")
@@ -158,7 +159,8 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                         "version's by more than this")
     diag = parser.add_argument_group("diagnostics")
     diag.add_argument("--histograms", type=positive_int, default=None, metavar="N",
-                      help="TensorBoard: the model graph, weight and activation histograms every N epochs")
+                      help="TensorBoard: the model graph, weight and activation histograms "
+                           "every N epochs")
     diag.add_argument("--curvature", action="store_true",
                       help="log g'Hg along the gradient on the probe batch (Goodfellow §4.3.1)")
     f = parser.add_argument_group("speed (shared by every app; shared/precision.py)")

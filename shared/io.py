@@ -30,7 +30,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_default) + "\n")
+    return atomic_write_text(path,
+                             json.dumps(obj, indent=2, sort_keys=True, default=_default) + "\n")
 
 
 def _default(o):
@@ -52,7 +53,8 @@ def atomic_savefig(fig, path: str | os.PathLike, **kwargs) -> Path:
     """Save a matplotlib figure atomically (PNG by default)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".png", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".png",
+                               dir=path.parent)
     os.close(fd)
     try:
         fig.savefig(tmp, **kwargs)

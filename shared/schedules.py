@@ -28,7 +28,8 @@ def _k(step):
 @keras.saving.register_keras_serializable("ksuite")
 class StepDecay(Schedule):
     """eps_k = eps_0 * factor ** floor(k / every): drop by ``factor`` every ``every`` steps
-    (the "step" schedule of Krizhevsky et al. 2012 / He et al. 2016: divide by 10 at fixed points)."""
+    (the "step" schedule of Krizhevsky et al. 2012 / He et al. 2016: divide by 10 at fixed
+    points)."""
 
     def __init__(self, initial: float, factor: float = 0.1, every: int = 10_000):
         if every <= 0:
@@ -105,7 +106,8 @@ class WarmupCosine(Schedule):
     def __init__(self, peak: float, total: int, warmup: int = 0, floor: float = 0.0):
         if total <= 0 or warmup < 0 or warmup > total:
             raise UserError("WarmupCosine: need 0 <= warmup <= total and total > 0")
-        self.peak, self.total, self.warmup, self.floor = float(peak), int(total), int(warmup), float(floor)
+        self.peak, self.total, self.warmup, self.floor = (float(peak), int(total), int(warmup),
+                                                          float(floor))
 
     def __call__(self, step):
         k = _k(step)
@@ -166,13 +168,15 @@ def make_schedule(name: str, lr: float, steps_per_epoch: int, epochs: int, **opt
     if name == "step":
         return StepDecay(lr, options.get("factor", 0.1), options.get("every", max(1, total // 3)))
     if name == "exponential":
-        return ExponentialDecay(lr, options.get("rate", 0.96), options.get("decay_steps", steps_per_epoch))
+        return ExponentialDecay(lr, options.get("rate", 0.96),
+                                options.get("decay_steps", steps_per_epoch))
     if name == "inverse_time":
         return InverseTimeDecay(lr, options.get("decay", 1e-6))
     if name == "linear":
         return LinearDecay(lr, options.get("final", 0.01 * lr), options.get("tau", total))
     if name == "cosine":
-        return WarmupCosine(lr, total, options.get("warmup", total // 20), options.get("floor", 0.0))
+        return WarmupCosine(lr, total, options.get("warmup", total // 20),
+                            options.get("floor", 0.0))
     if name == "triangular":
         return Triangular(lr, total)
     if name == "slanted":  # ULMFiT's slanted triangular rates: cut_frac 0.1, ratio 32

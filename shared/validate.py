@@ -114,7 +114,8 @@ def check_labels(report: Report, split: str, y: np.ndarray, num_classes: int,
 
 def check_texts(report: Report, split: str, texts: np.ndarray, min_count: int = 1) -> None:
     """Raw reviews: UTF-8, mostly non-empty."""
-    report.add(f"{split} texts: count", len(texts) >= min_count, f"{len(texts)} (need >= {min_count})")
+    report.add(f"{split} texts: count", len(texts) >= min_count,
+               f"{len(texts)} (need >= {min_count})")
     if len(texts) == 0:
         return
     bad_utf8 = 0

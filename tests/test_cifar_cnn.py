@@ -307,8 +307,9 @@ def test_missing_imagenet_weights_offline_is_one_line(tmp_path, monkeypatch, cap
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--model", "keras_classic"], dict(epochs=60, batch_size=128, optimizer="adam", learning_rate=1e-3,
-              schedule="cosine", patience=10, classes="all", export=True)),
+    (["--model", "keras_classic"], dict(epochs=60, batch_size=128, optimizer="adam",
+                                        learning_rate=1e-3, schedule="cosine", patience=10,
+                                        classes="all", export=True)),
     (["--model", "vgg16"], dict(epochs=20, batch_size=32, optimizer="rmsprop",
                                 learning_rate=1e-3, schedule="constant", patience=5,
                                 weights="imagenet", train_all=False)),

@@ -210,7 +210,8 @@ def test_ema_flag_makes_fit_end_on_the_averaged_weights():
     averaged = []
     for grad in (-1.0, -1.0, -1.0):  # w: 0.1, 0.2, 0.3
         opt.apply_gradients([(keras.ops.array([grad]), w)])
-        averaged.append(float(keras.ops.convert_to_numpy(opt._model_variables_moving_average[0])[0]))
+        averaged.append(
+            float(keras.ops.convert_to_numpy(opt._model_variables_moving_average[0])[0]))
     # Keras starts the average at the first step's weights, then averages with momentum 0.5
     assert averaged == pytest.approx([0.1, 0.15, 0.225])
     opt.finalize_variable_values([w])

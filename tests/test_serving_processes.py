@@ -227,8 +227,8 @@ def test_startup_errors_are_reported_once(tmp_path):
     cfg.write_text("model_config_list { config { nam: 'x' } }")
     r = subprocess.run([sys.executable, "-m", "serving.server", "--port=0",
                         f"--rest_api_port={free_port()}", f"--model_config_file={cfg}",
-                        "--num_server_processes=2"], check=False, cwd=REPO, env=ENV, capture_output=True,
-                       text=True, timeout=120)
+                        "--num_server_processes=2"], check=False, cwd=REPO, env=ENV,
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.count("error:") == 1 and "invalid ModelServerConfig" in r.stderr
     with socket.socket() as busy:

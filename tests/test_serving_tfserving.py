@@ -257,14 +257,16 @@ def test_a_config_that_does_not_parse_stops_the_server(tmp_path):
         port = sk.getsockname()[1]
     cfg = tmp_path / "models.config"
     cfg.write_text("model_config_list { config { nam: 'x' } }")
-    r = subprocess.run([sys.executable, "-m", "serving.server", "--port=0", f"--rest_api_port={port}",
+    r = subprocess.run([sys.executable, "-m", "serving.server", "--port=0",
+                        f"--rest_api_port={port}",
                         f"--model_config_file={cfg}"], capture_output=True, text=True,
                        timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert r.returncode != 0
     assert "invalid ModelServerConfig" in r.stderr
     cfg.write_text('model_config_list { config { name: "a" base_path: "rel/a" '
                    'model_platform: "tensorflow" } }')
-    r = subprocess.run([sys.executable, "-m", "serving.server", "--port=0", f"--rest_api_port={port}",
+    r = subprocess.run([sys.executable, "-m", "serving.server", "--port=0",
+                        f"--rest_api_port={port}",
                         f"--model_config_file={cfg}"], capture_output=True, text=True,
                        timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert r.returncode != 0 and "absolute path or URI" in r.stderr

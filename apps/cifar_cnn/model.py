@@ -12,9 +12,10 @@ three blocks of Conv -> MaxPool -> BatchNorm -> GELU -> Conv -> BatchNorm -> GEL
 has no scale (fixed at 1) and momentum 0.6; its shift learns 64x faster than the other weights.
 About 1.97 M parameters and 0.24 GFLOP per image forward (0.71 per training image).
 
-**Keras classic (``--model keras_classic``).** The Keras classic ``examples/cifar10_cnn.py`` (conv 32-32 / 64-64, max-pool 2x2,
-dropout 0.25 after each conv stage and 0.5 before the classifier, dense 512; 75% after 25 epochs,
-79% after 50) deepened to three VGG-style stages of two 3x3 convolutions (32-32, 64-64, 128-128;
+**Keras classic (``--model keras_classic``).** The Keras classic ``examples/cifar10_cnn.py``
+(conv 32-32 / 64-64, max-pool 2x2, dropout 0.25 after each conv stage and 0.5 before the
+classifier, dense 512; 75% after 25 epochs, 79% after 50)
+deepened to three VGG-style stages of two 3x3 convolutions (32-32, 64-64, 128-128;
 Simonyan & Zisserman 2014), each convolution as Conv -> BatchNorm -> ReLU (Ioffe & Szegedy 2015:
 BN between the affine map and the nonlinearity; the conv then needs no bias) with He-normal
 initialization (He et al. 2015, for ReLU). 1.34 M parameters, ~79 MFLOPs per image forward.

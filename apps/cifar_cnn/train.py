@@ -48,7 +48,8 @@ from shared.flags import nonnegative_int, positive_float, positive_int, unit_flo
 # which multiplies it by 1/(1 - 0.85) = 6.7; decoupled (Loshchilov & Hutter 2019) and applied
 # as lr_k x weight_decay, that is 2.0e-3 x 6.7 / 1.5 = 8.9e-3.
 SCRATCH = dict(
-    epochs=12,  # airbench94's 9.9 + 2: at 10 this port reached 93.90% (benchmarks/notes/cifar_cnn.md)
+    epochs=12,  # airbench94's 9.9 + 2: at 10 this port reached 93.90%
+    # (benchmarks/notes/cifar_cnn.md)
     batch_size=1024,  # airbench94
     optimizer="nesterov",  # airbench94: SGD, Nesterov momentum
     momentum=0.85,  # airbench94

@@ -86,7 +86,8 @@ class DCGANApp(App):
         a.add_argument("--steps-per-epoch", type=int, default=None,
                        help="cap the generator steps of each epoch (for quick checks)")
         a.add_argument("--eval-samples", type=int, default=10_000,
-                       help="generated (and real) images for the Inception Score / Fréchet distance")
+                       help="generated (and real) images for the Inception Score / Fréchet "
+                            "distance")
         a.add_argument("--score-every", type=int, default=0,
                        help=f"every N epochs, score {QUALITY_SAMPLES:,} samples into quality.csv; "
                             "0 = off")

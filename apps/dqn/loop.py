@@ -37,7 +37,8 @@ class Killed(Exception):
 
 def train(args, data, run) -> dict:
     """Train ``data.agent`` for ``args.steps`` environment steps in ``args.epochs`` periods;
-    returns the loop's state (counters, returns) with ``resumed_from`` and ``checkpoint_seconds``."""
+    returns the loop's state (counters, returns) with ``resumed_from`` and
+    ``checkpoint_seconds``."""
     agent, memory, env, atari = data.agent, data.memory, data.env, data.atari
     online = agent.online
     rng = np.random.default_rng(data.actor_seed)

@@ -101,7 +101,8 @@ def load(limit: int | None = None, seed: int = 42, val_size: int = VAL_SIZE,
     return train, val, (x_test, y_test)
 
 
-def make_vectorizer(texts: np.ndarray, max_tokens: int, sequence_length: int, batch_size: int = 512):
+def make_vectorizer(texts: np.ndarray, max_tokens: int, sequence_length: int,
+                    batch_size: int = 512):
     """A ``TextVectorization`` layer (ids 0 = padding, 1 = out of vocabulary) adapted on
     ``texts``: the ``max_tokens - 2`` most frequent words of the training reviews. Reviews are cut
     to their first ``sequence_length`` words."""

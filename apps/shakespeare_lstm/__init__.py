@@ -1,1 +1,2 @@
-"""Character-level LSTM language model of tiny-shakespeare, and a text generator served as one call."""
+"""Character-level LSTM language model of tiny-shakespeare, and its text generator served as a
+single call."""

@@ -18,8 +18,9 @@ the same default ports:
   unknown label, 404 unknown model/version, 504 timeout, 503 overloaded...).
 
 * gRPC (grpcio), port 8500 (and ``--grpc_socket_path``): ``tensorflow.serving.PredictionService``
-  (Predict, Classify, Regress, MultiInference, GetModelMetadata) and ``tensorflow.serving.ModelService`` (GetModelStatus,
-  HandleReloadConfigRequest), with the official ``tensorflow_serving.apis`` messages.
+  (Predict, Classify, Regress, MultiInference, GetModelMetadata) and
+  ``tensorflow.serving.ModelService`` (GetModelStatus, HandleReloadConfigRequest), with the
+  official ``tensorflow_serving.apis`` messages.
 
 Each version is loaded as TensorFlow Serving loads it, into a session over the SavedModel's
 MetaGraph; signatures are run by their tensor names, so the graph judges tensor shapes. The base
