@@ -12,7 +12,9 @@ directory under ``benchmarks/runs/`` (``--runs-dir``); the record goes to
 app, budget, command, metric name and value, epochs, wall seconds, examples/s, peak RSS, library
 versions, CPU model, git commit. ``--resume`` keeps an existing run directory instead of starting
 over: the app restores its last epoch-end backup (shared/callbacks.AtomicBackupAndRestore), so a
-run killed mid-way (or cut by a time limit) continues where it was by running the same command.
+run killed mid-way (or cut by a time limit) continues where it was by running the same command;
+its record's wall time is the total over all sittings, kept in the run directory's sittings.json
+every 30 s (so a killed sitting counts too).
 ``--seeds N`` trains the budget with seeds 42 (the apps' default, so the first run is the plain
 command), 43, ... and appends one record whose value is the mean, with every seed's value and
 wall time; with ``--resume``, a seed whose run already finished is read, not trained again.
@@ -70,6 +72,64 @@ def epoch_seconds_total(run_dir: Path) -> float | None:
     return round(sum(seconds), 1) if seconds else None
 
 
+class Sittings:
+    """The wall time of every sitting (invocation) of one run directory, in its sittings.json.
+
+    A run resumed across sessions is several sittings, and its record states their total. The
+    current sitting's entry is rewritten every ``beat`` seconds, so a sitting killed at a
+    session's end still counts up to its last beat. A run directory from before the ledger
+    starts it with one entry for its earlier sittings: the sum of their epochs' times."""
+
+    FILE = "sittings.json"
+
+    def __init__(self, run_dir: Path, beat: float = 30.0):
+        import threading
+
+        self.path, self.beat = Path(run_dir) / self.FILE, beat
+        self.entries: list[dict] = []
+        self._stop, self._lock, self._thread = threading.Event(), threading.Lock(), None
+
+    @property
+    def total(self) -> float:
+        return round(sum(e["seconds"] for e in self.entries), 1)
+
+    def __enter__(self) -> "Sittings":
+        import threading
+
+        if self.path.is_file():
+            self.entries = json.loads(self.path.read_text())
+        else:
+            earlier = epoch_seconds_total(self.path.parent)
+            if earlier:
+                self.entries = [{"started": None, "seconds": earlier, "ended": True,
+                                 "from": "history.csv epoch_seconds (before sittings.json)"}]
+        self._t0 = time.time()
+        self.entries.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": 0.0,
+                             "ended": False})
+        self._write()
+        self._thread = threading.Thread(target=self._beats, daemon=True)
+        self._thread.start()
+        return self
+
+    def _beats(self):
+        while not self._stop.wait(self.beat):
+            self._write()
+
+    def _write(self, ended: bool = False):
+        from shared.io import atomic_write_json
+
+        with self._lock:
+            self.entries[-1].update(seconds=round(time.time() - self._t0, 1), ended=ended)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.path, self.entries)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._write(ended=True)
+        return False
+
+
 def fresh_or_resumed(run_dir: Path, resume: bool) -> Path:
     """``run_dir`` as an earlier invocation left it (``--resume``) or deleted to start over."""
     if run_dir.exists() and not resume:
@@ -89,7 +149,8 @@ def run_once(app: str, budget: str, extra: list[str], tag: str, runs_dir: Path |
     print("$ " + " ".join(cmd[2:]), flush=True)
     t0 = time.time()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    proc = subprocess.run(cmd, cwd=ROOT)
+    with Sittings(run_dir) as sittings:
+        proc = subprocess.run(cmd, cwd=ROOT)
     wall = time.time() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if proc.returncode != 0:
@@ -102,6 +163,9 @@ def run_once(app: str, budget: str, extra: list[str], tag: str, runs_dir: Path |
         "command": "python -m " + " ".join(cmd[2:]),
         "run_dir": str(run_dir),
         "resumed": resume,  # wall_seconds then covers only this invocation
+        # Every sitting of the run directory, killed ones included (sittings.json).
+        "wall_seconds_all_sittings": sittings.total,
+        "sittings": len(sittings.entries),
         "metric": metric,
         "value": metrics["metrics"][metric],
         "metrics": metrics["metrics"],
@@ -166,8 +230,19 @@ def run_seeds(app: str, budget: str, extra: list[str], seeds: int, runs_dir: Pat
     }
 
 
+def sittings_text(record: dict) -> str:
+    """`` (4 sittings: 9,120 s in all)`` for a run resumed across invocations, else ''."""
+    if record.get("sittings", 1) > 1:
+        total = record["wall_seconds_all_sittings"]
+        return f" ({record['sittings']} sittings: {total:,.0f} s in all)"
+    return ""
+
+
 def wall_seconds_of(record: dict):
-    """A run's wall time; for one resumed across invocations, the sum of its epochs' times."""
+    """A run's wall time: over all its sittings where the record has them; for an older record
+    of a run resumed across invocations, the sum of its epochs' times."""
+    if record.get("wall_seconds_all_sittings"):
+        return record["wall_seconds_all_sittings"]
     if record.get("resumed") and record.get("epoch_seconds_total"):
         return record["epoch_seconds_total"]
     return record.get("wall_seconds")
@@ -211,7 +286,8 @@ def main(argv=None):
         values.append(record["value"])
         path = append_record(args.app, record)
         print(f"{args.app} [{args.budget}] {record['metric']} = {record['value']:.4f} in "
-              f"{record['epochs']} epochs, {record['wall_seconds']} s, "
+              f"{record['epochs']} epochs, {record['wall_seconds']} s"
+              f"{sittings_text(record)}, "
               f"{record['examples_per_sec'] or 0:.0f} examples/s, peak RSS "
               f"{record['peak_rss_mb']} MB -> {path}")
     if args.repeat > 1:

@@ -202,6 +202,47 @@ def test_a_resumed_run_reports_the_time_of_all_its_epochs(tmp_path):
     assert report.wall_seconds(fresh) == 80.5
 
 
+def test_the_wall_time_of_every_sitting_is_kept_and_totalled(tmp_path):
+    """Each invocation of a run directory is a sitting in its sittings.json; the entry is
+    rewritten on every beat, so a sitting killed before its end still counts to its last beat,
+    and the record's wall time is the total of all sittings."""
+    import json
+    import time
+
+    from benchmarks.run import Sittings
+
+    with Sittings(tmp_path, beat=0.05) as first:
+        time.sleep(0.3)
+        mid = json.loads((tmp_path / "sittings.json").read_text())
+        assert mid[-1]["ended"] is False and mid[-1]["seconds"] >= 0.1  # beats while it runs
+    assert first.entries[-1]["ended"] is True and 0.3 <= first.entries[-1]["seconds"] < 5
+    # A killed sitting: its last beat is all the file keeps of it.
+    killed = [*first.entries, {"started": "x", "seconds": 40.0, "ended": False}]
+    (tmp_path / "sittings.json").write_text(json.dumps(killed))
+    with Sittings(tmp_path, beat=10) as third:
+        pass
+    on_disk = json.loads((tmp_path / "sittings.json").read_text())
+    assert len(on_disk) == 3 and on_disk[1]["seconds"] == 40.0 and on_disk[2]["ended"] is True
+    assert third.total == round(sum(e["seconds"] for e in on_disk), 1) >= 40.3
+    record = _runner("dqn", "pong", 18.5, None, resumed=True, epoch_seconds_total=30.0,
+                     wall_seconds_all_sittings=third.total)
+    assert report.wall_seconds(record) == third.total
+
+
+def test_a_run_directory_from_before_the_ledger_starts_it_with_its_epoch_times(tmp_path):
+    from benchmarks.run import Sittings
+
+    (tmp_path / "history.csv").write_text("epoch,epoch_seconds\n0,100.0\n1,150.5\n")
+    with Sittings(tmp_path, beat=10) as sittings:
+        pass
+    assert sittings.entries[0]["seconds"] == 250.5 and sittings.entries[0]["ended"] is True
+    assert len(sittings.entries) == 2 and sittings.total >= 250.5
+    fresh = tmp_path / "fresh"
+    with Sittings(fresh, beat=10) as sittings:
+        pass
+    assert len(sittings.entries) == 1 and (fresh / "sittings.json").is_file()
+
+
 def test_side_benchmarks_name_themselves():
     """Each side benchmark script declares its name (= its module, = its record file), its
     section and its renderer; the committed record files all belong to an app or a script."""
