@@ -139,6 +139,35 @@ def fresh_or_resumed(run_dir: Path, resume: bool) -> Path:
     return run_dir
 
 
+def run_child(cmd: list[str]) -> int:
+    """Run the app in a child process and return its exit code. When this process is told to
+    stop (SIGTERM, SIGHUP, Ctrl-C), the child is stopped too: an orphaned app would go on
+    training into the run directory that the next ``--resume`` opens again."""
+    import signal
+    import threading
+
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signals = (signal.SIGTERM, signal.SIGHUP)
+    main = threading.current_thread() is threading.main_thread()
+    earlier = {s: signal.signal(s, stop) for s in signals} if main else {}
+    try:
+        return proc.wait()
+    finally:
+        for s, handler in earlier.items():
+            signal.signal(s, handler)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def run_once(app: str, budget: str, extra: list[str], tag: str, runs_dir: Path | None = None,
              resume: bool = False) -> dict:
     spec = BUDGETS[app]
@@ -150,11 +179,11 @@ def run_once(app: str, budget: str, extra: list[str], tag: str, runs_dir: Path |
     t0 = time.time()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     with Sittings(run_dir) as sittings:
-        proc = subprocess.run(cmd, cwd=ROOT)
+        returncode = run_child(cmd)
     wall = time.time() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if proc.returncode != 0:
-        raise UserError(f"{app} exited with {proc.returncode}")
+    if returncode != 0:
+        raise UserError(f"{app} exited with {returncode}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metric = spec["metric"]
     return {

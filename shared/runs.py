@@ -9,7 +9,8 @@
              metrics.json          final metrics (test set), best epoch, throughput, wall time
 
 ``Run.start`` seeds everything from ``--seed``, splits devices, builds the strategy and creates
-the directory; ``Run.callbacks`` returns the shared callbacks; ``Run.finish`` writes the metrics
+the directory, which it holds for the process's life (``.lock``: a second training process on the
+same directory, say a resume started while the first still runs, stops with a clear error); ``Run.callbacks`` returns the shared callbacks; ``Run.finish`` writes the metrics
 and the plot. Under multi-worker training only the chief writes into the run directory; other
 workers write into ``<run dir>/workers/<index>/``.
 """
@@ -86,6 +87,39 @@ def peak_memory() -> dict:
     return out
 
 
+_HELD: dict = {}  # run directory -> the open lock file this process holds
+
+
+def hold_run_dir(run_dir: Path) -> None:
+    """Take an exclusive lock on ``run_dir/.lock`` until this process exits. Two processes
+    training into one directory would overwrite each other's checkpoints and history rows, so
+    the second one stops here with the first one's pid. A process may take its own lock again
+    (a run trained twice in one interpreter, as the tests do)."""
+    key = str(Path(run_dir).resolve())
+    if key in _HELD:
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return
+    from shared.errors import UserError
+
+    f = open(Path(run_dir) / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise UserError(f"{run_dir} is in use by a training process that is still running "
+                        f"({holder}); stop it first, or choose another --run-dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}\n")
+    f.flush()
+    _HELD[key] = f
+
+
 @dataclass
 class Run:
     app: str
@@ -110,6 +144,7 @@ class Run:
         root = Path(args.run_dir or Path("runs") / app)
         run_dir = root if chief else root / "workers" / str(distribute.task_info()[1])
         run_dir.mkdir(parents=True, exist_ok=True)
+        hold_run_dir(run_dir)
         run = cls(app=app, args=args, dir=run_dir, strategy=strategy, is_chief=chief)
         config = {
             "app": app,

@@ -59,3 +59,55 @@ def test_sigkill_then_resume(tmp_path, mirror):
     assert metrics["epochs_run"] == EPOCHS
     assert metrics["metrics"]["accuracy"] > 0.95
     assert not meta.exists()  # the backup is removed when training completes
+
+
+def test_a_second_process_on_a_run_directory_in_use_stops_with_the_holders_pid(tmp_path):
+    """Two trainers in one run directory would overwrite each other's checkpoints: the second
+    stops in one line, naming the first; the holder itself may take its lock again."""
+    from shared.errors import UserError
+    from shared.runs import hold_run_dir
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from shared.runs import hold_run_dir; "
+         "hold_run_dir(sys.argv[1]); print('held', flush=True); time.sleep(60)", str(tmp_path)],
+        cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        try:
+            hold_run_dir(tmp_path)
+        except UserError as e:
+            assert f"pid {holder.pid}" in str(e) and "--run-dir" in str(e)
+        else:
+            raise AssertionError("a run directory in use was opened twice")
+    finally:
+        holder.kill()
+        holder.wait()
+    hold_run_dir(tmp_path)  # released with its process
+    hold_run_dir(tmp_path)  # and taken again by the same process without error
+
+
+def test_a_stopped_benchmark_stops_its_app(tmp_path):
+    """benchmarks.run runs the app as a child: SIGTERM to the runner ends the child too, so no
+    orphaned trainer keeps writing into the run directory."""
+    marker = tmp_path / "child.pid"
+    child = (f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); "
+             "time.sleep(120)")
+    runner = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from benchmarks.run import run_child; "
+         "sys.exit(run_child([sys.executable, '-c', sys.argv[1]]))", child],
+        cwd=ROOT, env=child_env())
+    deadline = time.time() + 60
+    while not (marker.is_file() and marker.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    pid = int(marker.read_text())
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=60) == 128 + signal.SIGTERM
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the app outlived its benchmark runner")
