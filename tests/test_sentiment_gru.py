@@ -34,7 +34,8 @@ REVIEWS = [POSITIVE, NEGATIVE, "", LONG, NON_ASCII]
 SMALL = ["--limit", "3000", "--test-limit", "200", "--epochs", "3", "--patience", "3",
          "--no-bidirectional", "--units", "16", "--embedding-dim", "32",
          "--sequence-length", "40", "--max-tokens", "5000", "--batch-size", "32",
-         "--learning-rate", "0.005", "--embeddings", "random", "--verbose", "0"]
+         "--learning-rate", "0.005", "--embeddings", "random", "--verbose", "0",
+         "--adversarial", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -174,9 +175,10 @@ def test_served_by_the_local_model_server(trained):
 def test_defaults():
     args = APP.parse([])
     assert (args.max_tokens, args.sequence_length, args.embedding_dim, args.units) == (
-        20000, 500, 128, 64)
+        20000, 500, 128, 256)
     assert args.bidirectional and args.clipnorm == 1.0
-    assert (args.epochs, args.schedule, args.monitor) == (4, "cosine", "val_accuracy")
+    assert (args.epochs, args.schedule, args.monitor) == (8, "cosine", "val_accuracy")
+    assert (args.adversarial, args.patience) == (5.0, 3)
     assert APP.parse(["--no-bidirectional"]).bidirectional is False
 
 

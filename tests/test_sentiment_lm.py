@@ -21,7 +21,8 @@ from shared.layer_rates import LayerRateAdam  # noqa: E402
 
 TINY = ["--limit", "400", "--test-limit", "100", "--units", "16", "--embedding-dim", "32",
         "--sequence-length", "40", "--max-tokens", "2000", "--batch-size", "32",
-        "--embeddings", "random", "--verbose", "0", "--pretrain", "lm", "--lm-epochs", "3"]
+        "--embeddings", "random", "--verbose", "0", "--pretrain", "lm", "--lm-epochs", "3",
+        "--adversarial", "0"]
 
 
 @pytest.fixture(scope="module")
