@@ -102,7 +102,7 @@ def direction(gradient, value, mask, epsilon: float, norm: str):
     ([batch, ...]; ``mask`` [batch, time] or None), as the module docstring defines it."""
     import tensorflow as tf
 
-    gradient = tf.convert_to_tensor(gradient, tf.float32)
+    gradient = tf.cast(gradient, tf.float32)  # bfloat16/float16 under a mixed policy
     if norm == "sign":
         return epsilon * tf.sign(gradient)
     axes = list(range(1, len(gradient.shape)))

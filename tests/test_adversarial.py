@@ -68,6 +68,12 @@ def test_l2_perturbation_has_length_eps_times_the_spread_and_skips_padding():
     np.testing.assert_array_equal(r[~mask], 0.0)
     cosine = np.sum(r[0] * g[0]) / np.linalg.norm(r[0]) / np.linalg.norm(g[0])
     assert cosine == pytest.approx(1.0, abs=1e-6)  # along the gradient
+    # Under a mixed policy the point's gradient and value are 16-bit: the step is the same
+    # float32 computation on their values.
+    low = direction(tf.constant(g, tf.bfloat16), tf.constant(value, tf.bfloat16),
+                    tf.constant(mask), 5.0, "l2").numpy()
+    assert low.dtype == np.float32
+    np.testing.assert_allclose(low, r, rtol=0.05, atol=1e-3)
 
 
 def test_one_step_applies_the_mixed_gradient_of_the_hand_computation():
