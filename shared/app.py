@@ -297,6 +297,12 @@ class App:
 
         resolve(args, self.precision_for(args))  # before Run.start seeds (and records) them
         run = Run.start(self.run_name(args), args)
+        try:
+            return self._run(args, run)
+        finally:
+            run.release()  # the run directory is free for the next process, killed or not
+
+    def _run(self, args, run) -> dict:
         data = self.load_data(args, run)
         model = self.build(args, data, run)
         if args.verbose and hasattr(model, "summary"):

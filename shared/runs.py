@@ -9,7 +9,7 @@
              metrics.json          final metrics (test set), best epoch, throughput, wall time
 
 ``Run.start`` seeds everything from ``--seed``, splits devices, builds the strategy and creates
-the directory, which it holds for the process's life (``.lock``: a second training process on the
+the directory, which it holds until the run ends (``.lock``: a second training process on the
 same directory, say a resume started while the first still runs, stops with a clear error); ``Run.callbacks`` returns the shared callbacks; ``Run.finish`` writes the metrics
 and the plot. Under multi-worker training only the chief writes into the run directory; other
 workers write into ``<run dir>/workers/<index>/``.
@@ -91,7 +91,8 @@ _HELD: dict = {}  # run directory -> the open lock file this process holds
 
 
 def hold_run_dir(run_dir: Path) -> None:
-    """Take an exclusive lock on ``run_dir/.lock`` until this process exits. Two processes
+    """Take an exclusive lock on ``run_dir/.lock`` until the run releases it or this process
+    exits. Two processes
     training into one directory would overwrite each other's checkpoints and history rows, so
     the second one stops here with the first one's pid. A process may take its own lock again
     (a run trained twice in one interpreter, as the tests do)."""
@@ -118,6 +119,13 @@ def hold_run_dir(run_dir: Path) -> None:
     f.write(f"pid {os.getpid()}\n")
     f.flush()
     _HELD[key] = f
+
+
+def release_run_dir(run_dir: Path) -> None:
+    """Give up this process's lock on ``run_dir`` (a run trained in-process has ended)."""
+    f = _HELD.pop(str(Path(run_dir).resolve()), None)
+    if f is not None:
+        f.close()  # closing the file releases its flock
 
 
 @dataclass
@@ -161,6 +169,9 @@ class Run:
         print(f"[{app}] run directory {run_dir} | strategy {config['strategy']} with "
               f"{config['replicas']} replica(s) | global batch {config['global_batch_size']}")
         return run
+
+    def release(self) -> None:
+        release_run_dir(self.dir)
 
     @property
     def replicas(self) -> int:

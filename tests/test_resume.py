@@ -65,7 +65,7 @@ def test_a_second_process_on_a_run_directory_in_use_stops_with_the_holders_pid(t
     """Two trainers in one run directory would overwrite each other's checkpoints: the second
     stops in one line, naming the first; the holder itself may take its lock again."""
     from shared.errors import UserError
-    from shared.runs import hold_run_dir
+    from shared.runs import hold_run_dir, release_run_dir
 
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from shared.runs import hold_run_dir; "
@@ -84,6 +84,12 @@ def test_a_second_process_on_a_run_directory_in_use_stops_with_the_holders_pid(t
         holder.wait()
     hold_run_dir(tmp_path)  # released with its process
     hold_run_dir(tmp_path)  # and taken again by the same process without error
+    probe = [sys.executable, "-c", "import sys; from shared.runs import hold_run_dir; "
+             "hold_run_dir(sys.argv[1])", str(tmp_path)]
+    busy = subprocess.run(probe, cwd=ROOT, env=child_env(), capture_output=True, text=True)
+    assert busy.returncode != 0 and f"pid {os.getpid()}" in busy.stderr
+    release_run_dir(tmp_path)  # a run that ended in-process (App.run's finally) frees it
+    assert subprocess.run(probe, cwd=ROOT, env=child_env()).returncode == 0
 
 
 def test_a_stopped_benchmark_stops_its_app(tmp_path):
