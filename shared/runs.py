@@ -10,9 +10,10 @@
 
 ``Run.start`` seeds everything from ``--seed``, splits devices, builds the strategy and creates
 the directory, which it holds until the run ends (``.lock``: a second training process on the
-same directory, say a resume started while the first still runs, stops with a clear error); ``Run.callbacks`` returns the shared callbacks; ``Run.finish`` writes the metrics
-and the plot. Under multi-worker training only the chief writes into the run directory; other
-workers write into ``<run dir>/workers/<index>/``.
+same directory, say a resume started while the first still runs, stops with a clear error);
+``Run.callbacks`` returns the shared callbacks; ``Run.finish`` writes the metrics and the plot.
+Under multi-worker training only the chief writes into the run directory; other workers write
+into ``<run dir>/workers/<index>/``.
 """
 
 from __future__ import annotations
@@ -92,10 +93,9 @@ _HELD: dict = {}  # run directory -> the open lock file this process holds
 
 def hold_run_dir(run_dir: Path) -> None:
     """Take an exclusive lock on ``run_dir/.lock`` until the run releases it or this process
-    exits. Two processes
-    training into one directory would overwrite each other's checkpoints and history rows, so
-    the second one stops here with the first one's pid. A process may take its own lock again
-    (a run trained twice in one interpreter, as the tests do)."""
+    exits. Two processes training into one directory would overwrite each other's checkpoints
+    and history rows, so the second one stops here with the first one's pid. A process may take
+    its own lock again (a run trained twice in one interpreter, as the tests do)."""
     key = str(Path(run_dir).resolve())
     if key in _HELD:
         return
