@@ -28,6 +28,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -83,8 +84,6 @@ class Sittings:
     FILE = "sittings.json"
 
     def __init__(self, run_dir: Path, beat: float = 30.0):
-        import threading
-
         self.path, self.beat = Path(run_dir) / self.FILE, beat
         self.entries: list[dict] = []
         self._stop, self._lock, self._thread = threading.Event(), threading.Lock(), None
@@ -94,8 +93,6 @@ class Sittings:
         return round(sum(e["seconds"] for e in self.entries), 1)
 
     def __enter__(self) -> "Sittings":
-        import threading
-
         if self.path.is_file():
             self.entries = json.loads(self.path.read_text())
         else:
@@ -144,7 +141,6 @@ def run_child(cmd: list[str]) -> int:
     stop (SIGTERM, SIGHUP, Ctrl-C), the child is stopped too: an orphaned app would go on
     training into the run directory that the next ``--resume`` opens again."""
     import signal
-    import threading
 
     proc = subprocess.Popen(cmd, cwd=ROOT)
 
