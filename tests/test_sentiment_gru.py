@@ -177,7 +177,7 @@ def test_defaults():
     assert (args.max_tokens, args.sequence_length, args.embedding_dim, args.units) == (
         20000, 500, 128, 256)
     assert args.bidirectional and args.clipnorm == 1.0
-    assert (args.epochs, args.schedule, args.monitor) == (8, "cosine", "val_accuracy")
+    assert (args.epochs, args.schedule, args.monitor) == (4, "cosine", "val_accuracy")
     assert (args.adversarial, args.patience) == (5.0, 3)
     assert APP.parse(["--no-bidirectional"]).bidirectional is False
 
