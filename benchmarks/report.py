@@ -485,9 +485,10 @@ def reference_plot(app: str, budget: str, record: dict, anchor: dict, img_dir: P
     for (label, points), marker in zip(published.items(), "s^Dv"):
         ax.plot(points["steps"], points["returns"], marker + "--", color="tab:blue", ms=7,
                 alpha=0.8 if marker == "s" else 0.5, label=label)
-    if isinstance(anchor.get("value"), (int, float)):
+    if isinstance(anchor.get("value"), (int, float)):  # a budget with no target: its anchor
+        kind = "anchor" if str(anchor.get("target", "")).startswith("none") else "target"
         ax.axhline(anchor["value"], color="green", ls=":", lw=1,
-                   label=f"target {anchor['value']:g}")
+                   label=f"{kind} {anchor['value']:g}")
     ax.set_xscale("log")
     ax.set_xlabel("agent (environment) steps, log scale")
     ax.set_ylabel("mean evaluation return")

@@ -102,7 +102,13 @@ class DQN(App):
                            "Mnih et al. 2015": {"steps": [12_500_000], "returns": [18.9]}}},
         "breakout": {"value": 401.2, "metric": "Breakout mean evaluation return",
                      "target": "none (the random policy scores 1.7)",
-                     "source": "Mnih et al. 2015, Extended Data Table 2 (50M frames)"},
+                     "source": "Mnih et al. 2015, Extended Data Table 2 (50M frames)",
+                     # CleanRL dqn_atari.py's Hugging Face model cards (BreakoutNoFrameskip-v4,
+                     # no sticky actions): 67.1 +- 69.9 after 1M steps (sdpkjc/...-dqn_atari-seed1),
+                     # 333.6 +- 120.6 after 10M (cleanrl/...-dqn_atari-seed1); Mnih et al. 2015.
+                     "curve": {"CleanRL dqn_atari.py": {"steps": [1_000_000, 10_000_000],
+                                                        "returns": [67.1, 333.6]},
+                               "Mnih et al. 2015": {"steps": [12_500_000], "returns": [401.2]}}},
         "pong_short": {"value": -20.7, "metric": "Pong return of the random policy",
                        "target": "evaluation return above -20.7 (the long-run reference: ~20 "
                                  "after 10M steps, CleanRL; 18.9, Mnih et al. 2015)",
