@@ -43,7 +43,7 @@ def _export_default(tmp: str, seed: int) -> str:
     keras.utils.set_random_seed(seed)
     (x_tr, _), _, _ = data.load(None, seed)
     state = Data(vectorizer=data.make_vectorizer(x_tr, args.max_tokens, args.sequence_length),
-                 initial=None)
+                 initial=None, lm=None)
     model = APP.build_model(args, state, run=None)
     return str(APP.export(args, model, state, {}, run=None))
 
