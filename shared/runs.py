@@ -88,7 +88,7 @@ def peak_memory() -> dict:
     return out
 
 
-_HELD: dict = {}  # run directory -> the open lock file this process holds
+_HELD: dict = {}  # run directory (resolved) -> the open lock file this process holds
 
 
 def hold_run_dir(run_dir: Path) -> None:
@@ -96,7 +96,7 @@ def hold_run_dir(run_dir: Path) -> None:
     exits. Two processes training into one directory would overwrite each other's checkpoints
     and history rows, so the second one stops here with the first one's pid. A process may take
     its own lock again (a run trained twice in one interpreter, as the tests do)."""
-    key = str(Path(run_dir).resolve())
+    key = Path(run_dir).resolve()
     if key in _HELD:
         return
     try:
@@ -123,7 +123,7 @@ def hold_run_dir(run_dir: Path) -> None:
 
 def release_run_dir(run_dir: Path) -> None:
     """Give up this process's lock on ``run_dir`` (a run trained in-process has ended)."""
-    f = _HELD.pop(str(Path(run_dir).resolve()), None)
+    f = _HELD.pop(Path(run_dir).resolve(), None)
     if f is not None:
         f.close()  # closing the file releases its flock
 
