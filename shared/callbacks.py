@@ -318,15 +318,26 @@ class GradientNormMonitor(keras.callbacks.Callback):
         return self.model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
 
     def compute(self) -> float:
+        """The norm, in a graph traced once per set of trainable variables: eager execution
+        steps a recurrent layer through time one Python call at a time (a 1,000-word review
+        batch took minutes); gradual unfreezing changes the set, and with it the graph."""
         import tensorflow as tf
 
+        variables = self._variables()
+        key = tuple(id(v) for v in variables)
+        if getattr(self, "_traced_for", None) != key:
+            self._traced_for = key
+
+            def norm(x, y):
+                with tf.GradientTape() as tape:
+                    loss = self._loss(x, y)
+                grads = [g for g in tape.gradient(loss, variables) if g is not None]
+                return tf.linalg.global_norm(grads) if grads else tf.constant(0.0)
+
+            self._norm = tf.function(norm)
         x = tf.convert_to_tensor(self.probe_x)
         y = tf.convert_to_tensor(self.probe_y)
-        with tf.GradientTape() as tape:
-            loss = self._loss(x, y)
-        grads = tape.gradient(loss, self._variables())
-        grads = [g for g in grads if g is not None]
-        return float(tf.linalg.global_norm(grads).numpy()) if grads else 0.0
+        return float(self._norm(x, y).numpy())
 
     def compute_curvature(self) -> tuple[float, float]:
         """(g'Hg, g'g) on the probe batch."""

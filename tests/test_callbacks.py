@@ -423,6 +423,14 @@ def test_gradient_norm_equals_manual_norm():
     logs = {}
     cb2.on_epoch_end(1, logs)
     assert "grad_norm" not in logs
+    # New weights are read by the traced graph; a frozen bias leaves the set, so only dL/dw.
+    model.set_weights([2 * w, b])
+    r2 = (x.astype("float64") @ (2 * w) + b - y).ravel()
+    gw2 = 2.0 / len(x) * x.T.astype("float64") @ r2
+    gb2 = 2.0 / len(x) * r2.sum()
+    assert cb.compute() == pytest.approx(math.sqrt(float(np.sum(gw2**2) + gb2**2)), rel=1e-5)
+    model.layers[-1].bias.trainable = False
+    assert cb.compute() == pytest.approx(math.sqrt(float(np.sum(gw2**2))), rel=1e-5)
 
 
 # -- AtomicBackupAndRestore -------------------------------------------------------------------

@@ -145,7 +145,7 @@ def make_dataset(vectorizer, x: np.ndarray, y: np.ndarray, batch_size: int,
         return ids[: tf.maximum(length, 1)], label  # drop the padding; keep >= 1 step
 
     ds = ds.map(to_ids, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    step = max(sequence_length // 8, 1)
+    step = max(min(sequence_length // 8, 64), 1)  # buckets at most 64 words wide
     boundaries = list(range(step, sequence_length + 1, step))
     ds = ds.bucket_by_sequence_length(
         lambda ids, _: tf.shape(ids)[0],
