@@ -156,6 +156,29 @@ def test_a_budget_can_carry_its_own_anchor():
     assert "| 475 |" in next(v for k, v in row_of.items() if k.startswith("default"))
 
 
+def test_an_anchor_with_a_key_is_compared_with_that_metric():
+    """Shakespeare's nanoGPT anchor is on nanoGPT's split: the summary and the runs table show
+    metrics.nanogpt_val_loss beside the headline, and the target is checked against it."""
+    spec = {"higher_is_better": False,
+            "anchor": {"value": 1.4697, "key": "nanogpt_val_loss",
+                       "key_label": "on nanoGPT's split", "target": "<= 1.40",
+                       "previous": {"value": 1.4786, "source": "Géron"}}}
+    rows = [{"budget": "default", "metric": "val_loss", "value": 1.3,
+             "metrics": {"nanogpt_val_loss": 1.5116}}]
+    row = report.summary_row("shakespeare_lstm", spec, rows, {})
+    assert "**1.3** val_loss (1.5116 on nanoGPT's split)" in row[3]
+    assert "was: 1.4786" in row[2]
+    assert row[4] == report.verdict(False, "default")  # 1.5116 > 1.40, though 1.3 <= 1.40
+    rows[0]["metrics"]["nanogpt_val_loss"] = 1.39
+    met = report.summary_row("shakespeare_lstm", spec, rows, {})[4]
+    assert met == report.verdict(True, "default")
+    table = report.runs_table("shakespeare_lstm", rows, spec)
+    (line,) = [x for x in table if x.startswith("| default")]
+    assert "**1.3** (1.39 on nanoGPT's split)" in line and "| 1.4697 |" in line
+    old = [{**rows[0], "metrics": {}}]  # a record from before the metric was logged
+    assert "(– on nanoGPT's split)" in report.summary_row("shakespeare_lstm", spec, old, {})[3]
+
+
 def test_an_evaluation_curve_is_plotted_beside_the_published_points(tmp_path):
     """A record's metrics.eval_curve and its budget anchor's published points make one PNG,
     named so that the page links it with the budget's other pictures; no curve, no plot."""

@@ -79,8 +79,15 @@ class ShakespeareLSTM(App):
     # float32 (12,922 vs 8,726) at val 2.1527 vs 2.1472 nats/char (+0.26%, within the 0.5% we
     # count as equal quality). GPU: mixed_float16 (TensorFlow mixed-precision guide; unmeasured).
     precision_defaults = {"cpu": "mixed_bfloat16", "gpu": "mixed_float16"}
-    anchor = {"value": 1.4786, "metric": "validation nats/char",
-              "target": "<= 1.45", "source": "Géron, stateful GRU"}
+    # Issue 32: nanoGPT's baby GPT on its own split (the last 10% of the text, 256-character
+    # blocks from no context), which the app measures as metrics.nanogpt_val_loss; Géron's
+    # figure is on the app's 90/5/5 split.
+    anchor = {"value": 1.4697, "metric": "validation nats/char on nanoGPT's split",
+              "key": "nanogpt_val_loss", "key_label": "on nanoGPT's split",
+              "target": "<= 1.40",
+              "source": "nanoGPT shakespeare_char baby GPT (6 layers, 10.7M parameters, a GPU)",
+              "previous": {"value": 1.4786, "metric": "validation nats/char",
+                           "source": "Géron, stateful GRU (target <= 1.45)"}}
     # The contract test's tiny run (tests/test_apps_contract.py).
     smoke = ["--epochs", "1", "--limit", "20000", "--units", "32", "--embed-dim", "16",
              "--seq-len", "50", "--batch-size", "16", "--sample-chars", "20"]
