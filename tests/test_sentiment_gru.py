@@ -175,7 +175,7 @@ def test_served_by_the_local_model_server(trained):
 def test_defaults():
     args = APP.parse([])
     assert (args.max_tokens, args.sequence_length, args.embedding_dim, args.units) == (
-        20000, 500, 128, 256)
+        20000, 1000, 128, 256)
     assert args.bidirectional and args.clipnorm == 1.0
     assert (args.epochs, args.schedule, args.monitor) == (4, "cosine", "val_accuracy")
     assert (args.adversarial, args.patience) == (5.0, 3)
