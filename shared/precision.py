@@ -6,7 +6,9 @@
   runner sets the policy only while it builds the model (:func:`dtype_policy`): every layer takes
   the policy in force when it is constructed, so the trained model is mixed, while what an app
   builds later (a serving copy, the GAN's evaluation classifier) stays float32. ``auto`` picks
-  the app's declared default for the device kind present (``App.precision_defaults``).
+  the app's declared default for the device kind present (``App.precision_defaults``); a CPU
+  default of ``mixed_bfloat16`` holds only where the CPU does bfloat16 in hardware
+  (:func:`cpu_has_bf16`), float32 elsewhere.
 - Loss scaling for float16 (its 5 exponent bits underflow small gradients; bfloat16 has
   float32's range and needs none): ``Model.compile`` wraps the optimizer in a
   ``LossScaleOptimizer`` by itself when the model's policy is ``mixed_float16`` (Keras 3
@@ -65,12 +67,33 @@ def device_name() -> str:
     return cpu_model()
 
 
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes in bfloat16 in hardware (x86 AVX512_BF16 or AMX-BF16, Arm's BF16
+    extension), read from Linux's /proc/cpuinfo; False where that cannot be read. Without it
+    TensorFlow emulates bfloat16: the CIFAR recipe trained at 6.9 examples/s in mixed_bfloat16
+    against 67 in float32 on an AVX2-only EPYC (2 cores, 2026-12-05)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def resolve_precision(requested: str, defaults: dict) -> str:
     """The policy name ``--precision`` means here: ``auto`` -> the app's default for this device
-    kind (``defaults``: ``{"cpu": ..., "gpu": ...}``)."""
+    kind (``defaults``: ``{"cpu": ..., "gpu": ...}``), except that a CPU without bfloat16
+    hardware runs float32 in place of ``mixed_bfloat16``. An explicit policy is kept as asked."""
     if requested != "auto":
         return requested
-    return defaults.get(device_kind(), "float32")
+    kind = device_kind()
+    policy = defaults.get(kind, "float32")
+    if kind == "cpu" and policy == "mixed_bfloat16" and not cpu_has_bf16():
+        return "float32"
+    return policy
 
 
 def resolve(args, precision_defaults: dict) -> None:
@@ -137,4 +160,4 @@ def float32_outputs(fn):
 
 
 __all__ = ["POLICIES", "PRECISIONS", "device_kind", "device_name", "dtype_policy",
-           "float32_outputs", "jit_compile", "loss_scaled", "resolve", "resolve_precision"]
+           "cpu_has_bf16", "float32_outputs", "jit_compile", "loss_scaled", "resolve", "resolve_precision"]

@@ -382,9 +382,12 @@ def test_presets_are_the_parser_defaults(capsys):
         assert f"--steps STEPS environment steps to train {shown}" in out
 
 
-def test_atari_trains_in_bfloat16_on_a_cpu_and_cartpole_in_float32():
+def test_atari_trains_in_bfloat16_on_a_cpu_and_cartpole_in_float32(monkeypatch):
     from apps.dqn.train import APP
+    from shared import precision
     from shared.precision import resolve
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
 
     pong, cartpole = APP.parse(["--env", "ALE/Pong-v5"]), APP.parse([])
     resolve(pong, APP.precision_for(pong))

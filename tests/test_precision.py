@@ -21,6 +21,7 @@ import math
 import pytest
 
 from apps import registry
+from shared.precision import resolve_precision
 from tests.helpers import child_env, run_module, run_modules
 
 APPS = registry()
@@ -94,10 +95,12 @@ MIXED_APPS = [n for n, a in APPS.items() if not a.float32_only]
 
 # The fast suite: every app under bfloat16 (the CPU's mixed policy) and MNIST under float16;
 # the rest of the matrix, each compared with its float32 run, is marked slow (~8 min on 2 cores).
-# Apps that already train under bfloat16 by default on a CPU get that case from the contract
-# test's tiny run (tests/test_apps_contract.py, which checks the export's dtypes too).
+# Apps that already train under bfloat16 by default here (a CPU with bfloat16 hardware) get that
+# case from the contract test's tiny run (tests/test_apps_contract.py, which checks the export's
+# dtypes too).
 CPU_BF16_DEFAULT = {n for n in MIXED_APPS
-                    if APPS[n].precision_for(APPS[n].parse([]))["cpu"] == "mixed_bfloat16"}
+                    if resolve_precision("auto", APPS[n].precision_for(APPS[n].parse([])))
+                    == "mixed_bfloat16"}
 FAST = {*((n, "mixed_bfloat16") for n in MIXED_APPS if n not in CPU_BF16_DEFAULT),
         ("mnist_mlp", "mixed_float16")}
 CASES = [pytest.param(n, p, marks=() if (n, p) in FAST else pytest.mark.slow)
@@ -141,6 +144,29 @@ def test_float32_only_apps_refuse_a_mixed_policy_in_one_line(name, precision, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {app.prog}: --precision {precision}")
     assert app.parse(["--precision", "float32"]).precision == "float32"
+
+
+def test_auto_keeps_bfloat16_for_cpus_that_compute_it_in_hardware(monkeypatch, tmp_path):
+    from shared import precision
+
+    defaults = {"cpu": "mixed_bfloat16", "gpu": "mixed_float16"}
+    monkeypatch.setattr(precision, "device_kind", lambda: "cpu")
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert precision.resolve_precision("auto", defaults) == "mixed_bfloat16"
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)  # emulated: ~10x slower
+    assert precision.resolve_precision("auto", defaults) == "float32"
+    assert precision.resolve_precision("mixed_bfloat16", defaults) == "mixed_bfloat16"
+    monkeypatch.setattr(precision, "device_kind", lambda: "gpu")
+    assert precision.resolve_precision("auto", defaults) == "mixed_float16"
+    monkeypatch.undo()
+
+    x86, arm, old = (tmp_path / n for n in ("x86", "arm", "old"))
+    x86.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n")
+    old.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")
+    assert precision.cpu_has_bf16(str(x86)) and precision.cpu_has_bf16(str(arm))
+    assert not precision.cpu_has_bf16(str(old))
+    assert not precision.cpu_has_bf16(str(tmp_path / "absent"))
 
 
 def test_refusals_of_jit_compile_are_one_line(capsys):
