@@ -100,8 +100,12 @@ def resolve(args, precision_defaults: dict) -> None:
     """Resolve ``args.precision`` (``auto`` -> a policy) and make ``--jit-compile`` effective:
     Keras does not compile with XLA while op determinism is on, so an explicit request turns it
     off (and says so). Call before the run seeds TensorFlow."""
-    args.precision = resolve_precision(getattr(args, "precision", "auto") or "auto",
-                                       precision_defaults)
+    requested = getattr(args, "precision", "auto") or "auto"
+    args.precision = resolve_precision(requested, precision_defaults)
+    if (requested == "auto" and args.precision == "float32"
+            and precision_defaults.get(device_kind()) == "mixed_bfloat16"):
+        print("--precision auto: float32 (this CPU has no bfloat16 hardware; mixed_bfloat16 "
+              "would run emulated, many times slower)")
     if getattr(args, "jit_compile", None) and getattr(args, "deterministic", False):
         print("--jit-compile: TensorFlow op determinism off (Keras does not compile with XLA "
               "under it)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import types
 
 import pytest
 
@@ -146,7 +147,7 @@ def test_float32_only_apps_refuse_a_mixed_policy_in_one_line(name, precision, ca
     assert app.parse(["--precision", "float32"]).precision == "float32"
 
 
-def test_auto_keeps_bfloat16_for_cpus_that_compute_it_in_hardware(monkeypatch, tmp_path):
+def test_auto_keeps_bfloat16_for_cpus_that_compute_it_in_hardware(monkeypatch, tmp_path, capsys):
     from shared import precision
 
     defaults = {"cpu": "mixed_bfloat16", "gpu": "mixed_float16"}
@@ -155,6 +156,9 @@ def test_auto_keeps_bfloat16_for_cpus_that_compute_it_in_hardware(monkeypatch, t
     assert precision.resolve_precision("auto", defaults) == "mixed_bfloat16"
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)  # emulated: ~10x slower
     assert precision.resolve_precision("auto", defaults) == "float32"
+    args = types.SimpleNamespace(precision="auto")
+    precision.resolve(args, defaults)
+    assert args.precision == "float32" and "no bfloat16 hardware" in capsys.readouterr().out
     assert precision.resolve_precision("mixed_bfloat16", defaults) == "mixed_bfloat16"
     monkeypatch.setattr(precision, "device_kind", lambda: "gpu")
     assert precision.resolve_precision("auto", defaults) == "mixed_float16"
