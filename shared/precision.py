@@ -163,5 +163,5 @@ def float32_outputs(fn):
     return wrapped
 
 
-__all__ = ["POLICIES", "PRECISIONS", "device_kind", "device_name", "dtype_policy",
-           "cpu_has_bf16", "float32_outputs", "jit_compile", "loss_scaled", "resolve", "resolve_precision"]
+__all__ = ["POLICIES", "PRECISIONS", "cpu_has_bf16", "device_kind", "device_name", "dtype_policy",
+           "float32_outputs", "jit_compile", "loss_scaled", "resolve", "resolve_precision"]
