@@ -83,29 +83,33 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
+def _auto_policy(defaults: dict) -> tuple[str, bool]:
+    """(the app's default for this device kind, whether float32 replaced an emulated
+    ``mixed_bfloat16``)."""
+    kind = device_kind()
+    policy = defaults.get(kind, "float32")
+    if kind == "cpu" and policy == "mixed_bfloat16" and not cpu_has_bf16():
+        return "float32", True
+    return policy, False
+
+
 def resolve_precision(requested: str, defaults: dict) -> str:
     """The policy name ``--precision`` means here: ``auto`` -> the app's default for this device
     kind (``defaults``: ``{"cpu": ..., "gpu": ...}``), except that a CPU without bfloat16
     hardware runs float32 in place of ``mixed_bfloat16``. An explicit policy is kept as asked."""
-    if requested != "auto":
-        return requested
-    kind = device_kind()
-    policy = defaults.get(kind, "float32")
-    if kind == "cpu" and policy == "mixed_bfloat16" and not cpu_has_bf16():
-        return "float32"
-    return policy
+    return requested if requested != "auto" else _auto_policy(defaults)[0]
 
 
 def resolve(args, precision_defaults: dict) -> None:
     """Resolve ``args.precision`` (``auto`` -> a policy) and make ``--jit-compile`` effective:
     Keras does not compile with XLA while op determinism is on, so an explicit request turns it
     off (and says so). Call before the run seeds TensorFlow."""
-    requested = getattr(args, "precision", "auto") or "auto"
-    args.precision = resolve_precision(requested, precision_defaults)
-    if (requested == "auto" and args.precision == "float32"
-            and precision_defaults.get(device_kind()) == "mixed_bfloat16"):
-        print("--precision auto: float32 (this CPU has no bfloat16 hardware; mixed_bfloat16 "
-              "would run emulated, many times slower)")
+    args.precision = getattr(args, "precision", "auto") or "auto"
+    if args.precision == "auto":
+        args.precision, emulated = _auto_policy(precision_defaults)
+        if emulated:
+            print("--precision auto: float32 (this CPU has no bfloat16 hardware; mixed_bfloat16 "
+                  "would run emulated, many times slower)")
     if getattr(args, "jit_compile", None) and getattr(args, "deterministic", False):
         print("--jit-compile: TensorFlow op determinism off (Keras does not compile with XLA "
               "under it)")
