@@ -26,10 +26,11 @@ The values alpha = 1, C = 1, beta = 0.25 are the paper's for every dataset (its 
 setup) and those of the authors' released code (sidaw/nbsvm, ``src/master.m``, which trains
 with LIBLINEAR ``-s 1 -c 1``: the dual L2-loss solver, no bias term). Nothing is tuned here.
 
-Same data as the GRU: ``apps.sentiment_gru.data.load(seed=42)``, i.e. the 22,500 training
-reviews (the GRU's training set; the paper trained on all 25,000), the 2,500 validation reviews
-and the 25,000 test reviews. Same tokenisation: the GRU's own ``standardize`` (lower case,
-``<br />`` removed, ASCII punctuation removed), then a split on ASCII whitespace (what its
+Same data as the GRU: ``apps.sentiment_gru.data.load(seed=42, val_size=V)`` with the GRU's own
+``--val-size`` at the budget (the default: V = 0, all 25,000 training reviews, as the paper
+trained; with V > 0 the same 25,000 - V / V split), and the 25,000 test reviews. Same
+tokenisation: the GRU's own ``standardize`` (lower case, ``<br />`` removed, ASCII punctuation
+removed), then a split on ASCII whitespace (what its
 ``TextVectorization(split="whitespace")`` does). The vocabulary is every uni- and bigram of the
 training reviews (no cut-off: the paper's NBSVM keeps them all).
 
@@ -60,7 +61,7 @@ from shared.errors import UserError, exit_on_user_error
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 APP = "sentiment_gru"
-SEED = 42  # apps.sentiment_gru.data.load's and the GRU's default seed: the same 22,500 / 2,500
+SEED = 42  # apps.sentiment_gru.data.load's and the GRU's default seed: the same split
 
 # Wang & Manning 2012's settings: the values of the paper's experimental setup (§4.1), the same
 # for every dataset, and of the authors' src/master.m (params.a = 1, params.C = 1,
@@ -182,13 +183,25 @@ def accuracy(predicted, y) -> float:
 
 # ---------------------------------------------------------------------------- the measurement
 
-def run_nbsvm(data_dir=None) -> dict:
-    """NBSVM-bigram trained on the GRU's 22,500 training reviews, evaluated on its 2,500
-    validation and 25,000 test reviews; accuracies, timings and sizes."""
+def gru_val_size(budget: str | None, extra: list[str]) -> int:
+    """The GRU's ``--val-size`` at ``budget`` (its flags, then ``extra``; None: the app's
+    defaults): the split NBSVM must share."""
+    from apps.sentiment_gru.train import APP as GRU
+    from benchmarks.budgets import BUDGETS
+
+    flags = BUDGETS[APP]["budgets"][budget] if budget else []
+    return GRU.parse([*flags, *extra]).val_size
+
+
+def run_nbsvm(data_dir=None, val_size: int = 0) -> dict:
+    """NBSVM-bigram trained on the GRU's training reviews (all 25,000 with ``val_size`` 0),
+    evaluated on its validation reviews (if any) and the 25,000 test reviews; accuracies,
+    timings and sizes."""
     from apps.sentiment_gru import data
 
     t0 = time.perf_counter()
-    (x_tr, y_tr), (x_val, y_val), (x_test, y_test) = data.load(seed=SEED, data_dir=data_dir)
+    (x_tr, y_tr), (x_val, y_val), (x_test, y_test) = data.load(seed=SEED, val_size=val_size,
+                                                               data_dir=data_dir)
     load_seconds = time.perf_counter() - t0
     print(f"reviews: {len(x_tr):,} train / {len(x_val):,} validation / {len(x_test):,} test "
           f"({load_seconds:.0f} s to read)", flush=True)
@@ -196,7 +209,7 @@ def run_nbsvm(data_dir=None) -> dict:
     t0 = time.perf_counter()
     vectorizer = ngram_vectorizer()
     f_tr = vectorizer.fit_transform(standardized(x_tr))
-    f_val = vectorizer.transform(standardized(x_val))
+    f_val = vectorizer.transform(standardized(x_val)) if len(x_val) else None
     f_test = vectorizer.transform(standardized(x_test))
     vectorize_seconds = time.perf_counter() - t0
     print(f"vectorised: {f_tr.shape[1]:,} uni+bigram features ({vectorize_seconds:.0f} s)",
@@ -207,11 +220,12 @@ def run_nbsvm(data_dir=None) -> dict:
     train_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    val_pred, test_pred = predict(model, f_val), predict(model, f_test)
+    val_pred = predict(model, f_val) if f_val is not None else None
+    test_pred = predict(model, f_test)
     predict_seconds = time.perf_counter() - t0
     result = {
         "test_accuracy": accuracy(test_pred, y_test),
-        "val_accuracy": accuracy(val_pred, y_val),
+        "val_accuracy": accuracy(val_pred, y_val) if val_pred is not None else None,
         "train_accuracy": accuracy(predict(model, f_tr), y_tr),
         "features": int(f_tr.shape[1]),
         "reviews": {"train": len(x_tr), "val": len(x_val), "test": len(x_test)},
@@ -226,8 +240,10 @@ def run_nbsvm(data_dir=None) -> dict:
                      "max_iter": SVM_MAX_ITER,
                      "tokens": "apps.sentiment_gru.data.standardize + ASCII-whitespace split"},
     }
+    val = result["val_accuracy"]
     print(f"NBSVM-bigram: test {100 * result['test_accuracy']:.2f}%, validation "
-          f"{100 * result['val_accuracy']:.2f}% ({result['wall_seconds']:.0f} s: vectorise "
+          f"{'–' if val is None else f'{100 * val:.2f}%'} "
+          f"({result['wall_seconds']:.0f} s: vectorise "
           f"{vectorize_seconds:.0f}, train {train_seconds:.0f}, predict {predict_seconds:.1f}; "
           f"{model.iterations} SVM iterations)", flush=True)
     return result
@@ -282,10 +298,11 @@ def main(argv=None) -> dict:
                         "pip install scikit-learn") from None
 
     gru = None
+    extra = ["--data-dir", str(args.data_dir)] if args.data_dir else []
+    val_size = gru_val_size(None if args.nbsvm_only else args.budget, extra)
     if not args.nbsvm_only:
-        extra = ["--data-dir", str(args.data_dir)] if args.data_dir else []
         gru = run_gru(args.budget, args.runs_dir, args.resume, extra)
-    nbsvm = run_nbsvm(args.data_dir)
+    nbsvm = run_nbsvm(args.data_dir, val_size)
 
     import scipy
 
@@ -326,16 +343,21 @@ def render(rows):
     def points(value):
         return "–" if value is None else f"{value:+.2f}"
 
-    headers = ["date", "budget", "GRU test acc", "GRU wall", "NBSVM test acc", "NBSVM val acc",
+    def thousands(value):
+        return "–" if value is None else f"{value:,}"
+
+    headers = ["date", "budget", "training reviews", "GRU test acc", "GRU wall",
+               "NBSVM test acc", "NBSVM val acc",
                "NBSVM wall", "GRU − NBSVM (points)", "paper's NBSVM-bi", "commit"]
     return ["### IMDB: the GRU beside NBSVM-bigram (same split, same tokenisation)", "",
             ("NBSVM (Wang & Manning 2012: an SVM on Naive Bayes log-count ratios of binarized "
-             "uni+bigrams, alpha = 1, C = 1, beta = 0.25) trained on the GRU's 22,500 training "
-             "reviews with the GRU's own standardisation, tested on the same 25,000 reviews; "
+             "uni+bigrams, alpha = 1, C = 1, beta = 0.25) trained on the GRU's training reviews "
+             "(both models on the same ones) with the GRU's own standardisation, tested on the same 25,000 reviews; "
              "its wall time is vectorising + training + predicting, the GRU's its whole run, "
              "and the paper's figure (trained on 25,000) is the reference."),
             "",
             *table(headers, [[when(r), r.get("budget") or "–",
+                              thousands(get(r, "nbsvm", "reviews", "train")),
                               pct2(get(r, "gru", "test_accuracy")),
                               minutes(get(r, "gru", "wall_seconds")),
                               pct2(get(r, "nbsvm", "test_accuracy")),

@@ -253,6 +253,12 @@ class App:
             self.check_speed(args)
             if getattr(args, "retrain_on_all", False):
                 self.check_retrain_on_all(args)
+            if getattr(args, "val_size", None) == 0:  # nothing held out: nothing to watch
+                if getattr(args, "patience", None):
+                    raise UserError("--patience watches the validation set: add --val-size N")
+                if getattr(args, "schedule", None) == "plateau":
+                    raise UserError("--schedule plateau watches the validation set: "
+                                    "add --val-size N")
             if getattr(args, "adversarial", None) and self.adversarial_norm is None:
                 raise UserError(f"--adversarial: {self.name}'s model has no perturbation point "
                                 "(apps that have one declare adversarial_norm)")

@@ -82,7 +82,7 @@ APPS = {
     # training: its step length is scaled by the embeddings' spread in each replica's own half
     # batch (as batch norm's statistics are), so two replicas are not the same computation.
     "sentiment_gru": ("apps.sentiment_gru.train", [
-        "--limit", "400", "--test-limit", "64", "--max-tokens", "2000",
+        "--limit", "400", "--val-size", "40", "--test-limit", "64", "--max-tokens", "2000",
         "--sequence-length", "8", "--embedding-dim", "16", "--units", "8",
         "--no-bidirectional", "--dropout", "0", "--embedding-dropout", "0", "--pooling", "last",
         "--embeddings", "random", "--learning-rate", "1e-2", "--epochs", "2",

@@ -181,17 +181,35 @@ def test_plateau_flags_reach_the_runs_callback(tmp_path):
     from shared.callbacks import DivideOnPlateau
     from shared.runs import Run
 
-    args = APP.parse(["--schedule", "plateau", "--plateau-factor", "0.5",
+    args = APP.parse(["--schedule", "plateau", "--plateau-factor", "0.5", "--val-size", "5000",
                       "--plateau-patience", "3", "--run-dir", str(tmp_path)])
     run = Run(app="t", args=args, dir=tmp_path, strategy=None)
     (rule,) = [c for c in run.callbacks(backup=False, tensorboard=False)
                if isinstance(c, DivideOnPlateau)]
     assert rule.factor == 0.5 and rule.patience == 3
-    default = APP.parse(["--schedule", "plateau", "--patience", "6"])
+    default = APP.parse(["--schedule", "plateau", "--patience", "6", "--val-size", "5000"])
     run = Run(app="t", args=default, dir=tmp_path, strategy=None)
     (rule,) = [c for c in run.callbacks(backup=False, tensorboard=False)
                if isinstance(c, DivideOnPlateau)]
     assert rule.factor == 0.1 and rule.patience == 3  # half of early stopping's patience
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--schedule", "plateau"], "--schedule plateau watches the validation set"),
+    (["--patience", "5"], "--patience watches the validation set"),
+])
+def test_rules_that_watch_validation_are_refused_when_nothing_is_held_out(flags, message,
+                                                                          capsys):
+    """The MNIST recipe trains on all 60,000 images (--val-size 0): early stopping and the
+    plateau rule would watch a metric that never comes, so they are refused in one line."""
+    from apps.mnist_mlp.train import APP
+
+    with pytest.raises(SystemExit) as e:
+        APP.parse(flags)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "--val-size N" in err[0]
+    APP.parse([*flags, "--val-size", "5000"])  # with a validation split: accepted
 
 
 def test_ema_flag_makes_fit_end_on_the_averaged_weights():

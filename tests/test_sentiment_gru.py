@@ -31,7 +31,8 @@ LONG = " ".join(["the film goes on and on"] * 1667)  # 10,002 words
 NON_ASCII = "Très bien ! 🎬 Ein großartiger Film, 素晴らしい映画 — «chef-d'œuvre» <br /><br />"
 REVIEWS = [POSITIVE, NEGATIVE, "", LONG, NON_ASCII]
 
-SMALL = ["--limit", "3000", "--test-limit", "200", "--epochs", "3", "--patience", "3",
+SMALL = ["--limit", "3000", "--val-size", "300", "--test-limit", "200", "--epochs", "3",
+         "--patience", "3",
          "--no-bidirectional", "--units", "16", "--embedding-dim", "32",
          "--sequence-length", "40", "--max-tokens", "5000", "--batch-size", "32",
          "--learning-rate", "0.005", "--embeddings", "random", "--verbose", "0",
@@ -175,10 +176,15 @@ def test_served_by_the_local_model_server(trained):
 def test_defaults():
     args = APP.parse([])
     assert (args.max_tokens, args.sequence_length, args.embedding_dim, args.units) == (
-        20000, 1000, 128, 256)
+        30000, 1000, 128, 256)
     assert args.bidirectional and args.clipnorm == 1.0
     assert (args.epochs, args.schedule, args.monitor) == (4, "cosine", "val_accuracy")
-    assert (args.adversarial, args.patience) == (5.0, 3)
+    # All 25,000 training reviews, nothing held out, nothing to stop on (Algorithm 7.2).
+    assert (args.adversarial, args.val_size, args.patience) == (5.0, 0, None)
+    # --pretrain lm keeps its measured split: the LM's held-out loss and early stopping.
+    lm = APP.parse(["--pretrain", "lm"])
+    assert (lm.val_size, lm.patience, lm.schedule, lm.epochs) == (2500, 3, "slanted", 5)
+    assert APP.parse(["--val-size", "2500", "--patience", "3"]).patience == 3
     assert APP.parse(["--no-bidirectional"]).bidirectional is False
 
 
@@ -186,6 +192,9 @@ def test_defaults():
     (["--dropout", "1.5"], "--dropout and --embedding-dropout must be in [0, 1)"),
     (["--embedding-dropout", "-0.1"], "--dropout and --embedding-dropout must be in [0, 1)"),
     (["--max-tokens", "2"], "--max-tokens must be at least 3"),
+    (["--patience", "3"], "--patience watches the validation set: add --val-size N"),
+    (["--pretrain", "lm", "--val-size", "0"], "--val-size must be at least 1"),
+    (["--val-size", "-1"], "--val-size"),
 ])
 def test_settings_refused_in_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -205,6 +214,25 @@ def test_bad_data_dir_and_tiny_limit(tmp_path, capsys, mirror):
         main(["--limit", "5", "--run-dir", str(tmp_path / "r2")])
     assert e.value.code == 2
     assert "--limit 5 is too small" in capsys.readouterr().err
+
+
+def test_val_size_zero_trains_on_every_review_and_n_holds_out_the_last_n(tmp_path):
+    for label in ("neg", "pos"):
+        folder = tmp_path / "aclImdb" / "train" / label
+        folder.mkdir(parents=True)
+        for i in range(15):
+            (folder / f"{i}_1.txt").write_text(f"{label} review number {i}")
+    test = tmp_path / "aclImdb" / "test"
+    for label in ("neg", "pos"):
+        (test / label).mkdir(parents=True)
+        (test / label / "0_1.txt").write_text(f"a {label} test review")
+    root = tmp_path / "aclImdb"
+    (x_all, y_all), (x_val, y_val), (x_test, _) = data.load(val_size=0, data_dir=root)
+    assert len(x_all) == 30 and len(x_val) == len(y_val) == 0 and len(x_test) == 2
+    (x_tr, _), (x_val, _), _ = data.load(val_size=5, data_dir=root)
+    assert len(x_tr) == 25 and list(x_val) == list(x_all[-5:])  # same seeded order
+    with pytest.raises(UserError, match="between 0 and 29"):
+        data.load(val_size=30, data_dir=root)
 
 
 @pytest.mark.parametrize("pooling", ["mean", "max", "meanmax"])

@@ -96,7 +96,8 @@ def _record(**extra):
     r = {"benchmark": "sentiment_vs_nbsvm", "app": "sentiment_gru", "budget": "default",
          "time": "2026-12-04T10:00:00+0000", "git_commit": "abc1234",
          "gru": {"test_accuracy": 0.8931, "wall_seconds": 5400.0},
-         "nbsvm": {"test_accuracy": 0.9071, "val_accuracy": 0.9088, "wall_seconds": 95.3},
+         "nbsvm": {"test_accuracy": 0.9071, "val_accuracy": 0.9088, "wall_seconds": 95.3,
+                   "reviews": {"train": 25000, "val": 0, "test": 25000}},
          "reference": {"nbsvm_bi_imdb_test_accuracy": 0.9122}, "gru_minus_nbsvm": -1.4}
     r.update(extra)
     return r
@@ -117,9 +118,11 @@ def test_render_header_and_one_row_per_record_with_missing_keys():
     assert "GRU test acc" in header and "NBSVM test acc" in header and "commit" in header
     assert "89.31%" in rows[0] and "90.71%" in rows[0] and "-1.40" in rows[0]
     assert "90.0 min" in rows[0] and "95 s" in rows[0] and "91.22%" in rows[0]
-    assert "abc1234" in rows[0]
+    assert "abc1234" in rows[0] and "| 25,000 |" in rows[0]  # both models' training reviews
+    assert "training reviews" in header
     cells = [c.strip() for c in rows[1].strip("|").split("|")]
-    assert cells[1] == "–" and cells[2] == "–" and cells[3] == "–" and cells[4] == "90.71%"
+    assert cells[1] == "–" and cells[2] == "25,000" and cells[3] == cells[4] == "–"
+    assert cells[5] == "90.71%"
     cells = [c.strip() for c in rows[2].strip("|").split("|")]
     assert cells.count("–") == len(cells) - 2  # the date and the paper's figure only
     assert "91.22%" in rows[2]
@@ -159,9 +162,12 @@ def tiny(monkeypatch, tmp_path):
 
     calls = []
 
-    def load(limit=None, seed=42, val_size=2500, data_dir=None, test_limit=None):
-        calls.append({"seed": seed, "limit": limit, "data_dir": data_dir})
-        return _tiny_imdb()
+    def load(limit=None, seed=42, val_size=0, data_dir=None, test_limit=None):
+        calls.append({"seed": seed, "limit": limit, "data_dir": data_dir, "val_size": val_size})
+        train, val, test = _tiny_imdb()
+        if not val_size:  # as data.load: every training review trains, none validates
+            val = val[0][:0], val[1][:0]
+        return train, val, test
 
     monkeypatch.setattr(data, "load", load)
     monkeypatch.setattr(bench_run, "RESULTS", tmp_path / "results")
@@ -178,12 +184,13 @@ def test_nbsvm_only_runs_end_to_end_and_appends_one_record(tiny, monkeypatch):
 
     monkeypatch.setattr(bench_run, "run_once", no_gru)
     record = nb.main(["--nbsvm-only"])
-    assert calls == [{"seed": 42, "limit": None, "data_dir": None}]  # the GRU's split
+    # The GRU's default split: all training reviews, nothing held out.
+    assert calls == [{"seed": 42, "limit": None, "data_dir": None, "val_size": 0}]
     assert "gru" not in record and record["budget"] is None
     assert "gru_minus_nbsvm" not in record
     n = record["nbsvm"]
-    assert n["reviews"] == {"train": 16, "val": 4, "test": 4}
-    assert n["test_accuracy"] == n["val_accuracy"] == n["train_accuracy"] == 1.0
+    assert n["reviews"] == {"train": 16, "val": 0, "test": 4}
+    assert n["test_accuracy"] == n["train_accuracy"] == 1.0 and n["val_accuracy"] is None
     assert n["features"] > 10 and n["wall_seconds"] >= 0
     assert set(n["seconds"]) == {"vectorize", "train", "predict", "load"}
     assert record["reference"]["nbsvm_bi_imdb_test_accuracy"] == 0.9122
@@ -220,6 +227,22 @@ def test_with_the_gru_both_records_are_written(tiny, monkeypatch, tmp_path):
     gru_lines = (results / "sentiment_gru.jsonl").read_text().splitlines()
     assert len(gru_lines) == 1 and json.loads(gru_lines[0])["repeat"] == 0
     assert len((results / "sentiment_vs_nbsvm.jsonl").read_text().splitlines()) == 1
+
+
+def test_nbsvm_shares_the_grus_validation_split(tiny, monkeypatch, tmp_path):
+    """A GRU budget or flag that holds reviews out holds the same ones out of NBSVM's training."""
+    from benchmarks import run as bench_run
+
+    calls, _ = tiny
+    assert nb.gru_val_size(None, []) == 0  # the app's default
+    assert nb.gru_val_size("default", ["--val-size", "2500"]) == 2500
+    monkeypatch.setattr(bench_run, "run_once", lambda *a, **k: {
+        "app": "sentiment_gru", "metric": "accuracy", "value": 0.9, "epochs": 1,
+        "wall_seconds": 1.0})
+    monkeypatch.setattr(nb, "gru_val_size", lambda budget, extra: 4)
+    record = nb.main(["--budget", "tiny", "--runs-dir", str(tmp_path / "runs")])
+    assert calls[-1]["val_size"] == 4
+    assert record["nbsvm"]["reviews"]["val"] == 4 and record["nbsvm"]["val_accuracy"] == 1.0
 
 
 def _has_sklearn() -> bool:
