@@ -3,7 +3,7 @@
     python -m benchmarks.sentiment_latency                         # default architecture
     python -m benchmarks.sentiment_latency --saved-model saved_models/sentiment_gru/1
 
-Without ``--saved-model``, the default configuration's vectorizer (adapted on the 22,500 training
+Without ``--saved-model``, the default configuration's vectorizer (adapted on the 25,000 training
 reviews) and model (untrained weights: the compute, hence the latency, does not depend on the
 weight values) are exported to a temporary folder with the app's own ``APP.export``. The SavedModel
 is reloaded with ``tf.saved_model.load`` and ``serving_default`` is called with one review at a
