@@ -29,9 +29,6 @@ from shared.errors import UserError
 
 CLASS_NAMES = ("neg", "pos")  # folder names; label 1 = positive
 LABELS = ("negative", "positive")  # what the exported model answers
-# The default trains on all 25,000 training reviews (Goodfellow et al. 2016, Algorithm 7.2: the
-# epoch count was chosen on a 22,500 / 2,500 split; --val-size 2500 holds that split out again).
-VAL_SIZE = 0
 
 _PUNCTUATION = f"[{re.escape(string.punctuation)}]"
 
@@ -81,7 +78,7 @@ def read_reviews(folder: Path, seed: int, shuffle: bool) -> tuple[np.ndarray, np
     return np.concatenate(texts), np.concatenate(labels).astype("int32")
 
 
-def load(limit: int | None = None, seed: int = 42, val_size: int = VAL_SIZE,
+def load(limit: int | None = None, seed: int = 42, val_size: int = 0,
          data_dir: str | Path | None = None, test_limit: int | None = None):
     """Returns (x_train, y_train), (x_val, y_val), (x_test, y_test): numpy arrays of raw review
     bytes and int32 labels (0 negative, 1 positive). ``limit`` keeps the first N training reviews

@@ -135,7 +135,9 @@ class SentimentGRU(App):
         a.add_argument("--pretrained-lm", default=None, metavar="PATH",
                        help="--pretrain lm: start from this lm.weights.h5 of an earlier run "
                             "instead of pretraining")
-        a.add_argument("--val-size", type=nonnegative_int, default=0,  # Algorithm 7.2 (data.py)
+        # 0: all 25,000 reviews train (Goodfellow et al. 2016, Algorithm 7.2: the epoch count was
+        # chosen on a 22,500 / 2,500 split; --val-size 2500 holds that split out again).
+        a.add_argument("--val-size", type=nonnegative_int, default=0,
                        help="training reviews held out for validation (0: train on all 25,000)")
         a.add_argument("--test-limit", type=positive_int, default=None,
                        help="evaluate on the first N test reviews of a seeded shuffle")
