@@ -29,16 +29,20 @@ def learning_curves(history, path: str | Path, metrics: tuple[str, ...] = (), ti
     """Loss (train and validation), each named metric, and the learning rate, per epoch.
     ``history``: a pandas DataFrame as written by CSVLogger (column ``epoch`` 0-based)."""
     epochs = history["epoch"] + 1 if "epoch" in history else range(1, len(history) + 1)
-    panels = [m for m in ("loss", *metrics) if m in history or f"val_{m}" in history]
-    has_lr = "lr" in history
+
+    def has(column):  # CSVLogger writes NA for val_* when a run holds nothing out
+        return column in history and bool(history[column].notna().any())
+
+    panels = [m for m in ("loss", *metrics) if has(m) or has(f"val_{m}")]
+    has_lr = has("lr")
     if not panels and not has_lr:  # nothing the plot knows: plot every numeric column
         panels = [c for c in history.columns if c != "epoch" and not c.startswith("val_")][:4]
     fig, axes = plt.subplots(1, len(panels) + has_lr, figsize=(4.5 * (len(panels) + has_lr), 3.6))
     axes = list(axes) if hasattr(axes, "__len__") else [axes]
     for ax, name in zip(axes, panels):
-        if name in history:
+        if has(name):
             ax.plot(epochs, history[name], label=f"train {name}")
-        if f"val_{name}" in history:
+        if has(f"val_{name}"):
             ax.plot(epochs, history[f"val_{name}"], label=f"validation {name}")
         if best_epoch:
             ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
@@ -48,8 +52,9 @@ def learning_curves(history, path: str | Path, metrics: tuple[str, ...] = (), ti
         ax.legend(fontsize=8)
     if has_lr:
         ax = axes[-1]
-        ax.plot(epochs, history["lr"], color="tab:green")
-        ax.set_yscale("log")
+        ax.plot(epochs, history["lr"], color="tab:green", marker=".")
+        if (history["lr"] > 0).all():  # a schedule that ends at 0 (cosine) keeps a linear axis
+            ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_title("learning rate")
         ax.grid(alpha=0.3)
