@@ -112,38 +112,3 @@ def test_recipes_choose_their_validation_split(capsys):
         APP.parse(["--retrain-on-all"])
     assert "--retrain-on-all needs a validation split" in capsys.readouterr().err
     assert APP.parse(["--retrain-on-all", "--val-size", "5000"]).val_size == 5000
-
-
-def test_maxout_units_keep_the_largest_piece_and_take_max_norm(tmp_path):
-    """--pieces K: each hidden unit is the max of K linear pieces (Goodfellow et al. 2013), the
-    pieces' Dense kernel is what --max-norm clamps, and the model saves and reloads."""
-    import keras
-
-    from apps.mnist_mlp.model import Maxout, build_mlp
-    from shared.regularizers import RegularizerConfig, apply_weight_penalties
-
-    x = np.arange(12, dtype="float32").reshape(2, 6) * np.array([1, -1, 1, -1, 1, -1])
-    out = keras.ops.convert_to_numpy(Maxout(3)(x))
-    np.testing.assert_array_equal(out, [[2, 4], [8, 10]])  # max of (0,-1,2), (-3,4,-5) ...
-
-    model = build_mlp(hidden=(8, 4), dropout=0.0, pieces=3)
-    assert model.get_layer("pieces_1").kernel.shape == (784, 24)
-    assert model.get_layer("hidden_1").output.shape == (None, 8)
-    assert model.get_layer("pieces_2").kernel.shape == (8, 12)
-    kernels = apply_weight_penalties(model, RegularizerConfig(max_norm=0.5))
-    assert model.get_layer("pieces_1").kernel in kernels
-    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype("float32")
-    expected = model.predict(images, verbose=0)
-    np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)
-    model.save(tmp_path / "maxout.keras")
-    reloaded = keras.saving.load_model(tmp_path / "maxout.keras")
-    np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, rtol=1e-6)
-
-
-def test_pieces_flag_builds_maxout_or_relu_units():
-    from apps.mnist_mlp.train import APP
-
-    assert APP.parse([]).pieces == APP.parse(["--recipe", "keras"]).pieces == 0
-    model = APP.build_model(APP.parse(["--pieces", "2", "--hidden", "6"]), None, None)
-    assert [layer.name for layer in model.layers if "hidden" in layer.name] == ["hidden_1"]
-    assert model.get_layer("pieces_1").units == 12

@@ -18,32 +18,10 @@ HIDDEN = (512, 512)  # keras examples/mnist_mlp.py
 DROPOUT = 0.2  # keras examples/mnist_mlp.py
 
 
-@keras.saving.register_keras_serializable(package="mnist_mlp")
-class Maxout(keras.layers.Layer):
-    """A maxout unit outputs the largest of its ``pieces`` linear pieces (Goodfellow, Warde-Farley,
-    Mirza, Courville & Bengio 2013; Goodfellow et al. 2016, §6.3.1): the Dense layer before it
-    computes ``units * pieces`` pieces, this layer keeps the max of each unit's group."""
-
-    def __init__(self, pieces: int, **kwargs):
-        super().__init__(**kwargs)
-        self.pieces = pieces
-
-    def call(self, x):
-        groups = keras.ops.reshape(x, (-1, x.shape[-1] // self.pieces, self.pieces))
-        return keras.ops.max(groups, axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], input_shape[-1] // self.pieces)
-
-    def get_config(self):
-        return {**super().get_config(), "pieces": self.pieces}
-
-
 def build_mlp(hidden: tuple[int, ...] = HIDDEN, dropout: float = DROPOUT,
               num_classes: int = 10, image_shape=(28, 28), input_dropout: float = 0.0,
-              perturbation_point: bool = False, pieces: int = 0) -> keras.Model:
-    """``pieces`` > 1: maxout hidden units of that many linear pieces in place of ReLU.
-    ``perturbation_point``: mark the scaled pixels as where ``--adversarial`` perturbs
+              perturbation_point: bool = False) -> keras.Model:
+    """``perturbation_point``: mark the scaled pixels as where ``--adversarial`` perturbs
     (shared/adversarial.py; Goodfellow et al. 2015 perturb pixels in [0, 1])."""
     inputs = keras.Input(shape=image_shape, name="pixels")
     x = keras.layers.Rescaling(1.0 / 255, name="scale")(inputs)  # 0..255 -> 0..1
@@ -55,11 +33,7 @@ def build_mlp(hidden: tuple[int, ...] = HIDDEN, dropout: float = DROPOUT,
     if input_dropout:  # Srivastava et al. 2014 drop pixels too (retain 0.8)
         x = keras.layers.Dropout(input_dropout, name="dropout_input")(x)
     for i, units in enumerate(hidden):
-        if pieces > 1:
-            x = keras.layers.Dense(units * pieces, name=f"pieces_{i + 1}")(x)
-            x = Maxout(pieces, name=f"hidden_{i + 1}")(x)
-        else:
-            x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i + 1}")(x)
+        x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i + 1}")(x)
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i + 1}")(x)
     # The softmax in float32 under a mixed --precision policy (the Keras mixed-precision guide).

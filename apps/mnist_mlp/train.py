@@ -27,7 +27,6 @@ FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal"
 # a cosine schedule. Measured: benchmarks/REPORT.md (mean of 3 seeds).
 DROPOUT_RECIPE = dict(
     hidden=[1024, 1024],  # Srivastava et al. 2014, Table 2: 2 layers of 1024 ReLU units
-    pieces=0,  # ReLU units
     input_dropout=0.2,  # Srivastava et al. 2014, §6.1.1 and App. B.1: retain inputs with p = 0.8
     dropout=0.5,  # Srivastava et al. 2014: retain hidden units with p = 0.5
     max_norm=3.0,  # Srivastava et al. 2014, §5.1 and App. B.1: ||w|| <= c, c in [3, 4]
@@ -46,7 +45,6 @@ DROPOUT_RECIPE = dict(
 # --recipe keras: the classic Keras example, the suite's earlier default.
 KERAS_RECIPE = dict(
     hidden=[512, 512],  # keras examples/mnist_mlp.py
-    pieces=0,  # ReLU units (keras examples/mnist_mlp.py)
     input_dropout=0.0,
     dropout=0.2,  # keras examples/mnist_mlp.py
     max_norm=None,
@@ -85,8 +83,6 @@ class MnistMLP(App):
         a.add_argument("--data-source", choices=("auto", "idx", "npz"), default="auto",
                        help="IDX gzip files or Keras' mnist.npz")
         a.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes")
-        a.add_argument("--pieces", type=nonnegative_int,
-                       help="maxout units of this many linear pieces (0: ReLU units)")
         a.add_argument("--dropout", type=float, help="dropout rate of the hidden units")
         a.add_argument("--input-dropout", type=float, help="dropout rate of the pixels")
         a.add_argument("--val-size", type=nonnegative_int,
@@ -134,7 +130,7 @@ class MnistMLP(App):
         from apps.mnist_mlp.model import build_mlp
 
         return build_mlp(tuple(args.hidden), args.dropout, input_dropout=args.input_dropout,
-                         perturbation_point=bool(args.adversarial), pieces=args.pieces)
+                         perturbation_point=bool(args.adversarial))
 
     # Per-class evaluation (the runner's): the confusion matrix and each class's
     # precision/recall/F1 on the test set, through the default ``test_predictions``.
