@@ -253,12 +253,7 @@ class App:
             self.check_speed(args)
             if getattr(args, "retrain_on_all", False):
                 self.check_retrain_on_all(args)
-            if getattr(args, "val_size", None) == 0:  # nothing held out: nothing to watch
-                if getattr(args, "patience", None):
-                    raise UserError("--patience watches the validation set: add --val-size N")
-                if getattr(args, "schedule", None) == "plateau":
-                    raise UserError("--schedule plateau watches the validation set: "
-                                    "add --val-size N")
+            self.check_held_out(args)
             if getattr(args, "adversarial", None) and self.adversarial_norm is None:
                 raise UserError(f"--adversarial: {self.name}'s model has no perturbation point "
                                 "(apps that have one declare adversarial_norm)")
@@ -278,11 +273,23 @@ class App:
         if type(self).load_all_data is App.load_all_data:
             raise UserError(f"{self.name} has no validation split to retrain on "
                             "(--retrain-on-all)")
-        if getattr(args, "val_size", None) == 0:
-            raise UserError("--retrain-on-all needs a validation split: add --val-size N")
         if args.schedule == "plateau":
             raise UserError("--retrain-on-all needs a schedule fixed in steps, not "
                             "--schedule plateau (its decisions come from the validation set)")
+
+    @staticmethod
+    def check_held_out(args) -> None:
+        """``--val-size 0`` holds nothing out: what would read the validation set is refused."""
+        if getattr(args, "val_size", None) != 0:
+            return
+        readers = {"--retrain-on-all needs a validation split": getattr(args, "retrain_on_all",
+                                                                        False),
+                   "--patience watches the validation set": getattr(args, "patience", None),
+                   "--schedule plateau watches the validation set":
+                       getattr(args, "schedule", None) == "plateau"}
+        for what, used in readers.items():
+            if used:
+                raise UserError(f"{what}: add --val-size N")
 
     def preset_key(self, flag: str, value) -> str:
         """Which row of ``presets[flag]`` a flag's value selects (default: the value itself)."""
