@@ -14,7 +14,6 @@ def _drawn(monkeypatch, history, tmp_path, **kwargs):
     real = plots.save_figure
 
     def keep(fig, path, title=""):
-        caught["fig"] = fig
         caught["labels"] = [[line.get_label() for line in ax.get_lines()] for ax in fig.axes]
         caught["scales"] = [ax.get_yscale() for ax in fig.axes]
         return real(fig, path, title)

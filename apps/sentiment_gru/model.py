@@ -85,8 +85,8 @@ class WordDropout(keras.layers.Layer):
             return ids
         ops = keras.ops
         kept = keras.random.uniform((self.vocab_size,), seed=self.seed_generator) >= self.rate
-        kept = ops.logical_or(kept, ops.arange(self.vocab_size) <= OOV_ID)  # padding, OOV
-        return ops.where(ops.take(kept, ids, axis=0), ids, ops.cast(OOV_ID, ids.dtype))
+        kept = ops.logical_or(ops.take(kept, ids, axis=0), ids <= OOV_ID)  # padding, OOV stay
+        return ops.where(kept, ids, ops.cast(OOV_ID, ids.dtype))
 
     def compute_output_shape(self, input_shape):
         return input_shape
