@@ -112,3 +112,33 @@ def test_recipes_choose_their_validation_split(capsys):
         APP.parse(["--retrain-on-all"])
     assert "--retrain-on-all needs a validation split" in capsys.readouterr().err
     assert APP.parse(["--retrain-on-all", "--val-size", "5000"]).val_size == 5000
+
+
+def test_noise_recipe_normalizes_and_perturbs_only_in_training():
+    """--recipe noise (Rasmus et al. 2015's supervised baseline): every layer is Dense without a
+    bias -> batch norm -> Gaussian noise -> activation; the noise is drawn in training only, so
+    inference is deterministic; the recipe carries the reference code's settings."""
+    from apps.mnist_mlp.model import build_mlp
+    from apps.mnist_mlp.train import APP
+
+    args = APP.parse(["--recipe", "noise"])
+    assert args.hidden == [1000, 500, 250, 250, 250]
+    assert (args.noise, args.input_noise, args.dropout, args.input_dropout) == (0.5, 0.3, 0, 0)
+    assert (args.max_norm, args.batch_size, args.learning_rate) == (None, 100, 2e-3)
+    model = build_mlp((32, 16), dropout=0.0, input_noise=0.3, noise=0.5)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("BatchNormalization") == 3 and kinds.count("GaussianNoise") == 4
+    assert not any(layer.use_bias for layer in model.layers if type(layer).__name__ == "Dense")
+    x = np.random.default_rng(0).integers(0, 256, (8, 28, 28)).astype("float32")
+    np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
+    assert not np.allclose(model(x, training=True), model(x, training=True))
+    np.testing.assert_allclose(np.sum(model(x, training=False), axis=1), 1.0, atol=1e-5)
+
+
+def test_negative_noise_is_refused(capsys):
+    from apps.mnist_mlp.train import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--noise", "-0.1", "--epochs", "1"])
+    assert exit_info.value.code != 0
+    assert "--noise and --input-noise must be >= 0" in capsys.readouterr().err
