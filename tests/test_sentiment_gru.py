@@ -189,9 +189,8 @@ def test_defaults():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--dropout", "1.5"], "--dropout, --embedding-dropout and --word-dropout must be in [0, 1)"),
-    (["--embedding-dropout", "-0.1"], "--embedding-dropout and --word-dropout must be in"),
-    (["--word-dropout", "1"], "--embedding-dropout and --word-dropout must be in [0, 1)"),
+    (["--dropout", "1.5"], "--dropout and --embedding-dropout must be in [0, 1)"),
+    (["--embedding-dropout", "-0.1"], "--dropout and --embedding-dropout must be in [0, 1)"),
     (["--max-tokens", "2"], "--max-tokens must be at least 3"),
     (["--patience", "3"], "--patience watches the validation set: add --val-size N"),
     (["--pretrain", "lm", "--val-size", "0"], "--val-size must be at least 1"),
@@ -283,38 +282,3 @@ def test_pretrained_embeddings_file_and_matrix(tmp_path):
 def test_write_corpus_is_what_the_vectorizer_sees(tmp_path):
     path = data.write_corpus(np.array([b"Great<br />MOVIE!!", b"Bad,  bad."]), tmp_path / "c.txt")
     assert path.read_text() == "great movie\nbad bad\n"
-
-
-def test_word_dropout_drops_word_types_to_the_unknown_token():
-    """In training every occurrence of a dropped word becomes the OOV id (1), padding stays 0,
-    about ``rate`` of the vocabulary goes, and a new draw comes each step; at inference the ids
-    pass unchanged."""
-    from apps.sentiment_gru.model import OOV_ID, WordDropout
-
-    vocab = 2000
-    layer = WordDropout(0.3, vocab, seed=3)
-    rng = np.random.default_rng(0)
-    ids = np.concatenate([rng.integers(2, vocab, (4, 3000)), np.zeros((4, 5), "int64")], axis=1)
-    ids[:, :2] = [[OOV_ID, 7]]  # an OOV token and word 7 in every review
-    np.testing.assert_array_equal(np.asarray(layer(ids, training=False)), ids)
-    out = np.asarray(layer(ids, training=True))
-    assert (out[:, -5:] == 0).all() and (out[:, 0] == OOV_ID).all()
-    changed = out != ids
-    assert (out[changed] == OOV_ID).all()
-    dropped = set(ids[changed].tolist())
-    for word in dropped:  # a type goes everywhere it occurs, in every review of the batch
-        assert (out[ids == word] == OOV_ID).all()
-    seen = set(ids[ids > OOV_ID].tolist())
-    assert 0.25 < len(dropped) / len(seen) < 0.35
-    again = np.asarray(layer(ids, training=True))
-    assert set(ids[again != ids].tolist()) != dropped
-
-
-def test_word_dropout_in_the_classifier_keeps_the_mask():
-    keras.utils.set_random_seed(1)
-    model = build_classifier(50, 8, 4, pooling="meanmax", word_dropout=0.5, seed=1)
-    assert model.get_layer("word_dropout").rate == 0.5
-    ids = np.array([[5, 7, 9, 0, 0, 0]], dtype="int64")
-    np.testing.assert_allclose(np.asarray(model(ids[:, :3], training=False)),
-                               np.asarray(model(ids, training=False)), atol=1e-6)
-    assert APP.parse([]).word_dropout == 0.0

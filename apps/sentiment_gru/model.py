@@ -15,7 +15,6 @@ the strongest evidence anywhere in the review (Collobert et al. 2011 max-over-ti
 ``meanmax`` concatenates the mean and the max (Howard & Ruder 2018, ULMFiT's "concat pooling").
 Both ignore padded steps. ``embedding_dropout`` drops whole embedding channels for the whole
 review (``SpatialDropout1D``; Gal & Ghahramani 2016, variational dropout on the input of an RNN).
-``word_dropout`` drops whole word types (:class:`WordDropout`).
 """
 
 from __future__ import annotations
@@ -63,44 +62,10 @@ class MaskedGlobalPooling1D(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-OOV_ID = 1  # TextVectorization's out-of-vocabulary id ("[UNK]"; 0 is padding)
-
-
-@keras.saving.register_keras_serializable("sentiment_gru")
-class WordDropout(keras.layers.Layer):
-    """In each training step every word of the vocabulary is dropped with probability ``rate``,
-    and all its occurrences in the batch read as the out-of-vocabulary token: the dropout acts on
-    word types, not tokens (Gal & Ghahramani 2016, §4), so a review cannot lean on one name
-    that it repeats. The OOV token, rather than a zero vector, is what the classifier meets at
-    test time for a word it never saw (an unseen film's cast). Identity at inference; padding
-    (id 0) stays padding, so the embedding's mask does not change."""
-
-    def __init__(self, rate: float, vocab_size: int, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.rate, self.vocab_size, self.seed = rate, vocab_size, seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, ids, training=None):
-        if not training or not self.rate:
-            return ids
-        ops = keras.ops
-        kept = keras.random.uniform((self.vocab_size,), seed=self.seed_generator) >= self.rate
-        kept = ops.logical_or(ops.take(kept, ids, axis=0), ids <= OOV_ID)  # padding, OOV stay
-        return ops.where(kept, ids, ops.cast(OOV_ID, ids.dtype))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "vocab_size": self.vocab_size,
-                "seed": self.seed}
-
-
 def build_classifier(vocab_size: int, embedding_dim: int, units: int,
                      bidirectional: bool = True, dropout: float = 0.5,
                      pooling: str = "last", embedding_dropout: float = 0.0,
-                     perturbation_point: bool = False, word_dropout: float = 0.0,
-                     seed: int | None = None) -> keras.Model:
+                     perturbation_point: bool = False) -> keras.Model:
     """Model from int64 token ids [batch, time] (0 = padding) to P(positive) [batch, 1].
 
     ``pooling="last"``: the GRU's final state summarizes the review (Géron, keras-io).
@@ -111,9 +76,7 @@ def build_classifier(vocab_size: int, embedding_dim: int, units: int,
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}")
     ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
-    words = WordDropout(word_dropout, vocab_size, seed, name="word_dropout")(ids) \
-        if word_dropout else ids
-    x = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding")(words)
+    x = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding")(ids)
     if perturbation_point:
         from shared.adversarial import PerturbationPoint
 

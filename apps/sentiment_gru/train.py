@@ -26,7 +26,7 @@ from shared.flags import nonnegative_int, positive_int
 
 # The settings recorded in the export's metadata (assets.extra/ksuite.json).
 CONFIG_KEYS = ("max_tokens", "sequence_length", "embedding_dim", "units", "bidirectional",
-               "dropout", "pooling", "embedding_dropout", "word_dropout", "embeddings", "pretrain")
+               "dropout", "pooling", "embedding_dropout", "embeddings", "pretrain")
 # Discriminative fine-tuning after --pretrain lm (Howard & Ruder 2018, ULMFiT §3.2): each layer
 # below the classifier's head learns at 1/2.6 of the rate of the layer above it; gradual
 # unfreezing (§3.3) opens them one epoch at a time, top first.
@@ -118,9 +118,6 @@ class SentimentGRU(App):
                        help="GRU's last state, or masked mean/max/both of its outputs (ULMFiT)")
         a.add_argument("--embedding-dropout", type=float, default=0.4,
                        help="SpatialDropout1D on the embeddings (Gal & Ghahramani 2016); 0 = off")
-        # Probe: 0.1 is AWD-LSTM's embedding dropout on word types (Merity et al. 2018, dropoute).
-        a.add_argument("--word-dropout", type=float, default=0.0,
-                       help="drop this fraction of word types per step to the unknown token")
         a.add_argument("--embeddings", default="word2vec", metavar="word2vec|random|PATH",
                        help="initial embeddings: word2vec on the training reviews, random, or a "
                             "word2vec text file")
@@ -146,9 +143,8 @@ class SentimentGRU(App):
                        help="evaluate on the first N test reviews of a seeded shuffle")
 
     def check(self, args):
-        if not all(0 <= p < 1 for p in (args.dropout, args.embedding_dropout,
-                                          args.word_dropout)):
-            raise UserError("--dropout, --embedding-dropout and --word-dropout must be in [0, 1)")
+        if not 0 <= args.dropout < 1 or not 0 <= args.embedding_dropout < 1:
+            raise UserError("--dropout and --embedding-dropout must be in [0, 1)")
         if args.max_tokens < 3:
             raise UserError("--max-tokens must be at least 3 (padding, OOV and one word)")
         if args.pretrain == "lm" and not args.val_size:
@@ -200,8 +196,7 @@ class SentimentGRU(App):
 
         model = build_classifier(data.vectorizer.vocabulary_size(), args.embedding_dim,
                                  args.units, args.bidirectional, args.dropout, args.pooling,
-                                 args.embedding_dropout, bool(args.adversarial),
-                                 args.word_dropout, args.seed)
+                                 args.embedding_dropout, bool(args.adversarial))
         if data.lm is not None:
             from apps.sentiment_gru.lm import transfer
 
