@@ -36,7 +36,7 @@ def test_run_directory_has_every_record(trained):
     assert not (run / "checkpoints" / "backup").exists()
     assert not list(base.rglob("*.tmp*"))
     config = json.loads((run / "config.json").read_text())
-    assert config["global_batch_size"] == 128 and config["replicas"] == 1
+    assert config["global_batch_size"] == 100 and config["replicas"] == 1
 
 
 def test_training_learns(trained):

@@ -1,16 +1,16 @@
-"""The MNIST multilayer perceptron: pixels -> [dropout] -> (Dense ReLU -> dropout) x N -> softmax.
+"""The MNIST multilayer perceptron: pixels -> (Dense ReLU, regularized) x N -> softmax.
 
-The default (train.py's ``--recipe dropout``) is Srivastava et al. 2014's dropout net with two of
-its 1024-unit ReLU layers (their Table 2 has three), dropout 0.2 on the pixels and 0.5 on the
-units, max-norm 3 on the kernels (applied by the runner's ``--max-norm``). ``--recipe keras``
-is Keras' ``examples/mnist_mlp.py`` (Keras 1.x/2.x, F. Chollet), which "gets to 98.40% test
-accuracy after 20 epochs": 784 -> Dense(512, ReLU) -> Dropout(0.2) -> Dense(512, ReLU) ->
-Dropout(0.2) -> Dense(10, softmax), RMSprop.
-
-``noise``: Rasmus et al. 2015's supervised baseline regularizes with additive Gaussian noise
+The default (train.py's ``--recipe noise``) is Rasmus et al. 2015's supervised baseline,
+784 -> 1000 -> 500 -> 250 -> 250 -> 250 -> 10, regularized with additive Gaussian noise
 instead of dropout: N(0, input_noise^2) on the scaled pixels, and N(0, noise^2) on every layer's
 batch-normalized pre-activations (Ioffe & Szegedy 2015), the softmax's included; the noise is
-on when training only (the course's §7.5, noise robustness).
+on when training only (the course's §7.5, noise robustness). ``--recipe dropout`` is Srivastava
+et al. 2014's dropout net with two of its 1024-unit ReLU layers (their Table 2 has three),
+dropout 0.2 on the pixels and 0.5 on the units, max-norm 3 on the kernels (applied by the
+runner's ``--max-norm``). ``--recipe keras`` is Keras' ``examples/mnist_mlp.py`` (Keras
+1.x/2.x, F. Chollet), which "gets to 98.40% test accuracy after 20 epochs": 784 ->
+Dense(512, ReLU) -> Dropout(0.2) -> Dense(512, ReLU) -> Dropout(0.2) -> Dense(10, softmax),
+RMSprop.
 
 The model takes raw pixels (0..255, any numeric dtype) and scales them itself, so that the
 exported SavedModel accepts the uint8 images a client has and no preprocessing lives outside it.
