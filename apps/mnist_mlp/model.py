@@ -44,28 +44,26 @@ def build_mlp(hidden: tuple[int, ...] = HIDDEN, dropout: float = DROPOUT,
         x = keras.layers.GaussianNoise(input_noise, name="noise_input")(x)
     for i, units in enumerate(hidden):
         if noise:
-            x = _noisy_dense(x, units, noise, f"hidden_{i + 1}", "relu")
+            x = _normalized_noisy(x, units, noise, f"hidden_{i + 1}")
+            x = keras.layers.Activation("relu", name=f"hidden_{i + 1}_relu")(x)
         else:
             x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i + 1}")(x)
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i + 1}")(x)
     # The softmax in float32 under a mixed --precision policy (the Keras mixed-precision guide).
     if noise:
-        outputs = _noisy_dense(x, num_classes, noise, "logits", "softmax", scale=True)
+        x = _normalized_noisy(x, num_classes, noise, "logits", scale=True)
+        outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
     else:
         outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
                                      name="probabilities")(x)
     return keras.Model(inputs, outputs, name="mnist_mlp")
 
 
-def _noisy_dense(x, units, noise, name, activation, scale=False):
-    """Dense (no bias) -> batch norm -> + N(0, noise^2) -> activation, as each layer of Rasmus et
-    al.'s encoder: the norm's shift is the bias; a scale only before the softmax (a ReLU's
-    scale is absorbed by the next layer's weights)."""
+def _normalized_noisy(x, units, noise, name, scale=False):
+    """Dense (no bias) -> batch norm -> + N(0, noise^2), each layer of Rasmus et al.'s encoder
+    before its activation: the norm's shift is the bias; a scale only before the softmax (a
+    ReLU's scale is absorbed by the next layer's weights)."""
     x = keras.layers.Dense(units, use_bias=False, name=name)(x)
     x = keras.layers.BatchNormalization(scale=scale, name=f"{name}_norm")(x)
-    x = keras.layers.GaussianNoise(noise, name=f"{name}_noise")(x)
-    dtype = "float32" if activation == "softmax" else None
-    return keras.layers.Activation(activation, dtype=dtype,
-                                   name="probabilities" if activation == "softmax"
-                                   else f"{name}_relu")(x)
+    return keras.layers.GaussianNoise(noise, name=f"{name}_noise")(x)
