@@ -250,6 +250,8 @@ def run_seeds(app: str, budget: str, extra: list[str], seeds: int, runs_dir: Pat
                               "command": r["command"]} for seed, r in runs},
         # Each seed is a separate run: the target "each <= T" reads the slowest one.
         "wall_seconds": max(walls),
+        "wall_seconds_all_sittings": max(walls),
+        "sittings": max(r.get("sittings", 1) for _, r in runs),
         "resumed": False,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -265,7 +267,10 @@ def sittings_text(record: dict) -> str:
 
 def wall_seconds_of(record: dict):
     """A run's wall time: over all its sittings where the record has them; for an older record
-    of a run resumed across invocations, the sum of its epochs' times."""
+    of a run resumed across invocations, the sum of its epochs' times. A record of several seeds
+    states its slowest seed's (each seed's own time already over all its sittings)."""
+    if record.get("seeds"):
+        return record.get("wall_seconds")
     if record.get("wall_seconds_all_sittings"):
         return record["wall_seconds_all_sittings"]
     if record.get("resumed") and record.get("epoch_seconds_total"):
