@@ -314,3 +314,25 @@ def test_seed_means_and_minute_targets():
     assert report.target_met(dict(first, wall_seconds=950), target) is False
     assert report.seeds_text(record) == " (mean of 3 seeds: 0.9889, 0.9895, 0.9889)"
     assert report.seeds_text({"value": 0.9}) == ""
+
+
+def test_a_record_of_several_seeds_states_its_slowest_seed(tmp_path, monkeypatch):
+    """The mean's record carries the slowest seed's time over all its sittings, not the first
+    seed's (which the rest of the record copies)."""
+    import benchmarks.run as bench
+
+    times = {"42": (480.0, 1), "43": (1_300.0, 2), "44": (550.0, 1)}
+
+    def fake_run_once(app, budget, flags, tag, runs_dir, resume):
+        seed = flags[flags.index("--seed") + 1] if "--seed" in flags else "42"
+        total, sittings = times[seed]
+        return {"app": app, "metric": "accuracy", "value": 0.99, "epochs": 50,
+                "best_epoch": None, "examples_per_sec": 1.0, "command": f"seed {seed}",
+                "wall_seconds": total / sittings, "wall_seconds_all_sittings": total,
+                "sittings": sittings, "resumed": sittings > 1}
+
+    monkeypatch.setattr(bench, "run_once", fake_run_once)
+    record = bench.run_seeds("mnist_mlp", "default", [], 3, runs_dir=tmp_path)
+    assert record["wall_seconds"] == record["wall_seconds_all_sittings"] == 1_300.0
+    assert record["sittings"] == 2 and bench.wall_seconds_of(record) == 1_300.0
+    assert [s["wall_seconds"] for s in record["seeds"].values()] == [480.0, 1_300.0, 550.0]
