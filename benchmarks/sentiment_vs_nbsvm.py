@@ -335,7 +335,7 @@ def main(argv=None) -> dict:
 
 def render(rows):
     """The report's section lines for this benchmark's records."""
-    from benchmarks.report import commit, get, minutes, table, when
+    from benchmarks.report import budget_label, commit, get, minutes, table, when
 
     def pct2(value):
         return "–" if value is None else f"{100 * value:.2f}%"
@@ -345,6 +345,11 @@ def render(rows):
 
     def thousands(value):
         return "–" if value is None else f"{value:,}"
+
+    def budget_of(record):  # with the flags the GRU's command added to its budget's
+        if not record.get("gru"):
+            return record.get("budget") or "–"
+        return budget_label({**record["gru"], "budget": record.get("budget") or "–"}, {})
 
     headers = ["date", "budget", "training reviews", "GRU test acc", "GRU wall",
                "NBSVM test acc", "NBSVM val acc",
@@ -356,7 +361,7 @@ def render(rows):
              "its wall time is vectorising + training + predicting, the GRU's its whole run, "
              "and the paper's figure (trained on 25,000) is the reference."),
             "",
-            *table(headers, [[when(r), r.get("budget") or "–",
+            *table(headers, [[when(r), budget_of(r),
                               thousands(get(r, "nbsvm", "reviews", "train")),
                               pct2(get(r, "gru", "test_accuracy")),
                               minutes(get(r, "gru", "wall_seconds")),

@@ -77,15 +77,10 @@ def _set(hook: _Hook, **state):
 class PerturbationPoint(keras.layers.Layer):
     """The identity, except inside :class:`AdversarialModel`'s train step: there it hands its
     input to the clean pass and adds the perturbation in the adversarial pass. Passes the mask
-    through (after an ``Embedding(mask_zero=True)``). ``groups``: the last axis holds that many
-    equal slices, each read by its own model (an ensemble's members), and the ``l2``
-    perturbation is normalised per slice, so each member meets eps as it would alone."""
+    through (after an ``Embedding(mask_zero=True)``)."""
 
-    def __init__(self, name: str = POINT, groups: int = 1, **kwargs):
+    def __init__(self, name: str = POINT, **kwargs):
         super().__init__(name=name, **kwargs)
-        if groups < 1:
-            raise ValueError("groups must be >= 1")
-        self.groups = int(groups)
         self.supports_masking = True
         self.hook = _Hook()
 
@@ -101,14 +96,10 @@ class PerturbationPoint(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def get_config(self):
-        return {**super().get_config(), "groups": self.groups}
 
-
-def direction(gradient, value, mask, epsilon: float, norm: str, groups: int = 1):
+def direction(gradient, value, mask, epsilon: float, norm: str):
     """The perturbation r for the gradient ``gradient`` of the loss at the point's ``value``
-    ([batch, ...]; ``mask`` [batch, time] or None), as the module docstring defines it; with
-    ``groups`` > 1, ``||g||_2`` is taken over each of that many equal slices of the last axis."""
+    ([batch, ...]; ``mask`` [batch, time] or None), as the module docstring defines it."""
     import tensorflow as tf
 
     gradient = tf.cast(gradient, tf.float32)  # bfloat16/float16 under a mixed policy
@@ -125,13 +116,8 @@ def direction(gradient, value, mask, epsilon: float, norm: str, groups: int = 1)
     mean = tf.reduce_sum(value * keep, axis=flat) / count
     variance = tf.reduce_sum(tf.square((value - mean) * keep), axis=flat) / count
     scale = tf.sqrt(tf.reduce_mean(variance))
-    shape = tf.shape(gradient)
-    if groups > 1:  # [..., groups * d] -> [..., groups, d]: one length per slice
-        gradient = tf.reshape(gradient, tf.concat([shape[:-1], [groups, -1]], 0))
-        axes = list(range(1, len(gradient.shape) - 2)) + [len(gradient.shape) - 1]
     length = tf.sqrt(tf.reduce_sum(tf.square(gradient), axis=axes, keepdims=True))
-    r = tf.reshape(epsilon * scale * gradient / tf.maximum(length, 1e-12), shape)
-    return tf.stop_gradient(r)
+    return tf.stop_gradient(epsilon * scale * gradient / tf.maximum(length, 1e-12))
 
 
 def _mix(a, b, alpha: float):
@@ -186,7 +172,7 @@ class AdversarialModel(keras.Model):
         self._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
                                         sample_weight=batch)
         at_point, *clean = tape.gradient(scaled, [value, *weights])
-        r = direction(at_point, value, mask, self.epsilon, self.norm, self.point.groups)
+        r = direction(at_point, value, mask, self.epsilon, self.norm)
         with tf.GradientTape() as tape:
             with _set(hook, delta=r):
                 y_adversarial = self(x, training=True)

@@ -128,14 +128,9 @@ class App:
         from shared.optim import make_optimizer
         from shared.precision import jit_compile
 
-        loss, metrics = self.loss_and_metrics(args)
         model.compile(optimizer=make_optimizer(self.optimizer_config(args, data)),
-                      loss=loss, metrics=metrics, jit_compile=jit_compile(args))
-
-    def loss_and_metrics(self, args) -> tuple[object, list]:
-        """What ``compile`` trains on and logs: ``loss`` and ``compile_metrics`` unless a flag of
-        the app's changes what the model outputs in training."""
-        return self.loss, list(self.compile_metrics)
+                      loss=self.loss, metrics=list(self.compile_metrics),
+                      jit_compile=jit_compile(args))
 
     def callbacks(self, args, model, data: Data, run) -> list:
         """Callbacks of the app's own, after the shared ones' diagnostics."""

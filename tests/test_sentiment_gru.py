@@ -184,10 +184,8 @@ def test_defaults():
     # --pretrain lm keeps its measured split: the LM's held-out loss and early stopping.
     lm = APP.parse(["--pretrain", "lm"])
     assert (lm.val_size, lm.patience, lm.schedule, lm.epochs) == (2500, 3, "slanted", 5)
-    assert lm.members == 1
     assert APP.parse(["--val-size", "2500", "--patience", "3"]).patience == 3
     assert APP.parse(["--no-bidirectional"]).bidirectional is False
-    assert args.members == 2
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -197,8 +195,6 @@ def test_defaults():
     (["--patience", "3"], "--patience watches the validation set: add --val-size N"),
     (["--pretrain", "lm", "--val-size", "0"], "--val-size must be at least 1"),
     (["--val-size", "-1"], "--val-size"),
-    (["--pretrain", "lm", "--members", "2"], "--pretrain lm fine-tunes one classifier"),
-    (["--members", "0"], "--members"),
 ])
 def test_settings_refused_in_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -262,60 +258,6 @@ def test_masked_pooling_ignores_padded_steps_and_empty_reviews():
     mean = MaskedGlobalPooling1D("mean")(x, mask=mask)
     np.testing.assert_allclose(np.asarray(top), [[-1.0, 2.0], [0.0, 0.0]])  # not 0 from padding
     np.testing.assert_allclose(np.asarray(mean), [[-2.0, 1.5], [0.0, 0.0]])  # no NaN
-
-
-# -- --members K: model averaging (the course's §7.11) ---------------------------------------
-
-
-def test_members_are_averaged_and_each_trains_on_its_own_loss():
-    from apps.sentiment_gru.model import member_accuracy, member_binary_crossentropy
-
-    keras.utils.set_random_seed(2)
-    model = build_classifier(50, 8, 4, bidirectional=True, dropout=0.0, pooling="meanmax",
-                             members=2)
-    table = model.get_layer("embedding")
-    assert table.output_dim == 16  # the two members' 8-channel tables side by side
-    ids = np.array([[5, 7, 9, 0], [3, 4, 0, 0]], dtype="int64")
-    heads = [keras.Model(model.inputs, model.get_layer(f"p_positive_{i}").output)
-             for i in (1, 2)]
-    alone = np.concatenate([np.asarray(h(ids, training=False)) for h in heads], axis=1)
-    each = np.asarray(model(ids, training=True))  # no dropout: training only changes the shape
-    np.testing.assert_allclose(each, alone, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(model(ids, training=False)),
-                               alone.mean(axis=1, keepdims=True), atol=1e-6)
-    # Member 1 reads channels 0-7 only: moving member 2's channels leaves it where it was.
-    weights = table.get_weights()[0]
-    weights[:, 8:] += 1.0
-    table.set_weights([weights])
-    moved = np.concatenate([np.asarray(h(ids, training=False)) for h in heads], axis=1)
-    np.testing.assert_allclose(moved[:, 0], alone[:, 0], atol=1e-6)
-    assert not np.allclose(moved[:, 1], alone[:, 1], atol=1e-4)
-    # The loss and the accuracy in training: each member's own, averaged over the members.
-    y = np.array([1, 0])
-    p = np.array([[0.9, 0.4], [0.2, 0.7]], dtype="float32")
-    by_hand = -(y[:, None] * np.log(p) + (1 - y[:, None]) * np.log(1 - p)).mean(axis=1)
-    np.testing.assert_allclose(np.asarray(member_binary_crossentropy(y, p)), by_hand, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(member_accuracy(y, p)), [0.5, 0.5])
-    np.testing.assert_allclose(np.asarray(member_accuracy(y, p.mean(1, keepdims=True))),
-                               [1.0, 1.0])  # evaluated: the ensemble's mean (0.65, 0.45)
-
-
-def test_members_train_adversarially_and_export_raw_text(tmp_path, mirror):
-    record = main([*SMALL, "--members", "2", "--adversarial", "5", "--epochs", "2",
-                   "--run-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "export")])
-    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
-    header = history[0].split(",")
-    assert {"accuracy", "adversarial_loss", "val_accuracy"} <= set(header)
-    losses = [float(row.split(",")[header.index("loss")]) for row in history[1:]]
-    assert losses[-1] < losses[0]
-    assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
-    export = tmp_path / "export" / "sentiment_gru" / "1"
-    assert json.loads((export / "assets.extra" / "ksuite.json").read_text())[
-        "config"]["members"] == 2
-    out = tf.saved_model.load(str(export)).signatures["serving_default"](
-        reviews=tf.constant(REVIEWS))
-    p = out["probability"].numpy()
-    assert p.shape == (5,) and np.all((p >= 0) & (p <= 1))
 
 
 def test_pretrained_embeddings_file_and_matrix(tmp_path):

@@ -103,6 +103,15 @@ def _record(**extra):
     return r
 
 
+def test_render_names_the_flags_the_gru_ran_with_beyond_its_budget():
+    command = "python -m apps.sentiment_gru.train {}--run-dir runs/x --no-export"
+    plain = _record(gru={"test_accuracy": 0.9, "command": command.format("")})
+    probe = _record(gru={"test_accuracy": 0.9, "command": command.format("--units 64 ")})
+    rows = [line for line in nb.render([plain, probe]) if line.startswith("| 2026-")]
+    assert [[c.strip() for c in row.strip("|").split("|")][1] for row in rows] == [
+        "default", "default + `--units 64`"]
+
+
 def test_render_header_and_one_row_per_record_with_missing_keys():
     assert nb.render([])[0] == \
         "### IMDB: the GRU beside NBSVM-bigram (same split, same tokenisation)"

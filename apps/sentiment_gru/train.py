@@ -26,7 +26,7 @@ from shared.flags import nonnegative_int, positive_int
 
 # The settings recorded in the export's metadata (assets.extra/ksuite.json).
 CONFIG_KEYS = ("max_tokens", "sequence_length", "embedding_dim", "units", "bidirectional",
-               "dropout", "pooling", "embedding_dropout", "embeddings", "pretrain", "members")
+               "dropout", "pooling", "embedding_dropout", "embeddings", "pretrain")
 # Discriminative fine-tuning after --pretrain lm (Howard & Ruder 2018, ULMFiT §3.2): each layer
 # below the classifier's head learns at 1/2.6 of the rate of the layer above it; gradual
 # unfreezing (§3.3) opens them one epoch at a time, top first.
@@ -74,10 +74,8 @@ class SentimentGRU(App):
     # after which the unpretrained GRU starts to overfit).
     # The language model's held-out loss and the fine-tuning's early stopping read the 2,500
     # validation reviews (the split its measurements used; notes).
-    # It fine-tunes one classifier (the language model's weights go to one GRU).
     presets = {"pretrain": {"none": {}, "lm": {"schedule": "slanted", "epochs": 5,
-                                               "val_size": 2500, "patience": 3,
-                                               "members": 1}}}
+                                               "val_size": 2500, "patience": 3}}}
     anchor = {"value": 0.9122, "metric": "test accuracy", "target": ">= 0.913, above NBSVM",
               "source": "NBSVM-bigram, Wang & Manning 2012 (measured beside the GRU: "
                         "benchmarks/sentiment_vs_nbsvm.py)",
@@ -112,12 +110,6 @@ class SentimentGRU(App):
         # (notes); Miyato et al. 2017 read IMDB with one 1,024-unit LSTM.
         a.add_argument("--units", type=positive_int, default=256,
                        help="GRU units per direction")
-        # 2: two classifiers averaged (the course's §7.11: "model averaging is an extremely
-        # powerful and reliable method for reducing generalization error"; Hansen & Salamon
-        # 1990); ~1.9x the time of one (notes).
-        a.add_argument("--members", type=positive_int, default=2,
-                       help="classifiers trained side by side and averaged (model averaging, "
-                            "the course's §7.11)")
         a.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True,
                        help="read the review in both directions (keras-io bidirectional_lstm_imdb)")
         a.add_argument("--dropout", type=float, default=0.5,
@@ -158,8 +150,6 @@ class SentimentGRU(App):
         if args.pretrain == "lm" and not args.val_size:
             raise UserError("--pretrain lm measures its language model on validation reviews: "
                             "--val-size must be at least 1")
-        if args.pretrain == "lm" and args.members > 1:
-            raise UserError("--pretrain lm fine-tunes one classifier: use --members 1")
         if args.pretrain != "lm" and (args.unlabelled or args.pretrained_lm):
             raise UserError("--unlabelled and --pretrained-lm need --pretrain lm")
 
@@ -206,28 +196,14 @@ class SentimentGRU(App):
 
         model = build_classifier(data.vectorizer.vocabulary_size(), args.embedding_dim,
                                  args.units, args.bidirectional, args.dropout, args.pooling,
-                                 args.embedding_dropout, bool(args.adversarial), args.members)
+                                 args.embedding_dropout, bool(args.adversarial))
         if data.lm is not None:
             from apps.sentiment_gru.lm import transfer
 
             print(f"language model -> classifier: {', '.join(transfer(data.lm, model))}")
-        elif data.initial is not None:  # every member starts from the same vectors
-            import numpy as np
-
-            model.get_layer("embedding").set_weights([np.tile(data.initial, (1, args.members))])
+        elif data.initial is not None:
+            model.get_layer("embedding").set_weights([data.initial])
         return model
-
-    # With --members K the model outputs each member's P(positive) in training (model.py,
-    # MemberMean): the loss and the accuracy are each member's own, averaged.
-    def loss_and_metrics(self, args):
-        if args.members == 1:
-            return super().loss_and_metrics(args)
-        import keras
-
-        from apps.sentiment_gru.model import member_accuracy, member_binary_crossentropy
-
-        return member_binary_crossentropy, [keras.metrics.MeanMetricWrapper(member_accuracy,
-                                                                            name="accuracy")]
 
     # After --pretrain lm, the optimizer gives each pretrained layer its own (lower) rate.
     def compile(self, args, model, data, run):
@@ -244,11 +220,11 @@ class SentimentGRU(App):
         names = {layer.name for layer in model.layers}
         layers = [n for n in UNFREEZE_ORDER if n in names]
         rates = {n: LAYER_DECAY ** -(i + 1) for i, n in enumerate(layers)}
-        loss, metrics = self.loss_and_metrics(args)
         model.compile(optimizer=LayerRateAdam(learning_rate(config), layer_rates=rates,
                                               beta_1=config.beta_1, beta_2=config.beta_2,
                                               epsilon=config.epsilon, clipnorm=config.clipnorm),
-                      loss=loss, metrics=metrics, jit_compile=jit_compile(args))
+                      loss=self.loss, metrics=list(self.compile_metrics),
+                      jit_compile=jit_compile(args))
 
     # 3. Train with the shared callbacks, plus the gradient norm on a fixed validation batch
     #    (an exploding or vanishing recurrent gradient shows there first).
