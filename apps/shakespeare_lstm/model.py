@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 
 EMBED_DIM = 64  # between Géron's 16 and a one-hot of the ~65 characters; char-rnn uses one-hot
-UNITS = (256, 256)  # two layers (char-rnn: num_layers 2); width see train.py
+UNITS = (384, 384)  # two layers (char-rnn: num_layers 2); width see train.py
 
 
 def build_model(num_ids: int, embed_dim: int = EMBED_DIM, units: tuple[int, ...] = UNITS,
