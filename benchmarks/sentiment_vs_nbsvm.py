@@ -347,9 +347,8 @@ def render(rows):
         return "–" if value is None else f"{value:,}"
 
     def budget_of(record):  # with the flags the GRU's command added to its budget's
-        if not record.get("gru"):
-            return record.get("budget") or "–"
-        return budget_label({**record["gru"], "budget": record.get("budget") or "–"}, {})
+        return budget_label({**(record.get("gru") or {}), "budget": record.get("budget") or "–"},
+                            {})
 
     headers = ["date", "budget", "training reviews", "GRU test acc", "GRU wall",
                "NBSVM test acc", "NBSVM val acc",

@@ -61,7 +61,7 @@ class ShakespeareLSTM(App):
     higher_is_better = False
     plot_metrics = ("bits_per_char",)
     defaults = dict(
-        # A CPU budget: 16 passes over the 1M training characters (~1.7 min each on 2 AVX-512
+        # A CPU budget: 16 passes over the 1M training characters (~1.8 min each on 2 AVX-512
         # cores at 2 x 384 units; val 1.3818 nats/char, benchmarks/notes/shakespeare_lstm.md);
         # Géron's stateful GRU trains 50 epochs, char-rnn 50.
         epochs=16,
@@ -112,8 +112,8 @@ class ShakespeareLSTM(App):
                        help="LSTM layer widths (char-rnn: 2 layers, 128 to 512 wide)")
         a.add_argument("--embed-dim", type=positive_int, default=64,
                        help="character embedding size (Géron: 16)")
-        # At 0.1 the 2 x 256 net overfit by epoch 9 (val 1.471); 2 x 256 took 0.25, and 2 x 384
-        # 0.35 (Zaremba et al. 2014: 0.5 at 650 units; benchmarks/REPORT.md).
+        # At 0.1 the 2 x 256 net overfit by epoch 9 (val 1.471), so it trained at 0.25; the wider
+        # 2 x 384 at 0.35 (Zaremba et al. 2014: 0.5 at 650 units; benchmarks/REPORT.md).
         a.add_argument("--dropout", type=float, default=0.35,
                        help="dropout between layers, not recurrent (Zaremba et al. 2014)")
         a.add_argument("--steps-per-epoch", type=positive_int, default=None,
