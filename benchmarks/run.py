@@ -244,10 +244,10 @@ def run_seeds(app: str, budget: str, extra: list[str], seeds: int, runs_dir: Pat
         **first,
         "value": statistics.fmean(values),
         "value_std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "seeds": {str(seed): {"value": r["value"], "wall_seconds": wall_seconds_of(r),
+        "seeds": {str(seed): {"value": r["value"], "wall_seconds": wall,
                               "epochs": r["epochs"], "best_epoch": r["best_epoch"],
                               "examples_per_sec": r["examples_per_sec"],
-                              "command": r["command"]} for seed, r in runs},
+                              "command": r["command"]} for (seed, r), wall in zip(runs, walls)},
         # Each seed is a separate run: the target "each <= T" reads the slowest one.
         "wall_seconds": walls[slowest],
         "wall_seconds_all_sittings": walls[slowest],
