@@ -86,8 +86,10 @@ def main(argv=None):
     parser.add_argument("--prompt", default=None,
                         help="seed text (default: the first 40 characters of the corpus; the "
                              "keras-io loop always feeds maxlen = 40 characters, one input shape)")
-    parser.add_argument("--units", type=positive_int, nargs="+", default=[256, 256])
-    parser.add_argument("--embed-dim", type=positive_int, default=64)
+    parser.add_argument("--units", type=positive_int, nargs="+", default=None,
+                        help="LSTM layer widths (default: the app's)")
+    parser.add_argument("--embed-dim", type=positive_int, default=None,
+                        help="character embedding size (default: the app's)")
     parser.add_argument("--saved-model", default=None,
                         help="time this exported version's generate signature instead")
     parser.add_argument("--seed", type=int, default=42)
@@ -99,10 +101,11 @@ def main(argv=None):
     import tensorflow as tf
 
     from apps.shakespeare_lstm import data
-    from apps.shakespeare_lstm.model import build_model
+    from apps.shakespeare_lstm.model import EMBED_DIM, UNITS, build_model
     from apps.shakespeare_lstm.train import APP
     from shared.app import Data
 
+    args.units, args.embed_dim = list(args.units or UNITS), args.embed_dim or EMBED_DIM
     keras.utils.set_random_seed(args.seed)
     vocab, _, (train_text, _, _) = data.load()
     if args.prompt is None:
