@@ -61,11 +61,10 @@ class ShakespeareLSTM(App):
     higher_is_better = False
     plot_metrics = ("bits_per_char",)
     defaults = dict(
-        # A CPU budget: 20 passes over the 1M training characters (~1.8 min each on 2 AVX-512
-        # cores at 2 x 384 units, ~37 min in all; 16 gave val 1.3818 nats/char, its last three
-        # flat as the cosine ran out, benchmarks/notes/shakespeare_lstm.md); Géron's stateful
-        # GRU trains 50 epochs, char-rnn 50.
-        epochs=20,
+        # A CPU budget: 16 passes over the 1M training characters (~1.8 min each on 2 AVX-512
+        # cores at 2 x 384 units; val 1.3818 nats/char, benchmarks/notes/shakespeare_lstm.md);
+        # Géron's stateful GRU trains 50 epochs, char-rnn 50.
+        epochs=16,
         batch_size=32,  # rows = parallel text streams; Géron's stateful model 32 (char-rnn 50)
         optimizer="adam",  # Géron's Shakespeare models use Adam (char-rnn: RMSprop)
         learning_rate=2e-3,  # char-rnn's default learning_rate 2e-3
