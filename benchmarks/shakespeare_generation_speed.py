@@ -187,11 +187,19 @@ def render(rows):
     def speed(r, key):
         return num(get(r, key, "chars_per_sec"), "chars/s")
 
-    headers = ["date", "in-graph generate", "predict_on_batch per char",
-               "keras-io predict per char", "speedup vs keras-io", "speedup vs predict_on_batch",
-               "target speedup", "commit"]
+    def width(r):
+        units = get(r, "model", "units")
+        return " x ".join(map(str, units)) if units else "–"
+
+    def load(r):
+        loads = r.get("load_average")
+        return f"{loads[0]:.1f}" if loads else "–"
+
+    headers = ["date", "LSTM units", "load (1 min)", "in-graph generate",
+               "predict_on_batch per char", "keras-io predict per char", "speedup vs keras-io",
+               "speedup vs predict_on_batch", "target speedup", "commit"]
     return ["### Generation speed: in-graph `generate` vs one `predict` per character", "",
-            *table(headers, [[when(r), speed(r, "in_graph_generate"),
+            *table(headers, [[when(r), width(r), load(r), speed(r, "in_graph_generate"),
                               speed(r, "keras_predict_on_batch_per_char"),
                               speed(r, "keras_io_predict_per_char"), times(r.get("speedup")),
                               times(r.get("speedup_vs_predict_on_batch")),

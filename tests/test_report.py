@@ -285,6 +285,18 @@ def test_side_benchmarks_name_themselves():
         assert path.stem in registry() or path.stem in sides, path.name
 
 
+def test_generation_speed_rows_name_the_width_and_load_they_were_timed_at():
+    """Rows of different architectures or machine loads are told apart in the table."""
+    from benchmarks.shakespeare_generation_speed import render
+
+    record = {"time": "2026-12-06T10:43:00+0000", "model": {"units": [384, 384]},
+              "load_average": [1.31, 1.9, 2.3], "speedup": 243.7, "git_commit": "abc1234",
+              "in_graph_generate": {"chars_per_sec": 3537.2}}
+    text = "\n".join(render([record]))
+    assert "| 384 x 384 | 1.3 |" in text and "3,537 chars/s" in text and "244x" in text
+    assert "| – | – |" in "\n".join(render([{"time": "2026-11-22T17:01:00+0000"}]))
+
+
 def test_headline_is_the_budgets_own_command():
     """A probe with extra flags does not become the headline when the budget has a plain run."""
     from benchmarks.report import best_run
