@@ -62,7 +62,7 @@ class ShakespeareLSTM(App):
     plot_metrics = ("bits_per_char",)
     defaults = dict(
         # A CPU budget: 16 passes over the 1M training characters (~1.8 min each on 2 AVX-512
-        # cores at 2 x 384 units; val 1.3818 nats/char, benchmarks/notes/shakespeare_lstm.md);
+        # cores at 2 x 384 units; val 1.3724 nats/char, benchmarks/notes/shakespeare_lstm.md);
         # Géron's stateful GRU trains 50 epochs, char-rnn 50.
         epochs=16,
         batch_size=32,  # rows = parallel text streams; Géron's stateful model 32 (char-rnn 50)
@@ -115,9 +115,8 @@ class ShakespeareLSTM(App):
         a.add_argument("--embed-dim", type=positive_int, default=64,
                        help="character embedding size (Géron: 16)")
         # At 0.1 the 2 x 256 net overfit by epoch 9 (val 1.471), so it trained at 0.25; the wider
-        # 2 x 384 at 0.35, then 0.4 once 50-character chunks doubled its updates and it overfit
-        # in its last epochs (Zaremba et al. 2014: 0.5 at 650 units; benchmarks/REPORT.md).
-        a.add_argument("--dropout", type=float, default=0.4,
+        # 2 x 384 at 0.35 (Zaremba et al. 2014: 0.5 at 650 units; benchmarks/REPORT.md).
+        a.add_argument("--dropout", type=float, default=0.35,
                        help="dropout between layers, not recurrent (Zaremba et al. 2014)")
         a.add_argument("--steps-per-epoch", type=positive_int, default=None,
                        help="cap the steps of each epoch (for quick checks)")
