@@ -102,10 +102,10 @@ class ShakespeareLSTM(App):
         a.add_argument("--mode", choices=("stateful", "stateless"), default="stateful",
                        help="stateful: truncated BPTT, state carried across batches (Géron); "
                             "stateless: independent shuffled windows")
-        # 50: char-rnn's seq_length; twice the updates of Géron's 100 for the same characters,
-        # at 0.84x the characters/s on 2 AVX-512 cores (benchmarks/notes/shakespeare_lstm.md).
+        # 50: char-rnn's seq_length; twice the updates of Géron's 100 in the same time, 1.4758
+        # nats/char on nanoGPT's split against 1.4806 (benchmarks/notes/shakespeare_lstm.md).
         a.add_argument("--seq-len", type=positive_int, default=50,
-                       help="characters per chunk/window, the TBPTT length (char-rnn: 50, Géron: 100)")
+                       help="characters per chunk/window, the TBPTT length (char-rnn: 50)")
         a.add_argument("--stride", type=positive_int, default=None,
                        help="stateless mode: characters between window starts (default: --seq-len)")
         # 2 x 384 at dropout 0.35: 1.4806 nats/char on nanoGPT's split against 1.5116 at 2 x 256
