@@ -101,11 +101,13 @@ def main(argv=None):
     import tensorflow as tf
 
     from apps.shakespeare_lstm import data
-    from apps.shakespeare_lstm.model import EMBED_DIM, UNITS, build_model
+    from apps.shakespeare_lstm.model import build_model
     from apps.shakespeare_lstm.train import APP
     from shared.app import Data
 
-    args.units, args.embed_dim = list(args.units or UNITS), args.embed_dim or EMBED_DIM
+    app_defaults = APP.parse([])  # what `ksuite train shakespeare_lstm` builds
+    args.units = list(args.units or app_defaults.units)
+    args.embed_dim = args.embed_dim or app_defaults.embed_dim
     keras.utils.set_random_seed(args.seed)
     vocab, _, (train_text, _, _) = data.load()
     if args.prompt is None:
