@@ -40,12 +40,12 @@ class SentimentGRU(App):
     order = 5
     metric = "accuracy"  # on all 25,000 test reviews
     adversarial_norm = "l2"  # --adversarial: on the embeddings (Miyato, Dai & Goodfellow 2017)
-    # --precision auto. CPU: float32. mixed_bfloat16 measured side by side at the small budget
-    # on this 2-core AVX512-BF16 CPU (device_check, 2026-12-04): 0.99x the examples/s (373 vs
-    # 378) at the same accuracy (88.45% vs 88.47%): the GRU's recurrent steps do not gain from
-    # 16-bit matmuls at this width, so it is not worth the rounding. GPU: mixed_float16
-    # (TensorFlow mixed-precision guide; unmeasured).
-    precision_defaults = {"cpu": "float32", "gpu": "mixed_float16"}
+    # --precision auto. CPU: mixed_bfloat16 where the CPU has AVX512-BF16/AMX (float32
+    # elsewhere, shared/precision.py). At 64 units it was 0.99x float32's examples/s at the same
+    # accuracy (device_check, 2026-12-04); at 256-512 units the GRU's matmuls gain from it:
+    # 1.17x a training epoch at 256, 1.43x a BiGRU step at 512 (2026-12-06, notes). GPU:
+    # mixed_float16 (TensorFlow mixed-precision guide; unmeasured).
+    precision_defaults = {"cpu": "mixed_bfloat16", "gpu": "mixed_float16"}
     loss = "binary_crossentropy"
     defaults = dict(
         # 4 epochs of a cosine to zero: 90.50% test at 256 units and eps 5; 8 epochs peaked in
@@ -106,9 +106,9 @@ class SentimentGRU(App):
                        help="words kept per review, from its start")
         a.add_argument("--embedding-dim", type=positive_int, default=128,
                        help="embedding size (keras-io; Géron ch. 16: 128)")
-        # 256 per direction: each doubling from 64 added ~0.25 points under --adversarial 5
+        # 512 per direction: each doubling from 64 added ~0.25 points under --adversarial 5
         # (notes); Miyato et al. 2017 read IMDB with one 1,024-unit LSTM.
-        a.add_argument("--units", type=positive_int, default=256,
+        a.add_argument("--units", type=positive_int, default=512,
                        help="GRU units per direction")
         a.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True,
                        help="read the review in both directions (keras-io bidirectional_lstm_imdb)")
