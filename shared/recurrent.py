@@ -1,23 +1,25 @@
-"""An LSTM layer whose input projection runs once per sequence instead of once per step.
+"""LSTM and GRU layers whose input projection runs once per sequence instead of once per step.
 
-Each LSTM step computes ``z = x_t W + h_{t-1} U + b`` for its four gates. Only the ``h U`` half
-depends on the previous step; ``x_t W + b`` can be computed for every step of the sequence at
-once, as one large matrix product ``[batch * time, input] x [input, 4 units]``, before the loop
-(Appleyard, Kočiský & Blunsom 2016, "Optimizing Performance of Recurrent Neural Networks on
-GPUs", §3.1; cuDNN's LSTM does the same). Keras' LSTM on a CPU runs its generic cell, which does
-both products inside every step; on small batches (a character model's 32 rows) those per-step
-products are too small to use the CPU's vector units well, and hoisting half of them out of the
-loop makes a training step ~1.26x faster at 2 x 384 units (benchmarks/notes/shakespeare_lstm.md).
+Each LSTM step computes ``z = x_t W + h_{t-1} U + b`` for its four gates (a GRU for its three).
+Only the ``h U`` half depends on the previous step; ``x_t W + b`` can be computed for every step
+of the sequence at once, as one large matrix product ``[batch * time, input] x [input, gates x
+units]``, before the loop (Appleyard, Kočiský & Blunsom 2016, "Optimizing Performance of
+Recurrent Neural Networks on GPUs", §3.1; cuDNN's kernels do the same). Keras' LSTM and GRU on a
+CPU run their generic cells, which do both products inside every step; on small batches (a
+character model's 32 rows) those per-step products are too small to use the CPU's vector units
+well, and hoisting half of them out of the loop makes a 2 x 384 LSTM's training step ~1.2x
+faster (benchmarks/notes/shakespeare_lstm.md).
 
-``HoistedLSTM`` is a ``keras.layers.LSTM``: the same arguments, weights (``kernel``,
-``recurrent_kernel``, ``bias``), masking, statefulness and outputs, so checkpoints and exports of
-either load into the other, and code that drives ``layer.cell`` one step at a time (a text
-generator) is unchanged. It falls back to Keras' own loop where the hoisting does not apply:
-dropout inside the cell (a per-step input mask), and a GPU, where Keras' cuDNN kernel already
-hoists the product. Usable in any Keras model::
+``HoistedLSTM`` is a ``keras.layers.LSTM`` and ``HoistedGRU`` a ``keras.layers.GRU``: the same
+arguments, weights (``kernel``, ``recurrent_kernel``, ``bias``), masking, statefulness and
+outputs, so checkpoints and exports of either load into the other, and code that drives
+``layer.cell`` one step at a time (a text generator) is unchanged. They fall back to Keras' own
+loop where the hoisting does not apply: dropout inside the cell (a per-step input mask), a GRU
+with ``reset_after=False``, and a GPU, where Keras' cuDNN kernel already hoists the product.
+Usable in any Keras model::
 
-    from shared.recurrent import HoistedLSTM
-    x = HoistedLSTM(256, return_sequences=True)(x)
+    from shared.recurrent import HoistedGRU, HoistedLSTM
+    x = keras.layers.Bidirectional(HoistedGRU(256, return_sequences=True))(x)
 """
 
 from __future__ import annotations
@@ -32,28 +34,47 @@ def _gpu_present() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
-@keras.saving.register_keras_serializable("ksuite")
-class HoistedLSTM(keras.layers.LSTM):
-    """``keras.layers.LSTM`` with ``x_t W + b`` computed for all steps before the time loop."""
+class _Hoisted:
+    """What the hoisted LSTM and GRU share: when to hoist, and the loop over the projected
+    steps (the loop Keras' own recurrent layers run)."""
 
     def hoists(self) -> bool:
         """Whether this layer's loop runs with the hoisted input projection."""
         cell = self.cell
         return not (cell.dropout or cell.recurrent_dropout or self.use_cudnn is True
-                    or (self.use_cudnn == "auto" and _gpu_present()))
+                    or (self.use_cudnn == "auto" and _gpu_present())
+                    or not getattr(cell, "reset_after", True))
+
+    def _project(self, sequences):
+        """``x_t W + b_input`` for every step at once: [batch, time, gates x units]."""
+        cell = self.cell
+        projected = ops.matmul(sequences, cell.kernel)
+        if cell.use_bias:
+            bias = cell.bias if len(cell.bias.shape) == 1 else cell.bias[0]  # GRU: [input, rec]
+            projected = projected + bias
+        return projected
+
+    def _loop(self, step, projected, initial_state, mask, input_length):
+        from keras.src import backend  # Keras' RNN loop (no public alias)
+
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if not isinstance(initial_state, (list, tuple)):  # a GRU's single state tensor
+            initial_state = [initial_state]
+        return backend.rnn(step, projected, list(initial_state), go_backwards=self.go_backwards,
+                           mask=mask, unroll=self.unroll, input_length=input_length,
+                           zero_output_for_mask=self.zero_output_for_mask,
+                           return_all_outputs=self.return_sequences)
+
+
+@keras.saving.register_keras_serializable("ksuite")
+class HoistedLSTM(_Hoisted, keras.layers.LSTM):
+    """``keras.layers.LSTM`` with ``x_t W + b`` computed for all steps before the time loop."""
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not self.hoists():
             return super().inner_loop(sequences, initial_state, mask, training=training)
-        from keras.src import backend  # the loop Keras' own RNN layers run (no public alias)
-
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
         cell = self.cell
-        # The gates' input halves for every step at once: [batch, time, 4 units].
-        projected = ops.matmul(sequences, cell.kernel)
-        if cell.use_bias:
-            projected = projected + cell.bias
         recurrent_kernel = cell.recurrent_kernel
 
         def step(z_input, states):  # LSTMCell.call (implementation 2) minus x_t W + b
@@ -65,10 +86,37 @@ class HoistedLSTM(keras.layers.LSTM):
             h = cell.recurrent_activation(z_o) * cell.activation(c)
             return h, [h, c]
 
-        return backend.rnn(step, projected, list(initial_state), go_backwards=self.go_backwards,
-                           mask=mask, unroll=self.unroll, input_length=sequences.shape[1],
-                           zero_output_for_mask=self.zero_output_for_mask,
-                           return_all_outputs=self.return_sequences)
+        return self._loop(step, self._project(sequences), initial_state, mask,
+                          sequences.shape[1])
 
 
-__all__ = ["HoistedLSTM"]
+@keras.saving.register_keras_serializable("ksuite")
+class HoistedGRU(_Hoisted, keras.layers.GRU):
+    """``keras.layers.GRU`` (``reset_after=True``, Keras' default) with ``x_t W + b_input``
+    computed for all steps before the time loop; ``reset_after=False`` runs Keras' loop."""
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if not self.hoists():
+            return super().inner_loop(sequences, initial_state, mask, training=training)
+        cell = self.cell
+        recurrent_kernel = cell.recurrent_kernel
+        recurrent_bias = cell.bias[1] if cell.use_bias else None
+
+        def step(x_zrh, states):  # GRUCell.call (implementation 2, reset_after) minus x_t W + b
+            h = states[0]
+            inner = ops.matmul(h, recurrent_kernel)
+            if recurrent_bias is not None:
+                inner = inner + recurrent_bias
+            x_z, x_r, x_h = ops.split(x_zrh, 3, axis=-1)
+            h_z, h_r, h_h = ops.split(inner, 3, axis=-1)
+            z = cell.recurrent_activation(x_z + h_z)
+            r = cell.recurrent_activation(x_r + h_r)
+            candidate = cell.activation(x_h + r * h_h)
+            h = z * h + (1 - z) * candidate
+            return h, [h]
+
+        return self._loop(step, self._project(sequences), initial_state, mask,
+                          sequences.shape[1])
+
+
+__all__ = ["HoistedGRU", "HoistedLSTM"]

@@ -295,6 +295,8 @@ def test_default_recurrent_layers_meet_cudnn_conditions():
         assert layers, label
         for layer in layers:
             assert cudnn_violations(layer) == [], (label, layer.name)
+            # ... and on a CPU, the loop with the input projection hoisted (shared.recurrent).
+            assert layer.hoists(), (label, layer.name)
     # The test itself catches a layer that falls off the path.
     slow = keras.layers.GRU(4, recurrent_dropout=0.1, reset_after=False, activation="relu")
     assert set(cudnn_violations(slow)) == {"activation relu", "recurrent_dropout 0.1",

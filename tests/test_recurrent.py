@@ -1,5 +1,6 @@
-"""shared.recurrent.HoistedLSTM computes exactly what keras.layers.LSTM computes, with the same
-weights: outputs, final states, masks, reversed reading, carried state and gradients."""
+"""shared.recurrent's HoistedLSTM and HoistedGRU compute exactly what keras.layers.LSTM and GRU
+compute, with the same weights: outputs, final states, masks, reversed reading, carried state
+and gradients."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from shared.recurrent import HoistedLSTM  # noqa: E402
+from shared.recurrent import HoistedGRU, HoistedLSTM  # noqa: E402
+
+PAIRS = {"lstm": (keras.layers.LSTM, HoistedLSTM), "gru": (keras.layers.GRU, HoistedGRU)}
+KINDS = pytest.mark.parametrize("kind", sorted(PAIRS))
 
 
-def _pair(units=8, **kwargs):
-    """A Keras LSTM and a HoistedLSTM holding the same (non-trivial) weights."""
-    ref, fast = keras.layers.LSTM(units, **kwargs), HoistedLSTM(units, **kwargs)
-    return ref, fast
+def _pair(kind, units=8, **kwargs):
+    """The Keras layer and its hoisted twin (to be given the same weights by ``_tie``)."""
+    keras_class, hoisted_class = PAIRS[kind]
+    return keras_class(units, **kwargs), hoisted_class(units, **kwargs)
 
 
 def _tie(ref, fast, x, **call):
@@ -26,26 +30,29 @@ def _tie(ref, fast, x, **call):
     fast.set_weights(weights)
 
 
-def test_same_outputs_and_states_as_keras_lstm():
+@KINDS
+def test_same_outputs_and_states_as_keras(kind):
     x = np.random.default_rng(1).normal(size=(3, 7, 5)).astype("float32")
-    ref, fast = _pair(return_sequences=True, return_state=True)
+    ref, fast = _pair(kind, return_sequences=True, return_state=True)
     _tie(ref, fast, x)
     assert fast.hoists()
     for a, b in zip(ref(x), fast(x), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
+@KINDS
 @pytest.mark.parametrize("go_backwards", [False, True])
-def test_masked_steps_and_reversed_reading_match(go_backwards):
+def test_masked_steps_and_reversed_reading_match(kind, go_backwards):
     x = np.random.default_rng(2).normal(size=(2, 6, 4)).astype("float32")
     mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
-    ref, fast = _pair(return_sequences=True, go_backwards=go_backwards)
+    ref, fast = _pair(kind, return_sequences=True, go_backwards=go_backwards)
     _tie(ref, fast, x, mask=mask)
     a, b = ref(x, mask=mask), fast(x, mask=mask)
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
-def test_bidirectional_with_embedding_mask_matches():
+@KINDS
+def test_bidirectional_with_embedding_mask_matches(kind):
     ids = np.array([[3, 5, 2, 0, 0], [1, 4, 4, 2, 6]])
 
     def model(layer):
@@ -53,15 +60,16 @@ def test_bidirectional_with_embedding_mask_matches():
         emb = keras.layers.Embedding(8, 4, mask_zero=True, name="emb")(inp)
         return keras.Model(inp, keras.layers.Bidirectional(layer, name="bi")(emb))
 
-    ref, fast = model(keras.layers.LSTM(6)), model(HoistedLSTM(6))
+    ref, fast = (model(layer) for layer in _pair(kind, 6))
     fast.set_weights(ref.get_weights())
     np.testing.assert_allclose(ref(ids).numpy(), fast(ids).numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_stateful_carries_state_like_keras():
+@KINDS
+def test_stateful_carries_state_like_keras(kind):
     rng = np.random.default_rng(3)
     chunks = [rng.normal(size=(2, 4, 3)).astype("float32") for _ in range(3)]
-    ref, fast = _pair(return_sequences=True, stateful=True)
+    ref, fast = _pair(kind, return_sequences=True, stateful=True)
     _tie(ref, fast, keras.ops.convert_to_tensor(chunks[0]))
     ref.reset_state()
     fast.reset_state()
@@ -74,11 +82,12 @@ def test_stateful_carries_state_like_keras():
                                rtol=1e-5, atol=1e-6)
 
 
-def test_gradients_match_keras_lstm():
+@KINDS
+def test_gradients_match_keras(kind):
     import tensorflow as tf
 
     x = tf.constant(np.random.default_rng(4).normal(size=(3, 5, 4)).astype("float32"))
-    ref, fast = _pair(return_sequences=True)
+    ref, fast = _pair(kind, return_sequences=True)
     _tie(ref, fast, x)
     grads = []
     for layer in (ref, fast):
@@ -89,19 +98,31 @@ def test_gradients_match_keras_lstm():
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
 
 
-def test_cell_dropout_falls_back_to_keras_loop():
-    layer = HoistedLSTM(4, dropout=0.2)
+@KINDS
+def test_cell_dropout_falls_back_to_keras_loop(kind):
+    _, hoisted_class = PAIRS[kind]
+    layer = hoisted_class(4, dropout=0.2)
     layer(np.zeros((1, 3, 2), "float32"))
     assert not layer.hoists()
-    assert HoistedLSTM(4, use_cudnn=True).hoists() is False
+    assert hoisted_class(4, use_cudnn=True).hoists() is False
+    assert hoisted_class(4).hoists() is True
 
 
-def test_saved_model_file_reloads_as_hoisted(tmp_path):
+def test_gru_without_reset_after_runs_keras_loop():
+    x = np.random.default_rng(6).normal(size=(2, 3, 4)).astype("float32")
+    ref, fast = keras.layers.GRU(5, reset_after=False), HoistedGRU(5, reset_after=False)
+    _tie(ref, fast, x)
+    assert not fast.hoists()
+    np.testing.assert_allclose(np.asarray(ref(x)), np.asarray(fast(x)), rtol=1e-6)
+
+
+@KINDS
+def test_saved_model_file_reloads_as_hoisted(kind, tmp_path):
     inp = keras.Input((None, 3))
-    model = keras.Model(inp, HoistedLSTM(5, name="lstm")(inp))
+    model = keras.Model(inp, PAIRS[kind][1](5, name="lstm")(inp))
     x = np.random.default_rng(5).normal(size=(2, 4, 3)).astype("float32")
     path = tmp_path / "m.keras"
     model.save(path)
     again = keras.models.load_model(path)
-    assert isinstance(again.get_layer("lstm"), HoistedLSTM)
+    assert isinstance(again.get_layer("lstm"), PAIRS[kind][1])
     np.testing.assert_allclose(model(x).numpy(), again(x).numpy(), rtol=1e-6)

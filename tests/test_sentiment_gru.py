@@ -176,7 +176,7 @@ def test_served_by_the_local_model_server(trained):
 def test_defaults():
     args = APP.parse([])
     assert (args.max_tokens, args.sequence_length, args.embedding_dim, args.units) == (
-        30000, 1000, 128, 256)
+        30000, 1000, 128, 512)
     assert args.bidirectional and args.clipnorm == 1.0
     assert (args.epochs, args.schedule, args.monitor) == (4, "cosine", "val_accuracy")
     # All 25,000 training reviews, nothing held out, nothing to stop on (Algorithm 7.2).

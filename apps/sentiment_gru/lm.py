@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 from shared.errors import UserError
+from shared.recurrent import HoistedGRU
 
 # Candidates of the sampled softmax per batch: Jean et al. 2015 sample a subset of a 500k
 # vocabulary; TensorFlow's sampled-softmax guidance (tf.nn.sampled_softmax_loss) and the
@@ -100,7 +101,7 @@ def build_lm(vocab_size: int, embedding_dim: int, units: int, bidirectional: boo
     x = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding")(ids)
     if embedding_dropout:
         x = keras.layers.SpatialDropout1D(embedding_dropout, name="embedding_dropout")(x)
-    gru = keras.layers.GRU(units, return_sequences=True, name="gru")
+    gru = HoistedGRU(units, return_sequences=True, name="gru")
     ops = keras.ops
     # Targets: the next word for the forward GRU (0 after a review's last word: no loss there).
     nxt = ops.concatenate([ids[:, 1:], ops.zeros_like(ids[:, :1])], axis=1)
