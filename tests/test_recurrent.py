@@ -126,3 +126,16 @@ def test_saved_model_file_reloads_as_hoisted(kind, tmp_path):
     again = keras.models.load_model(path)
     assert isinstance(again.get_layer("lstm"), PAIRS[kind][1])
     np.testing.assert_allclose(model(x).numpy(), again(x).numpy(), rtol=1e-6)
+
+
+def test_hoisting_benchmark_rows_name_shape_and_ratio():
+    from benchmarks.recurrent_hoisting import render
+
+    record = {"time": "2026-12-06T13:05:00+0000", "app": "shakespeare_lstm",
+              "precision": "mixed_bfloat16", "shape": {"units": [384, 384], "batch": 32,
+                                                       "steps_per_sequence": 50},
+              "keras_step_ms": 329.1, "hoisted_step_ms": 248.4, "speedup": 1.325,
+              "load_average": [2.1, 2.0, 1.9], "git_commit": "abc1234"}
+    text = "\n".join(render([record]))
+    assert "| shakespeare_lstm: 384 x 384 units, 32 x 50 steps | mixed_bfloat16 | 329.1 | 248.4 " \
+           "| 1.32x | 2.1 | abc1234 |" in text
