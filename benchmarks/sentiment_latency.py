@@ -30,22 +30,27 @@ from shared.errors import UserError, exit_on_user_error  # noqa: E402
 from shared.runs import cpu_model  # noqa: E402
 
 
-def _export_default(tmp: str, seed: int) -> str:
+def _export_default(tmp: str, seed: int) -> tuple[str, str]:
     """The app's own data and model steps at its default flags (no training), exported with its
-    own endpoints by ``APP.export`` into ``tmp``."""
+    own endpoints by ``APP.export`` into ``tmp``; returns the folder and the model's policy."""
     import keras
 
     from apps.sentiment_gru import data
     from apps.sentiment_gru.train import APP
     from shared.app import Data
+    from shared.precision import dtype_policy, resolve_precision
 
     args = APP.parse(["--embeddings", "random", "--export-dir", tmp, "--seed", str(seed)])
     keras.utils.set_random_seed(seed)
     (x_tr, _), _, _ = data.load(None, seed)
     state = Data(vectorizer=data.make_vectorizer(x_tr, args.max_tokens, args.sequence_length),
                  initial=None, lm=None)
-    model = APP.build_model(args, state, run=None)
-    return str(APP.export(args, model, state, {}, run=None))
+    # In the policy the runner builds the app's model in (shared/app.py): the served layers
+    # compute in it (mixed_bfloat16 on a CPU with bfloat16 hardware, since 2026-12-06).
+    args.precision = resolve_precision(args.precision, APP.precision_defaults)
+    with dtype_policy(args.precision):
+        model = APP.build_model(args, state, run=None)
+    return str(APP.export(args, model, state, {}, run=None)), args.precision
 
 
 def _latency_ms(call, repeat: int, warmup: int = 5) -> dict:
@@ -115,7 +120,8 @@ def main(argv=None):
     from apps.sentiment_gru import data
 
     with tempfile.TemporaryDirectory(prefix="sentiment-latency-") as tmp:
-        path = args.saved_model or _export_default(tmp, args.seed)
+        path, policy = (args.saved_model, None) if args.saved_model else _export_default(
+            tmp, args.seed)
         if not os.path.isfile(os.path.join(path, "saved_model.pb")):
             raise UserError(f"{path} is not a SavedModel folder (no saved_model.pb)")
         t0 = time.perf_counter()
@@ -138,6 +144,7 @@ def main(argv=None):
         "app": "sentiment_gru",
         "benchmark": "single_review_latency",
         "saved_model": args.saved_model or "default architecture, untrained weights (temporary)",
+        "precision": policy,  # the default model's training policy (None: a given SavedModel)
         "load_seconds": round(load_seconds, 2),
         "repeat": args.repeat,
         "results": results,

@@ -12,7 +12,7 @@ faster (benchmarks/notes/shakespeare_lstm.md).
 
 ``HoistedLSTM`` is a ``keras.layers.LSTM`` and ``HoistedGRU`` a ``keras.layers.GRU``: the same
 arguments, weights (``kernel``, ``recurrent_kernel``, ``bias``), masking, statefulness and
-outputs, so checkpoints and exports of either load into the other, and code that drives
+outputs (up to the rounding of a different order of additions), so checkpoints and exports of either load into the other, and code that drives
 ``layer.cell`` one step at a time (a text generator) is unchanged. They fall back to Keras' own
 loop where the hoisting does not apply: dropout inside the cell (a per-step input mask), a GRU
 with ``reset_after=False``, and a GPU, where Keras' cuDNN kernel already hoists the product.

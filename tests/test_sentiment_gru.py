@@ -115,6 +115,28 @@ def test_training_run_record_and_loss_decreases(trained):
     assert meta["app"] == "sentiment_gru" and meta["config"]["sequence_length"] == 40
 
 
+def test_a_bfloat16_trained_classifier_is_served_in_float32():
+    """Single reviews are [1, units] GRU steps, slower in bfloat16 (notes): the export serves a
+    float32 copy holding exactly the trained weights."""
+    from shared.app import Data
+    from shared.precision import dtype_policy
+
+    texts = np.array([POSITIVE, NEGATIVE, NON_ASCII], dtype=object)
+    vec = data.make_vectorizer(texts, max_tokens=60, sequence_length=30)
+    args = APP.parse(["--units", "8", "--embedding-dim", "4", "--embeddings", "random"])
+    state = Data(vectorizer=vec, initial=None, lm=None)
+    with dtype_policy("mixed_bfloat16"):
+        trained = APP.build_model(args, state, run=None)
+    served = APP._served(args, trained, state)
+    assert trained.get_layer("embedding").compute_dtype == "bfloat16"
+    assert {layer.compute_dtype for layer in served.layers if layer.weights} == {"float32"}
+    for a, b in zip(trained.get_weights(), served.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    ids = vec(tf.constant(texts))
+    np.testing.assert_allclose(served(ids).numpy(), trained(ids).numpy(), atol=0.02)
+    assert APP._served(args, trained, state) is served  # built once for endpoints and tracking
+
+
 def test_signature_takes_strings_and_names_its_outputs(serve):
     inputs = serve.structured_input_signature[1]
     assert list(inputs) == ["reviews"]
