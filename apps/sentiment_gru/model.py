@@ -16,8 +16,8 @@ the strongest evidence anywhere in the review (Collobert et al. 2011 max-over-ti
 Both ignore padded steps. ``embedding_dropout`` drops whole embedding channels for the whole
 review (``SpatialDropout1D``; Gal & Ghahramani 2016, variational dropout on the input of an RNN).
 The GRU is ``shared.recurrent.HoistedGRU``: Keras' GRU with the input half of its gates computed
-for the whole review before the time loop (same weights and outputs; 0.86x the time of a
-512-unit bidirectional training step on a CPU).
+for the whole review before the time loop (same weights, results equal up to rounding; a
+512-unit bidirectional training step 1.23x faster on a CPU, benchmarks/recurrent_hoisting.py).
 """
 
 from __future__ import annotations

@@ -301,7 +301,7 @@ class SentimentGRU(App):
         """The classifier as served, built once: the trained one, or under a 16-bit training
         policy a float32 copy of it (the same weights; the variables are float32 either way).
         One review at a time, the GRU's steps are [1, units] products, which bfloat16 slows
-        down: 215 ms against 74 ms for a 434-word review at 512 units (notes)."""
+        down: 215 ms against 74-96 ms for a 434-word review at 512 units (notes)."""
         if getattr(data, "served_model", None) is None:
             served = model
             if model.get_layer("embedding").compute_dtype != "float32":
