@@ -20,7 +20,7 @@ import keras
 from shared.recurrent import HoistedLSTM
 
 EMBED_DIM = 64  # between Géron's 16 and a one-hot of the ~65 characters; char-rnn uses one-hot
-UNITS = (512, 512)  # two layers (char-rnn: num_layers 2); width see train.py
+UNITS = (384, 384)  # two layers (char-rnn: num_layers 2); width see train.py
 
 
 def build_model(num_ids: int, embed_dim: int = EMBED_DIM, units: tuple[int, ...] = UNITS,
