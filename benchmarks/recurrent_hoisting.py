@@ -80,10 +80,10 @@ def measure(app_name: str, rounds: int, steps: int) -> dict:
     app = get(app_name)
     args = app.parse([])
     args.precision = precision.resolve_precision(args.precision, app.precision_defaults)
-    keras.mixed_precision.set_global_policy(args.precision)
     build, pair = {"shakespeare_lstm": (shakespeare_model, (keras.layers.LSTM, HoistedLSTM)),
                    "sentiment_gru": (sentiment_model, (keras.layers.GRU, HoistedGRU))}[app_name]
-    models = {cls.__name__: build(cls, args) for cls in pair}
+    with precision.dtype_policy(args.precision):  # as the runner builds the app's model
+        models = {cls.__name__: build(cls, args) for cls in pair}
     for model, (x, y) in models.values():  # trace and warm up
         for _ in range(2):
             model.train_on_batch(x, y)
@@ -94,12 +94,12 @@ def measure(app_name: str, rounds: int, steps: int) -> dict:
             for _ in range(steps):
                 model.train_on_batch(x, y)
             seconds[name].append((time.perf_counter() - start) / steps)
-    keras.mixed_precision.set_global_policy("float32")
     medians = {name: statistics.median(s) for name, s in seconds.items()}
     keras_name, hoisted_name = (cls.__name__ for cls in pair)
+    x = models[keras_name][1][0]  # both models train on the same batch
     return {"app": app_name, "precision": args.precision,
-            "shape": {"units": args.units, "batch": len(next(iter(models.values()))[1][0]),
-                      "steps_per_sequence": int(next(iter(models.values()))[1][0].shape[1])},
+            "shape": {"units": args.units, "batch": int(x.shape[0]),
+                      "steps_per_sequence": int(x.shape[1])},
             "keras_step_ms": round(1000 * medians[keras_name], 1),
             "hoisted_step_ms": round(1000 * medians[hoisted_name], 1),
             "speedup": round(medians[keras_name] / medians[hoisted_name], 3),

@@ -28,41 +28,35 @@ import keras
 from keras import ops
 
 
-def _gpu_present() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_logical_devices("GPU"))
-
-
 class _Hoisted:
-    """What the hoisted LSTM and GRU share: when to hoist, and the loop over the projected
-    steps (the loop Keras' own recurrent layers run)."""
+    """What the hoisted LSTM and GRU share: when to hoist, the projection before the loop and
+    the loop itself (the one Keras' own recurrent layers run). A subclass gives its cell's
+    input bias and its step over the projected inputs."""
 
     def hoists(self) -> bool:
         """Whether this layer's loop runs with the hoisted input projection."""
+        from shared.precision import device_kind
+
         cell = self.cell
         return not (cell.dropout or cell.recurrent_dropout or self.use_cudnn is True
-                    or (self.use_cudnn == "auto" and _gpu_present())
-                    or not getattr(cell, "reset_after", True))
+                    or (self.use_cudnn == "auto" and device_kind() == "gpu"))
 
-    def _project(self, sequences):
-        """``x_t W + b_input`` for every step at once: [batch, time, gates x units]."""
-        cell = self.cell
-        projected = ops.matmul(sequences, cell.kernel)
-        if cell.use_bias:
-            bias = cell.bias if len(cell.bias.shape) == 1 else cell.bias[0]  # GRU: [input, rec]
-            projected = projected + bias
-        return projected
-
-    def _loop(self, step, projected, initial_state, mask, input_length):
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if not self.hoists():
+            return super().inner_loop(sequences, initial_state, mask, training=training)
         from keras.src import backend  # Keras' RNN loop (no public alias)
 
+        # The gates' input halves for every step at once: [batch, time, gates x units].
+        projected = ops.matmul(sequences, self.cell.kernel)
+        if self.cell.use_bias:
+            projected = projected + self._input_bias()
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         if not isinstance(initial_state, (list, tuple)):  # a GRU's single state tensor
             initial_state = [initial_state]
-        return backend.rnn(step, projected, list(initial_state), go_backwards=self.go_backwards,
-                           mask=mask, unroll=self.unroll, input_length=input_length,
+        return backend.rnn(self._step(), projected, list(initial_state),
+                           go_backwards=self.go_backwards, mask=mask, unroll=self.unroll,
+                           input_length=sequences.shape[1],
                            zero_output_for_mask=self.zero_output_for_mask,
                            return_all_outputs=self.return_sequences)
 
@@ -71,9 +65,10 @@ class _Hoisted:
 class HoistedLSTM(_Hoisted, keras.layers.LSTM):
     """``keras.layers.LSTM`` with ``x_t W + b`` computed for all steps before the time loop."""
 
-    def inner_loop(self, sequences, initial_state, mask, training=False):
-        if not self.hoists():
-            return super().inner_loop(sequences, initial_state, mask, training=training)
+    def _input_bias(self):
+        return self.cell.bias
+
+    def _step(self):
         cell = self.cell
         recurrent_kernel = cell.recurrent_kernel
 
@@ -86,8 +81,7 @@ class HoistedLSTM(_Hoisted, keras.layers.LSTM):
             h = cell.recurrent_activation(z_o) * cell.activation(c)
             return h, [h, c]
 
-        return self._loop(step, self._project(sequences), initial_state, mask,
-                          sequences.shape[1])
+        return step
 
 
 @keras.saving.register_keras_serializable("ksuite")
@@ -95,9 +89,13 @@ class HoistedGRU(_Hoisted, keras.layers.GRU):
     """``keras.layers.GRU`` (``reset_after=True``, Keras' default) with ``x_t W + b_input``
     computed for all steps before the time loop; ``reset_after=False`` runs Keras' loop."""
 
-    def inner_loop(self, sequences, initial_state, mask, training=False):
-        if not self.hoists():
-            return super().inner_loop(sequences, initial_state, mask, training=training)
+    def hoists(self) -> bool:
+        return self.cell.reset_after and super().hoists()
+
+    def _input_bias(self):
+        return self.cell.bias[0]  # reset_after: [input bias, recurrent bias]
+
+    def _step(self):
         cell = self.cell
         recurrent_kernel = cell.recurrent_kernel
         recurrent_bias = cell.bias[1] if cell.use_bias else None
@@ -115,8 +113,7 @@ class HoistedGRU(_Hoisted, keras.layers.GRU):
             h = z * h + (1 - z) * candidate
             return h, [h]
 
-        return self._loop(step, self._project(sequences), initial_state, mask,
-                          sequences.shape[1])
+        return step
 
 
 __all__ = ["HoistedGRU", "HoistedLSTM"]
