@@ -79,7 +79,7 @@ def measure(app_name: str, rounds: int, steps: int) -> dict:
 
     app = get(app_name)
     args = app.parse([])
-    args.precision = precision.resolve_precision(args.precision, app.precision_defaults)
+    args.precision = precision.resolve_precision(args.precision, app.precision_for(args))
     build, pair = {"shakespeare_lstm": (shakespeare_model, (keras.layers.LSTM, HoistedLSTM)),
                    "sentiment_gru": (sentiment_model, (keras.layers.GRU, HoistedGRU))}[app_name]
     with precision.dtype_policy(args.precision):  # as the runner builds the app's model

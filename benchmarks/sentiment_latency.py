@@ -47,7 +47,7 @@ def _export_default(tmp: str, seed: int) -> tuple[str, str]:
                  initial=None, lm=None)
     # In the policy the runner builds the app's model in (shared/app.py): the served layers
     # compute in it (mixed_bfloat16 on a CPU with bfloat16 hardware, since 2026-12-06).
-    args.precision = resolve_precision(args.precision, APP.precision_defaults)
+    args.precision = resolve_precision(args.precision, APP.precision_for(args))
     with dtype_policy(args.precision):
         model = APP.build_model(args, state, run=None)
     return str(APP.export(args, model, state, {}, run=None)), args.precision

@@ -12,10 +12,11 @@ faster and a 512-unit bidirectional GRU's 1.23x (``python -m benchmarks.recurren
 
 ``HoistedLSTM`` is a ``keras.layers.LSTM`` and ``HoistedGRU`` a ``keras.layers.GRU``: the same
 arguments, weights (``kernel``, ``recurrent_kernel``, ``bias``), masking, statefulness and
-outputs (up to the rounding of a different order of additions), so checkpoints and exports of either load into the other, and code that drives
-``layer.cell`` one step at a time (a text generator) is unchanged. They fall back to Keras' own
-loop where the hoisting does not apply: dropout inside the cell (a per-step input mask), a GRU
-with ``reset_after=False``, and a GPU, where Keras' cuDNN kernel already hoists the product.
+outputs (up to the rounding of a different order of additions), so checkpoints and exports of
+either load into the other, and code that drives ``layer.cell`` one step at a time (a text
+generator) is unchanged. They fall back to Keras' own loop where the hoisting does not apply:
+dropout inside the cell (a per-step input mask), a GRU with ``reset_after=False``, and a GPU,
+where Keras' cuDNN kernel already hoists the product.
 Usable in any Keras model::
 
     from shared.recurrent import HoistedGRU, HoistedLSTM
@@ -27,6 +28,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from shared.precision import device_kind
+
 
 class _Hoisted:
     """What the hoisted LSTM and GRU share: when to hoist, the projection before the loop and
@@ -35,8 +38,6 @@ class _Hoisted:
 
     def hoists(self) -> bool:
         """Whether this layer's loop runs with the hoisted input projection."""
-        from shared.precision import device_kind
-
         cell = self.cell
         return not (cell.dropout or cell.recurrent_dropout or self.use_cudnn is True
                     or (self.use_cudnn == "auto" and device_kind() == "gpu"))
