@@ -22,6 +22,7 @@ from shared.layer_rates import LayerRateAdam  # noqa: E402
 TINY = ["--limit", "400", "--test-limit", "100", "--units", "16", "--embedding-dim", "32",
         "--sequence-length", "40", "--max-tokens", "2000", "--batch-size", "32",
         "--embeddings", "random", "--verbose", "0", "--pretrain", "lm", "--lm-epochs", "3",
+        "--fine-tune", "ulmfit",
         "--adversarial", "0"]
 
 

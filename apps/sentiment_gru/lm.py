@@ -49,6 +49,9 @@ LM_CLIPNORM = 0.25  # gradient norm clipping of AWD-LSTM's language model (Merit
 LM_DROPOUT = 0.1  # before the output layer: AWD-LSTM's output dropout for its LM (Merity et al.
 # 2018: 0.4 with 3 x 1,150 units; a 64-unit GRU underfits rather than overfits 5M words)
 LM_PATIENCE = 2  # early stopping on the sampled validation loss (Algorithm 7.1)
+# With no validation reviews (--val-size 0), the language model holds out the last 500 training
+# reviews (~120k words) for its own validation loss; the classifier still trains on them.
+LM_HELDOUT = 500
 
 
 @keras.saving.register_keras_serializable("sentiment_gru")
@@ -203,6 +206,15 @@ def transfer(lm: keras.Model, classifier: keras.Model) -> list[str]:
     return copied
 
 
+def held_out(texts: np.ndarray, val_texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The language model's training and held-out reviews: the classifier's validation reviews
+    where it has some, else the last ``LM_HELDOUT`` training reviews (a tenth of a small run)."""
+    if len(val_texts):
+        return texts, val_texts
+    n = max(1, min(LM_HELDOUT, len(texts) // 10))
+    return texts[:-n], texts[-n:]
+
+
 def pretrain(args, run, vectorizer, texts: np.ndarray, val_texts: np.ndarray,
              initial: np.ndarray | None) -> keras.Model:
     """The stage ``pretrain_lm`` of the run: the language model trained on ``texts`` (the
@@ -213,6 +225,7 @@ def pretrain(args, run, vectorizer, texts: np.ndarray, val_texts: np.ndarray,
     from shared.optim import OptimizerConfig, make_optimizer
     from shared.precision import dtype_policy
 
+    texts, val_texts = held_out(texts, val_texts)
     stage = run.stage("pretrain_lm")
     cache = Path(args.pretrained_lm) if args.pretrained_lm else stage.dir / WEIGHTS
     if args.pretrained_lm and not cache.is_file():
