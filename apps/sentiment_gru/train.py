@@ -122,7 +122,7 @@ class SentimentGRU(App):
         a.add_argument("--embeddings", default="word2vec", metavar="word2vec|random|PATH",
                        help="initial embeddings: word2vec on the training reviews, random, or a "
                             "word2vec text file")
-        a.add_argument("--pretrain", choices=("none", "lm"), default="none",
+        a.add_argument("--pretrain", choices=("none", "lm"), default="lm",
                        help="lm: pretrain embedding and GRU as a language model on the training "
                             "reviews, then fine-tune (Dai & Le 2015; ULMFiT)")
         # One epoch: measured on the full training split, the sampled-softmax LM reaches 5.59
