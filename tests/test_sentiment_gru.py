@@ -203,9 +203,14 @@ def test_defaults():
     assert (args.epochs, args.schedule, args.monitor) == (4, "cosine", "val_accuracy")
     # All 25,000 training reviews, nothing held out, nothing to stop on (Algorithm 7.2).
     assert (args.adversarial, args.val_size, args.patience) == (5.0, 0, None)
-    # --pretrain lm keeps its measured split: the LM's held-out loss and early stopping.
+    # After --pretrain lm the classifier trains with the default recipe on all 25,000 reviews;
+    # ULMFiT's fine-tuning keeps its measured split for its early stopping.
     lm = APP.parse(["--pretrain", "lm"])
-    assert (lm.val_size, lm.patience, lm.schedule, lm.epochs) == (2500, 3, "slanted", 5)
+    assert (lm.val_size, lm.patience, lm.schedule, lm.epochs, lm.fine_tune) == (
+        0, None, "cosine", 4, "all")
+    ulmfit = APP.parse(["--pretrain", "lm", "--fine-tune", "ulmfit"])
+    assert (ulmfit.val_size, ulmfit.patience, ulmfit.schedule, ulmfit.epochs) == (
+        2500, 3, "slanted", 5)
     assert APP.parse(["--val-size", "2500", "--patience", "3"]).patience == 3
     assert APP.parse(["--no-bidirectional"]).bidirectional is False
 
@@ -215,7 +220,6 @@ def test_defaults():
     (["--embedding-dropout", "-0.1"], "--dropout and --embedding-dropout must be in [0, 1)"),
     (["--max-tokens", "2"], "--max-tokens must be at least 3"),
     (["--patience", "3"], "--patience watches the validation set: add --val-size N"),
-    (["--pretrain", "lm", "--val-size", "0"], "--val-size must be at least 1"),
     (["--val-size", "-1"], "--val-size"),
 ])
 def test_settings_refused_in_one_line(argv, message, capsys):

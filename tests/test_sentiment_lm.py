@@ -141,10 +141,11 @@ def test_the_language_model_stage_resumes_after_a_kill(tmp_path, mirror, capsys,
 @pytest.mark.parametrize("argv, message", [
     (["--unlabelled", "x"], "--unlabelled and --pretrained-lm need --pretrain lm"),
     (["--pretrained-lm", "x"], "--unlabelled and --pretrained-lm need --pretrain lm"),
+    (["--fine-tune", "ulmfit"], "--fine-tune ulmfit needs --pretrain lm"),
 ])
 def test_language_model_flags_refused_without_pretraining(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
-        main(argv)
+        main(["--pretrain", "none", *argv])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
@@ -158,6 +159,18 @@ def test_missing_language_model_files_are_one_line_errors(tmp_path, mirror, caps
             main([*TINY, *flags, "--run-dir", str(tmp_path / "r"), "--no-export"])
         assert e.value.code != 0
         assert message in capsys.readouterr().err
+
+
+def test_the_language_model_holds_out_training_reviews_only_when_nothing_else_is():
+    texts = np.arange(6000).astype(str).astype(object)
+    train, held = lm.held_out(texts, np.array([], dtype=object))
+    assert len(held) == lm.LM_HELDOUT and list(held) == list(texts[-lm.LM_HELDOUT:])
+    assert len(train) + len(held) == len(texts) and not set(train) & set(held)
+    train, held = lm.held_out(texts[:300], np.array([], dtype=object))  # a tenth of a small run
+    assert (len(train), len(held)) == (270, 30)
+    val = np.array(["a", "b"], dtype=object)
+    train, held = lm.held_out(texts, val)  # the classifier's validation reviews where it has some
+    assert train is texts and held is val
 
 
 def test_sampled_loss_ignores_padding():

@@ -4,15 +4,15 @@ Dai & Le (2015, "Semi-supervised Sequence Learning") first train the recurrent n
 the next word of review text, then start the classifier from those weights: their LSTM reached
 92.4-92.8% on IMDB where the same LSTM from random weights stayed far lower. ULMFiT (Howard &
 Ruder 2018) does the same with a bidirectional pair of language models. The words of a review
-carry most of what its label needs, and 22,500 reviews hold ~5.4M of them: predicting them
+carry most of what its label needs, and 25,000 reviews hold ~6M of them: predicting them
 teaches the GRU to read before it is asked to judge.
 
 The model here is the classifier's own front half, layer for layer and name for name: the
 ``embedding`` and the (bidirectional) ``gru``. The forward GRU reads words 1..t and predicts word
 t+1; the backward GRU reads words T..t and predicts word t-1 (ULMFiT trains a forward and a
 backward model; sharing one embedding trains both at once, as the classifier shares it). The
-output layer over the 20,000-word vocabulary is sampled (Jean et al. 2015, ``tf.nn.
-sampled_softmax_loss``): a full softmax would cost ~2 x 20,000 x units multiply-adds per word
+output layer over the 30,000-word vocabulary is sampled (Jean et al. 2015, ``tf.nn.
+sampled_softmax_loss``): a full softmax would cost ~2 x 30,000 x units multiply-adds per word
 and a [batch, time, vocabulary] tensor per batch, which 2 CPU cores cannot afford; the sampled
 loss estimates it with ``NUM_SAMPLED`` candidates drawn from the log-uniform (Zipf) distribution
 that suits word frequencies. It serves for training and for the validation loss that early
@@ -37,8 +37,8 @@ from shared.recurrent import HoistedGRU
 
 # Candidates of the sampled softmax per batch: Jean et al. 2015 sample a subset of a 500k
 # vocabulary; TensorFlow's sampled-softmax guidance (tf.nn.sampled_softmax_loss) and the
-# "On Using Very Large Target Vocabulary" paper use ~1-5% of the vocabulary. 1,024 of 20,000
-# (5%) keeps the output layer at ~1/20 of a full softmax's cost.
+# "On Using Very Large Target Vocabulary" paper use ~1-5% of the vocabulary. 1,024 of 30,000
+# (3%) keeps the output layer at ~1/30 of a full softmax's cost.
 NUM_SAMPLED = 1024
 WEIGHTS = "lm.weights.h5"  # the cache, in the stage directory
 LM_LEARNING_RATE = 4e-3  # ULMFiT (Howard & Ruder 2018, §4): Adam, base rate 0.004 for the LM
@@ -218,8 +218,8 @@ def held_out(texts: np.ndarray, val_texts: np.ndarray) -> tuple[np.ndarray, np.n
 def pretrain(args, run, vectorizer, texts: np.ndarray, val_texts: np.ndarray,
              initial: np.ndarray | None) -> keras.Model:
     """The stage ``pretrain_lm`` of the run: the language model trained on ``texts`` (the
-    training reviews, plus ``--unlabelled``), its sampled loss on ``val_texts`` watched by early
-    stopping; resumable from its own backup like any run, and cached as ``lm.weights.h5``.
+    training reviews, plus ``--unlabelled``), its sampled loss on the held-out reviews
+    (``held_out``) watched by early stopping; resumable from its own backup like any run, and cached as ``lm.weights.h5``.
     ``--pretrained-lm PATH`` loads such a file instead of training."""
     from shared.io import atomic_write_bytes
     from shared.optim import OptimizerConfig, make_optimizer
