@@ -203,6 +203,8 @@ def test_defaults():
     assert (args.epochs, args.schedule, args.monitor) == (4, "cosine", "val_accuracy")
     # All 25,000 training reviews, nothing held out, nothing to stop on (Algorithm 7.2).
     assert (args.adversarial, args.val_size, args.patience) == (5.0, 0, None)
+    # The language model first (Dai & Le 2015), then the classifier's own recipe.
+    assert (args.pretrain, args.fine_tune, args.lm_epochs) == ("lm", "all", 1)
     # After --pretrain lm the classifier trains with the default recipe on all 25,000 reviews;
     # ULMFiT's fine-tuning keeps its measured split for its early stopping.
     lm = APP.parse(["--pretrain", "lm"])

@@ -47,7 +47,7 @@ LM_LEARNING_RATE = 4e-3  # ULMFiT (Howard & Ruder 2018, §4): Adam, base rate 0.
 LM_BATCH_SIZE = 32
 LM_CLIPNORM = 0.25  # gradient norm clipping of AWD-LSTM's language model (Merity et al. 2018)
 LM_DROPOUT = 0.1  # before the output layer: AWD-LSTM's output dropout for its LM (Merity et al.
-# 2018: 0.4 with 3 x 1,150 units; a 64-unit GRU underfits rather than overfits 5M words)
+# 2018: 0.4 with 3 x 1,150 units; one epoch over ~6M words underfits rather than overfits)
 LM_PATIENCE = 2  # early stopping on the sampled validation loss (Algorithm 7.1)
 # With no validation reviews (--val-size 0), the language model holds out the last 500 training
 # reviews (~120k words) for its own validation loss; the classifier still trains on them.
