@@ -80,13 +80,14 @@ APPS = {
     # as Keras' loss scaling assumes (uneven partial batches would weight examples differently).
     # Learning rate 1e-2 so that the loss moves in two epochs (0.69 -> 0.60). No adversarial
     # training: its step length is scaled by the embeddings' spread in each replica's own half
-    # batch (as batch norm's statistics are), so two replicas are not the same computation.
+    # batch (as batch norm's statistics are), so two replicas are not the same computation. No
+    # language model first: its sampled softmax draws its candidates afresh in each replica.
     "sentiment_gru": ("apps.sentiment_gru.train", [
         "--limit", "400", "--val-size", "40", "--test-limit", "64", "--max-tokens", "2000",
         "--sequence-length", "8", "--embedding-dim", "16", "--units", "8",
         "--no-bidirectional", "--dropout", "0", "--embedding-dropout", "0", "--pooling", "last",
         "--embeddings", "random", "--learning-rate", "1e-2", "--epochs", "2",
-        "--adversarial", "0"], 32),
+        "--adversarial", "0", "--pretrain", "none"], 32),
     # dcgan.torch's smaller layout (--no-refine --disc-layers 2): with the default one at width
     # 64, Adam's first steps grew the round-off past RTOL by the second epoch (3.5e-4, measured).
     "dcgan": ("apps.dcgan.train", [
