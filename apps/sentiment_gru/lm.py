@@ -219,8 +219,8 @@ def pretrain(args, run, vectorizer, texts: np.ndarray, val_texts: np.ndarray,
              initial: np.ndarray | None) -> keras.Model:
     """The stage ``pretrain_lm`` of the run: the language model trained on ``texts`` (the
     training reviews, plus ``--unlabelled``), its sampled loss on the held-out reviews
-    (``held_out``) watched by early stopping; resumable from its own backup like any run, and cached as ``lm.weights.h5``.
-    ``--pretrained-lm PATH`` loads such a file instead of training."""
+    (``held_out``) watched by early stopping; resumable from its own backup like any run, and
+    cached as ``lm.weights.h5``. ``--pretrained-lm PATH`` loads such a file instead of training."""
     from shared.io import atomic_write_bytes
     from shared.optim import OptimizerConfig, make_optimizer
     from shared.precision import dtype_policy

@@ -126,12 +126,12 @@ class SentimentGRU(App):
         a.add_argument("--pretrain", choices=("none", "lm"), default="lm",
                        help="lm: pretrain embedding and GRU as a language model on the training "
                             "reviews, then fine-tune (Dai & Le 2015; ULMFiT); none: word2vec only")
-        # One epoch: measured on the full training split, the sampled-softmax LM reaches 5.59
-        # nats/word after 1 epoch (unigram: 6.72) and 7.07 after 4, its sampled loss still
-        # falling (benchmarks/notes/sentiment_gru.md); ULMFiT fine-tunes its LM for ~10 epochs.
         a.add_argument("--fine-tune", choices=("all", "ulmfit"), default="all",
                        help="after --pretrain lm: all layers at the default recipe, or ULMFiT's "
                             "per-layer rates and gradual unfreezing")
+        # One epoch: measured on the full training split, the sampled-softmax LM reaches 5.59
+        # nats/word after 1 epoch (unigram: 6.72) and 7.07 after 4, its sampled loss still
+        # falling (benchmarks/notes/sentiment_gru.md); ULMFiT fine-tunes its LM for ~10 epochs.
         a.add_argument("--lm-epochs", type=positive_int, default=1,
                        help="--pretrain lm: language-model epochs over the reviews")
         a.add_argument("--unlabelled", default=None, metavar="DIR",
