@@ -27,7 +27,7 @@ from shared.flags import nonnegative_int, positive_int
 # The settings recorded in the export's metadata (assets.extra/ksuite.json).
 CONFIG_KEYS = ("max_tokens", "sequence_length", "embedding_dim", "units", "bidirectional",
                "dropout", "pooling", "embedding_dropout", "embeddings", "pretrain", "fine_tune")
-# Discriminative fine-tuning after --pretrain lm (Howard & Ruder 2018, ULMFiT §3.2): each layer
+# Discriminative fine-tuning, --fine-tune ulmfit (Howard & Ruder 2018, ULMFiT §3.2): each layer
 # below the classifier's head learns at 1/2.6 of the rate of the layer above it; gradual
 # unfreezing (§3.3) opens them one epoch at a time, top first.
 LAYER_DECAY = 2.6  # ULMFiT eta^{l-1} = eta^l / 2.6
