@@ -249,6 +249,63 @@ class Throughput(keras.callbacks.Callback):
             logs["epoch_seconds"] = end - self._t0
 
 
+class PolyakWeights(keras.callbacks.Callback):
+    """Make the optimizer's moving average of the weights (``use_ema=True``, the ``--ema`` flag;
+    Polyak averaging, Goodfellow et al. 8.7.3) the weights that are validated, kept as the best
+    and restored. Keras alone validates the trained weights, and EarlyStopping's restore at the
+    end replaces the average that ``fit()`` ends on, so the average would never be used.
+
+    Validation runs on the average (swapped in for it, swapped out after). At each epoch's end
+    the average sits in the model from this callback until its ``after`` callback, placed after
+    EarlyStopping, puts the trained weights back: ``[polyak, EarlyStopping(...), polyak.after,
+    ..., backup]``. The backup then holds the trained weights and the average in the optimizer,
+    as training left them. Does nothing for an optimizer without ``use_ema``."""
+
+    def __init__(self):
+        super().__init__()
+        self.swapped = False  # True while the model holds the average
+        self.after = _PolyakSwapBack(self)
+
+    def _pairs(self):
+        opt = getattr(self.model, "optimizer", None)
+        opt = getattr(opt, "inner_optimizer", opt)  # under a LossScaleOptimizer
+        if not getattr(opt, "use_ema", False):
+            return []
+        return list(zip(opt._trainable_variables,
+                        getattr(opt, "_model_variables_moving_average", [])))
+
+    def swap(self):
+        for var, average in self._pairs():
+            value = keras.ops.convert_to_numpy(var)
+            var.assign(average)
+            average.assign(value)
+        self.swapped = not self.swapped
+
+    def on_test_begin(self, logs=None):
+        if not self.swapped:
+            self.swap()
+
+    def on_test_end(self, logs=None):
+        if self.swapped:
+            self.swap()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.swapped:
+            self.swap()
+
+
+class _PolyakSwapBack(keras.callbacks.Callback):
+    """PolyakWeights' second half: put the trained weights back at the epoch's end."""
+
+    def __init__(self, owner: PolyakWeights):
+        super().__init__()
+        self.owner = owner
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.owner.swapped:
+            self.owner.swap()
+
+
 class StopAtStep(keras.callbacks.Callback):
     """Stop ``fit`` after exactly ``steps`` optimizer steps (Algorithm 7.2's i*), counted by
     the optimizer, so a resumed run stops at the same step."""

@@ -128,8 +128,8 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--plateau-patience", type=positive_int, default=None, metavar="P",
                    help="--schedule plateau: epochs without improvement (None: half --patience)")
     p.add_argument("--ema", type=unit_float, default=None, metavar="M",
-                   help="end on an exponential moving average of the weights, momentum M "
-                        "(Polyak averaging, Goodfellow et al. 8.7.3; e.g. 0.999)")
+                   help="validate and end on an exponential moving average of the weights, "
+                        "momentum M (Polyak averaging, Goodfellow et al. 8.7.3; e.g. 0.999)")
     p.add_argument("--adversarial", type=nonnegative_float, default=None, metavar="EPS",
                    help="also train on adversarial examples of size EPS, 0 = off (Goodfellow "
                         "et al. 2015; shared/adversarial.py)")

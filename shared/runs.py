@@ -195,8 +195,9 @@ class Run:
         extra: list | None = None,
     ) -> list:
         """The shared callbacks, in an order where each sees the logs the previous ones added:
-        early stopping, plateau rule (if --schedule plateau), NaN termination, learning-rate
-        and throughput logging, diagnostics on a probe batch, CSV, TensorBoard, backup."""
+        early stopping (between the two halves of PolyakWeights with --ema), plateau rule (if
+        --schedule plateau), NaN termination, learning-rate and throughput logging, diagnostics
+        on a probe batch, CSV, TensorBoard, backup."""
         import keras
 
         from shared import callbacks as cb
@@ -204,6 +205,10 @@ class Run:
         args = self.args
         out: list = []
         patience = patience if patience is not None else getattr(args, "patience", None)
+        # --ema: validation and early stopping see the averaged weights, which the run ends on.
+        polyak = cb.PolyakWeights() if getattr(args, "ema", None) is not None else None
+        if polyak is not None:
+            out.append(polyak)
         if patience:
             # Every worker keeps its own early-stopping state (a non-chief's dir is its own): a
             # resumed worker that forgot (v, j) would stop at another epoch than the chief and
@@ -213,6 +218,8 @@ class Run:
                 state_dir=self.dir / "checkpoints" / "early_stopping",
             )
             out.append(self.early_stopping)
+        if polyak is not None:
+            out.append(polyak.after)
         from shared.optim import OptimizerConfig, plateau_callback
 
         plateau = plateau_callback(

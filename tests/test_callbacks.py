@@ -18,6 +18,7 @@ from shared.callbacks import (
     EarlyStopping,
     GradientNormMonitor,
     LearningRateLogger,
+    PolyakWeights,
     TerminateOnNaN,
     Throughput,
 )
@@ -247,6 +248,56 @@ def test_early_stopping_in_fit_stops_and_restores_best():
     assert history.history["best_epoch"] == [1, 1, 1]
     assert same_weights(model.get_weights(), per_epoch[0])
     assert model.evaluate(x_val, y_val, verbose=0) == pytest.approx(val[0], rel=1e-5)
+
+
+def test_polyak_weights_are_validated_kept_and_restored():
+    """With use_ema, validation scores the moving average, and the weights the run ends on are
+    the average at the best epoch (bare EarlyStopping would restore the trained weights)."""
+    keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(1)
+    w_true = np.array([[1.0], [-2.0], [0.5]], dtype="float32")
+    x = rng.normal(size=(64, 3)).astype("float32")
+    y = x @ w_true
+    x_val = rng.normal(size=(32, 3)).astype("float32")
+    y_val = -(x_val @ w_true)  # learning the training relation makes validation worse
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.SGD(learning_rate=0.05, use_ema=True, ema_momentum=0.5)
+    model.compile(optimizer=optimizer, loss="mse")
+    trained, averaged = [], []
+
+    def snapshot(epoch, logs):
+        trained.append([np.array(w) for w in model.get_weights()])
+        averaged.append([keras.ops.convert_to_numpy(a)
+                         for a in optimizer._model_variables_moving_average])
+
+    polyak, es = PolyakWeights(), EarlyStopping(patience=2, verbose=0)
+    history = model.fit(x, y, batch_size=16, epochs=30, validation_data=(x_val, y_val),
+                        callbacks=[polyak, es, polyak.after,
+                                   keras.callbacks.LambdaCallback(on_epoch_end=snapshot)],
+                        verbose=0)
+    val = history.history["val_loss"]
+    assert len(val) == 3 and es.best_epoch == 1
+    assert not polyak.swapped
+    # Between epochs the model trains on its own weights; the average differs from them.
+    assert not same_weights(trained[0], averaged[0])
+    final = model.get_weights()
+    assert same_weights(final, averaged[0])  # the best epoch's average, not its trained weights
+    for epoch, average in enumerate(averaged):  # every epoch's val_loss is the average's
+        model.set_weights(average)
+        assert model.evaluate(x_val, y_val, verbose=0) == pytest.approx(val[epoch], rel=1e-5)
+
+
+def test_polyak_weights_surround_early_stopping_in_the_run_callbacks(tmp_path):
+    from apps.shakespeare_lstm.train import APP
+    from shared.runs import Run
+
+    args = APP.parse(["--ema", "0.99", "--run-dir", str(tmp_path)])
+    callbacks = Run(app="t", args=args, dir=tmp_path, strategy=None).callbacks(backup=False)
+    (polyak,) = [c for c in callbacks if isinstance(c, PolyakWeights)]
+    (es,) = [c for c in callbacks if isinstance(c, EarlyStopping)]
+    assert callbacks.index(polyak) < callbacks.index(es) < callbacks.index(polyak.after)
+    plain = Run(app="t", args=APP.parse([]), dir=tmp_path, strategy=None)
+    assert not any(isinstance(c, PolyakWeights) for c in plain.callbacks(backup=False))
 
 
 # -- DivideOnPlateau ---------------------------------------------------------------------------
@@ -494,6 +545,32 @@ def test_atomic_backup_resumes_an_interrupted_fit(tmp_path):
     assert len(history.history["loss"]) == 3
     assert same_weights(seen[0], rec.weights[2])  # restored the end of epoch 3
     assert not backup.exists()  # removed when the fit completed
+
+
+def test_polyak_weights_resume_to_the_same_end(tmp_path):
+    """A killed --ema run resumes from trained weights with the average in the optimizer, and
+    ends on the same averaged weights as a run that was never killed."""
+    x, y = backup_data()
+    x_val, y_val = x[:8] * 1.5, y[:8] * 1.5
+
+    def fit(tag, extra=()):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.05, use_ema=True, ema_momentum=0.7),
+                      loss="mse")
+        polyak = PolyakWeights()
+        es = EarlyStopping(patience=10, verbose=0, state_dir=tmp_path / tag / "es")
+        model.fit(x, y, batch_size=8, epochs=6, verbose=0, shuffle=False,
+                  validation_data=(x_val, y_val),
+                  callbacks=[polyak, es, polyak.after,
+                             AtomicBackupAndRestore(str(tmp_path / tag / "backup")), *extra])
+        return model.get_weights()
+
+    whole = fit("whole")
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        fit("killed", [Kill(3)])
+    resumed = fit("killed")
+    assert all(np.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(whole, resumed))
 
 
 def test_atomic_backup_leaves_no_tmp_files_and_fresh_fit_starts_at_zero(tmp_path):
