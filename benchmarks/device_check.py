@@ -202,7 +202,7 @@ def main(argv=None):
     from apps import registry
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.device_check",
-                                     description=__doc__,
+                                     description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     declared = registry()
     parser.add_argument("--apps", nargs="+", choices=list(declared), default=list(declared),

@@ -280,7 +280,8 @@ def wall_seconds_of(record: dict):
 
 @exit_on_user_error
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="ksuite bench", description=__doc__,
+    # No abbreviations: the app's flags pass through, and --seed would be taken for --seeds.
+    parser = argparse.ArgumentParser(prog="ksuite bench", description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("app", choices=sorted(BUDGETS))
     parser.add_argument("--budget", default="default")

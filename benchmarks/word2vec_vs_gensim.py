@@ -38,6 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.word2vec_vs_gensim", description=__doc__,
+                                allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=("auto", "text8", "gutenberg"), default="gutenberg")
     p.add_argument("--corpus", default=None)

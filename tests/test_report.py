@@ -328,6 +328,24 @@ def test_seed_means_and_minute_targets():
     assert report.seeds_text({"value": 0.9}) == ""
 
 
+def test_the_apps_seed_flag_passes_through_the_runner(tmp_path, monkeypatch):
+    """``--seed 43`` is the app's flag: the runner must not read it as an abbreviation of its
+    own ``--seeds`` (which would train 43 seeds)."""
+    import benchmarks.run as bench
+
+    calls = []
+
+    def fake_run_once(app, budget, flags, tag, runs_dir, resume):
+        calls.append(flags)
+        return {"app": app, "metric": "accuracy", "value": 0.99, "epochs": 1,
+                "wall_seconds": 1.0, "examples_per_sec": 1.0, "peak_rss_mb": 1}
+
+    monkeypatch.setattr(bench, "run_once", fake_run_once)
+    monkeypatch.setattr(bench, "append_record", lambda app, record: tmp_path / "r.jsonl")
+    assert bench.main(["mnist_mlp", "--budget", "tiny", "--seed", "43"]) == 0
+    assert calls == [["--seed", "43"]]
+
+
 def test_a_record_of_several_seeds_states_its_slowest_seed(tmp_path, monkeypatch):
     """The mean's record carries the slowest seed's time over all its sittings, not the first
     seed's (which the rest of the record copies)."""
