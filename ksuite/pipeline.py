@@ -184,7 +184,7 @@ def relabel(config_path: Path, model_base: Path, name: str, labels: dict[str, in
 
 def parse_args(argv):
     p = argparse.ArgumentParser(
-        prog="ksuite pipeline", allow_abbrev=False,
+        prog="ksuite pipeline",
         description="Validate the data, train, evaluate, gate against the stable version and "
                     "publish as canary. Flags not listed here go to the app's train script.",
         epilog="example: ksuite pipeline mnist_mlp --margin 0.002 --epochs 5",
