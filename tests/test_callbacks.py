@@ -225,14 +225,19 @@ def test_early_stopping_state_dir_tracks_new_best(tmp_path):
 # -- EarlyStopping inside a real fit --------------------------------------------------------
 
 
-def test_early_stopping_in_fit_stops_and_restores_best():
+def diverging_data():
+    """A linear relation to train on, and validation data where learning it makes things worse
+    (so the best epoch is the first); the seed is set for the model built next."""
     keras.utils.set_random_seed(1)
     rng = np.random.default_rng(1)
     w_true = np.array([[1.0], [-2.0], [0.5]], dtype="float32")
     x = rng.normal(size=(64, 3)).astype("float32")
-    y = x @ w_true
     x_val = rng.normal(size=(32, 3)).astype("float32")
-    y_val = -(x_val @ w_true)  # learning the training relation makes validation worse
+    return x, x @ w_true, x_val, -(x_val @ w_true)
+
+
+def test_early_stopping_in_fit_stops_and_restores_best():
+    x, y, x_val, y_val = diverging_data()
     model = tiny_model(inputs=3, lr=0.05)
     per_epoch = []
     record = keras.callbacks.LambdaCallback(
@@ -253,13 +258,7 @@ def test_early_stopping_in_fit_stops_and_restores_best():
 def test_polyak_weights_are_validated_kept_and_restored():
     """With use_ema, validation scores the moving average, and the weights the run ends on are
     the average at the best epoch (bare EarlyStopping would restore the trained weights)."""
-    keras.utils.set_random_seed(1)
-    rng = np.random.default_rng(1)
-    w_true = np.array([[1.0], [-2.0], [0.5]], dtype="float32")
-    x = rng.normal(size=(64, 3)).astype("float32")
-    y = x @ w_true
-    x_val = rng.normal(size=(32, 3)).astype("float32")
-    y_val = -(x_val @ w_true)  # learning the training relation makes validation worse
+    x, y, x_val, y_val = diverging_data()
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     optimizer = keras.optimizers.SGD(learning_rate=0.05, use_ema=True, ema_momentum=0.5)
     model.compile(optimizer=optimizer, loss="mse")
